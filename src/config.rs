@@ -1,0 +1,614 @@
+//! Settings: a TOML file (`--config`, default `wxexpress.toml` when present) overlaid with
+//! `WXEXPRESS_<SECTION>__<KEY>` environment variables (env wins; lists comma-separated),
+//! validated in one pass so that every problem is reported on its own line.
+//!
+//! Secrets are [`Secret`]s: their `Debug`, `Display` and `Serialize` print `<redacted>`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::wechat::crypto::AesKey;
+use crate::wechat::envelope::{MessageFormat, MessageMode};
+
+/// A secret string. Never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The plaintext; call only where the secret is used, never for display.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// The raw, untyped view of the configuration (what the file and env can say).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSettings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub wechat: RawWechat,
+    pub backoffice: BackofficeSettings,
+    pub privacy: PrivacySettings,
+    pub wechatpay: WechatPaySettings,
+    pub sandbox: SandboxSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    /// Largest accepted JSON body on the backoffice API and the WeChat callback.
+    pub body_limit_bytes: usize,
+    /// Largest accepted NDJSON batch.
+    pub batch_limit_bytes: usize,
+    /// Most lines in one NDJSON batch.
+    pub batch_max_lines: usize,
+    /// Accepted clock difference of WeChat's `timestamp` (replay window), seconds.
+    pub callback_window_secs: i64,
+    /// How long a SIGTERM waits for in-flight requests, seconds.
+    pub shutdown_grace_secs: u64,
+    /// HTTP worker threads (0 = one per core).
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 64 * 1024,
+            batch_limit_bytes: 16 * 1024 * 1024,
+            batch_max_lines: 10_000,
+            callback_window_secs: 300,
+            shutdown_grace_secs: 10,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings { url: "sqlite://data/wxexpress.db".into(), max_connections: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawWechat {
+    pub appid: Option<String>,
+    pub secret: Option<Secret>,
+    pub original_id: Option<String>,
+    pub token: Option<Secret>,
+    pub encoding_aes_key: Option<Secret>,
+    pub previous_encoding_aes_key: Option<Secret>,
+    pub message_format: String,
+    pub message_mode: String,
+    pub api_base: Option<String>,
+}
+
+impl Default for RawWechat {
+    fn default() -> Self {
+        RawWechat {
+            appid: None,
+            secret: None,
+            original_id: None,
+            token: None,
+            encoding_aes_key: None,
+            previous_encoding_aes_key: None,
+            message_format: "json".into(),
+            message_mode: "secure".into(),
+            api_base: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackofficeSettings {
+    pub api_keys: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySettings {
+    pub data_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WechatPaySettings {
+    pub mch_id: Option<String>,
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSection {
+    pub listen: String,
+    pub callback_url: Option<String>,
+    pub jsonp_url: Option<String>,
+}
+
+impl Default for SandboxSection {
+    fn default() -> Self {
+        SandboxSection { listen: "127.0.0.1:9090".into(), callback_url: None, jsonp_url: None }
+    }
+}
+
+/// The WeChat mini program the gateway acts for, validated.
+#[derive(Debug, Clone)]
+pub struct WechatSettings {
+    pub appid: String,
+    /// `None`: no real credentials; the gateway talks to an in-process sandbox.
+    pub secret: Option<Secret>,
+    pub original_id: String,
+    pub token: Secret,
+    pub encoding_aes_key: Secret,
+    pub previous_encoding_aes_key: Option<Secret>,
+    pub message_format: MessageFormat,
+    pub message_mode: MessageMode,
+    /// `None` in sandbox mode until the in-process sandbox is bound.
+    pub api_base: Option<String>,
+}
+
+/// Validated settings: everything the app needs, typed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub raw: RawSettings,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub wechat: WechatSettings,
+    pub api_keys: Vec<Secret>,
+    pub data_key: Secret,
+    pub wechatpay: WechatPaySettings,
+    pub sandbox: SandboxSection,
+    /// Where generated keys live (the SQLite file's directory, else `./data`).
+    pub data_dir: PathBuf,
+    /// Notes for the start-up log (generated keys, sandbox mode), never containing secrets.
+    pub notices: Vec<String>,
+}
+
+/// Every problem found, one line each (`key: problem`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// Credentials of the emulated mini program used when no `wechat.secret` is configured.
+pub mod sandbox_defaults {
+    pub const APPID: &str = "wx5a9dbox0000000001";
+    pub const SECRET: &str = "sandbox-app-secret";
+    pub const ORIGINAL_ID: &str = "gh_5a9db0x00001";
+    pub const TOKEN: &str = "sandboxtoken";
+    pub const ENCODING_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A file was read.
+    File,
+    /// No file: defaults plus environment only; keys may be generated into the data directory.
+    NoFile,
+}
+
+/// Load and validate. `path`: `--config`; when `None`, `wxexpress.toml` is used if present.
+pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
+    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("WXEXPRESS_")).collect();
+    load_from(path, &env, true)
+}
+
+/// Load with an explicit environment (tests). `generate` allows writing generated keys.
+pub fn load_from(path: Option<&Path>, env: &BTreeMap<String, String>, generate: bool) -> Result<Settings, ConfigErrors> {
+    let default_path = Path::new("wxexpress.toml");
+    let file = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None if default_path.exists() => Some(default_path.to_path_buf()),
+        None => None,
+    };
+    let mut table = match &file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| ConfigErrors(vec![format!("--config {}: cannot read: {e}", p.display())]))?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigErrors(vec![format!("{}: {}", p.display(), e.message())]))?
+        }
+        None => toml::Table::new(),
+    };
+    let source = if file.is_some() { Source::File } else { Source::NoFile };
+    apply_env(&mut table, env)?;
+    let raw: RawSettings = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigErrors(vec![e.message().replace('\n', " ")]))?;
+    validate(raw, source, generate)
+}
+
+/// Overlay `WXEXPRESS_SECTION__KEY=value` onto the table, typed like the default's field.
+fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigErrors> {
+    let defaults = toml::Table::try_from(RawSettings::default()).expect("defaults serialise");
+    let mut problems = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("WXEXPRESS_") else { continue };
+        let Some((section, key)) = rest.split_once("__") else {
+            problems.push(format!("{name}: expected WXEXPRESS_<SECTION>__<KEY>"));
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let template = defaults.get(&section).and_then(|s| s.get(&key));
+        let typed = match template {
+            Some(toml::Value::Integer(_)) => match value.trim().parse::<i64>() {
+                Ok(i) => toml::Value::Integer(i),
+                Err(_) => {
+                    problems.push(format!("{section}.{key} ({name}): expected an integer, got {value:?}"));
+                    continue;
+                }
+            },
+            Some(toml::Value::Boolean(_)) => match value.trim() {
+                "true" | "1" => toml::Value::Boolean(true),
+                "false" | "0" => toml::Value::Boolean(false),
+                _ => {
+                    problems.push(format!("{section}.{key} ({name}): expected true or false"));
+                    continue;
+                }
+            },
+            Some(toml::Value::Array(_)) => toml::Value::Array(
+                value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
+            ),
+            _ => toml::Value::String(value.clone()),
+        };
+        let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, typed);
+            }
+            _ => problems.push(format!("{section}: is not a table")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings, ConfigErrors> {
+    let mut p: Vec<String> = Vec::new();
+    let mut notices = Vec::new();
+
+    if raw.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        p.push(format!("server.listen: {:?} is not an address like 127.0.0.1:8080", raw.server.listen));
+    }
+    if raw.server.body_limit_bytes < 1024 {
+        p.push("server.body_limit_bytes: must be at least 1024".into());
+    }
+    if raw.server.callback_window_secs < 30 {
+        p.push("server.callback_window_secs: must be at least 30".into());
+    }
+    let data_dir = match database_data_dir(&raw.database.url) {
+        Ok(d) => d,
+        Err(e) => {
+            p.push(format!("database.url: {e}"));
+            PathBuf::from("data")
+        }
+    };
+
+    // WeChat: with no secret we run against the sandbox, with its credentials as defaults.
+    let w = &raw.wechat;
+    let sandbox = w.secret.as_ref().is_none_or(|s| s.expose().is_empty());
+    use sandbox_defaults as sd;
+    let pick = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
+    let pick_secret = |v: &Option<Secret>, d: &str| v.clone().unwrap_or_else(|| Secret::new(d));
+    let (appid, original_id, token, aes) = if sandbox {
+        notices.push("no wechat.secret is set: no WeChat credentials; using the in-process WeChat sandbox".to_string());
+        (pick(&w.appid, sd::APPID), pick(&w.original_id, sd::ORIGINAL_ID), pick_secret(&w.token, sd::TOKEN), pick_secret(&w.encoding_aes_key, sd::ENCODING_AES_KEY))
+    } else {
+        for (k, v) in [("wechat.appid", w.appid.is_none()), ("wechat.original_id", w.original_id.is_none()), ("wechat.token", w.token.is_none()), ("wechat.encoding_aes_key", w.encoding_aes_key.is_none())] {
+            if v {
+                p.push(format!("{k}: is required when wechat.secret is set"));
+            }
+        }
+        (pick(&w.appid, ""), pick(&w.original_id, ""), pick_secret(&w.token, ""), pick_secret(&w.encoding_aes_key, ""))
+    };
+    if !appid.is_empty() && !(appid.starts_with("wx") && appid.len() <= 32 && appid.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        p.push("wechat.appid: expected the mini program AppID (wx followed by letters and digits)".into());
+    }
+    if !token.expose().is_empty() && !(3..=32).contains(&token.expose().len()) {
+        p.push("wechat.token: must be 3 to 32 characters, as the WeChat console allows".into());
+    }
+    if !aes.expose().is_empty() {
+        if let Err(e) = AesKey::parse(aes.expose()) {
+            p.push(format!("wechat.encoding_aes_key: must be exactly 43 characters of [A-Za-z0-9] ({e})"));
+        }
+    }
+    if let Some(prev) = &w.previous_encoding_aes_key {
+        if AesKey::parse(prev.expose()).is_err() {
+            p.push("wechat.previous_encoding_aes_key: must be exactly 43 characters of [A-Za-z0-9]".into());
+        }
+    }
+    let message_format = w.message_format.parse::<MessageFormat>().map_err(|_| {
+        p.push(format!("wechat.message_format: {:?} is not one of json, xml", w.message_format));
+    });
+    let message_mode = w.message_mode.parse::<MessageMode>().map_err(|_| {
+        p.push(format!("wechat.message_mode: {:?} is not one of plaintext, compatible, secure", w.message_mode));
+    });
+    let api_base = match &w.api_base {
+        Some(b) if url::Url::parse(b).map(|u| matches!(u.scheme(), "http" | "https")).unwrap_or(false) => Some(b.trim_end_matches('/').to_string()),
+        Some(b) => {
+            p.push(format!("wechat.api_base: {b:?} is not an http(s) URL"));
+            None
+        }
+        None if sandbox => None,
+        None => Some("https://api.weixin.qq.com".to_string()),
+    };
+
+    // Backoffice keys: generated into the data directory only when there is no config file.
+    let mut api_keys: Vec<Secret> = raw.backoffice.api_keys.iter().filter(|k| !k.expose().is_empty()).cloned().collect();
+    if api_keys.iter().any(|k| k.expose().len() < 16) {
+        p.push("backoffice.api_keys: every key must be at least 16 characters".into());
+    }
+    if api_keys.is_empty() {
+        if source == Source::NoFile && generate {
+            match generated_file(&data_dir, "api_key", || hex::encode(rand::random::<[u8; 24]>())) {
+                Ok((key, created)) => {
+                    notices.push(format!(
+                        "no backoffice.api_keys configured: {} the development API key in {}",
+                        if created { "generated" } else { "using" },
+                        data_dir.join("api_key").display()
+                    ));
+                    api_keys.push(Secret::new(key));
+                }
+                Err(e) => p.push(format!("backoffice.api_keys: none configured and cannot write {}: {e}", data_dir.display())),
+            }
+        } else {
+            p.push("backoffice.api_keys: at least one key is required".into());
+        }
+    }
+
+    let data_key = match &raw.privacy.data_key {
+        Some(k) => {
+            if crate::privacy::Privacy::from_base64(k.expose()).is_err() {
+                p.push("privacy.data_key: must be base64 of exactly 32 bytes".into());
+            }
+            k.clone()
+        }
+        None if source == Source::NoFile && generate => match crate::privacy::Privacy::load_or_generate(&data_dir) {
+            Ok((k, created)) => {
+                notices.push(format!(
+                    "no privacy.data_key configured: {} the data key in {} (back it up: without it stored phone numbers cannot be read)",
+                    if created { "generated" } else { "using" },
+                    data_dir.join("data_key").display()
+                ));
+                Secret::new(k)
+            }
+            Err(e) => {
+                p.push(format!("privacy.data_key: not set and cannot create one in {}: {e}", data_dir.display()));
+                Secret::new("")
+            }
+        },
+        None => {
+            p.push("privacy.data_key: is required (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)".into());
+            Secret::new("")
+        }
+    };
+
+    if raw.wechatpay.mch_id.is_some() != raw.wechatpay.api_key.is_some() {
+        p.push("wechatpay: mch_id and api_key must be set together".into());
+    }
+    if raw.sandbox.listen.parse::<std::net::SocketAddr>().is_err() {
+        p.push(format!("sandbox.listen: {:?} is not an address like 127.0.0.1:9090", raw.sandbox.listen));
+    }
+
+    if !p.is_empty() {
+        return Err(ConfigErrors(p));
+    }
+    Ok(Settings {
+        server: raw.server.clone(),
+        database: raw.database.clone(),
+        wechat: WechatSettings {
+            appid,
+            secret: if sandbox { None } else { w.secret.clone() },
+            original_id,
+            token,
+            encoding_aes_key: aes,
+            previous_encoding_aes_key: w.previous_encoding_aes_key.clone(),
+            message_format: message_format.expect("checked"),
+            message_mode: message_mode.expect("checked"),
+            api_base,
+        },
+        api_keys,
+        data_key,
+        wechatpay: raw.wechatpay.clone(),
+        sandbox: raw.sandbox.clone(),
+        data_dir,
+        notices,
+        raw,
+    })
+}
+
+/// The directory generated keys go to: the SQLite file's directory, or `./data`.
+fn database_data_dir(url: &str) -> Result<PathBuf, String> {
+    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = rest.split('?').next().unwrap_or("");
+        if path.is_empty() || path == ":memory:" {
+            return Ok(PathBuf::from("data"));
+        }
+        let parent = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
+        return Ok(if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        url::Url::parse(url).map_err(|e| format!("cannot parse the PostgreSQL URL ({e})"))?;
+        return Ok(PathBuf::from("data"));
+    }
+    Err("expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DB".into())
+}
+
+fn generated_file(dir: &Path, name: &str, make: impl FnOnce() -> String) -> std::io::Result<(String, bool)> {
+    let path = dir.join(name);
+    if let Ok(v) = std::fs::read_to_string(&path) {
+        return Ok((v.trim().to_string(), false));
+    }
+    std::fs::create_dir_all(dir)?;
+    let v = make();
+    crate::privacy::write_private(&path, &v)?;
+    Ok((v, true))
+}
+
+impl Settings {
+    /// The effective settings as TOML, secrets redacted (for `config check`).
+    pub fn redacted_toml(&self) -> String {
+        let mut raw = self.raw.clone();
+        raw.wechat.appid = Some(self.wechat.appid.clone());
+        raw.wechat.original_id = Some(self.wechat.original_id.clone());
+        raw.wechat.token = Some(self.wechat.token.clone());
+        raw.wechat.encoding_aes_key = Some(self.wechat.encoding_aes_key.clone());
+        raw.wechat.api_base = self.wechat.api_base.clone();
+        raw.backoffice.api_keys = self.api_keys.clone();
+        raw.privacy.data_key = Some(self.data_key.clone());
+        raw.database.url = redact_url(&raw.database.url);
+        toml::to_string_pretty(&raw).unwrap_or_default()
+    }
+
+    /// True when there are no real WeChat credentials and the gateway uses the sandbox.
+    pub fn sandbox_mode(&self) -> bool {
+        self.wechat.secret.is_none()
+    }
+}
+
+/// Hide a password inside a database URL.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    const GOOD: &str = r#"
+[database]
+url = "sqlite://x/db.sqlite"
+[wechat]
+appid = "wxba5fad812f8e6fb9"
+secret = "s3cr3t"
+original_id = "gh_97417a04a28d"
+token = "AAAAA"
+encoding_aes_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+[backoffice]
+api_keys = ["0123456789abcdef"]
+[privacy]
+data_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+"#;
+
+    #[test]
+    fn a_complete_file_loads() {
+        let f = file(GOOD);
+        let s = load_from(Some(f.path()), &env(&[]), false).unwrap();
+        assert!(!s.sandbox_mode());
+        assert_eq!(s.wechat.api_base.as_deref(), Some("https://api.weixin.qq.com"));
+        assert_eq!(s.wechat.message_mode, MessageMode::Secure);
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_splits_lists() {
+        let f = file(GOOD);
+        let s = load_from(
+            Some(f.path()),
+            &env(&[("WXEXPRESS_WECHAT__MESSAGE_FORMAT", "xml"), ("WXEXPRESS_BACKOFFICE__API_KEYS", "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb"), ("WXEXPRESS_SERVER__CALLBACK_WINDOW_SECS", "60")]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.wechat.message_format, MessageFormat::Xml);
+        assert_eq!(s.api_keys.len(), 2);
+        assert_eq!(s.server.callback_window_secs, 60);
+    }
+
+    #[test]
+    fn every_problem_gets_its_own_line() {
+        let f = file(GOOD);
+        let e = load_from(
+            Some(f.path()),
+            &env(&[("WXEXPRESS_WECHAT__ENCODING_AES_KEY", "short"), ("WXEXPRESS_WECHAT__MESSAGE_MODE", "loud"), ("WXEXPRESS_DATABASE__URL", "mysql://x")]),
+            false,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("wechat.encoding_aes_key: must be exactly 43"), "{text}");
+        assert!(text.contains("wechat.message_mode: \"loud\""), "{text}");
+        assert!(text.contains("database.url:"), "{text}");
+        assert_eq!(e.0.len(), 3, "{text}");
+    }
+
+    #[test]
+    fn a_config_file_without_a_data_key_is_refused() {
+        let f = file(&GOOD.replace("data_key = ", "#"));
+        let e = load_from(Some(f.path()), &env(&[]), true).unwrap_err();
+        assert!(e.to_string().contains("privacy.data_key: is required"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let f = file(&format!("{GOOD}\n[server]\nlisten_on = \"x\"\n"));
+        let e = load_from(Some(f.path()), &env(&[]), false).unwrap_err();
+        assert!(e.to_string().contains("listen_on"), "{e}");
+    }
+
+    #[test]
+    fn redacted_output_has_no_secrets() {
+        let f = file(GOOD);
+        let s = load_from(Some(f.path()), &env(&[("WXEXPRESS_DATABASE__URL", "postgres://u:pw@h/db")]), false).unwrap();
+        let out = s.redacted_toml();
+        for secret in ["s3cr3t", "AAAAA\"", "0123456789abcdef", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", ":pw@"] {
+            assert!(!out.contains(secret), "{secret} leaked in\n{out}");
+        }
+        assert!(out.contains("<redacted>"));
+    }
+
+    #[test]
+    fn no_configuration_means_sandbox_mode_with_generated_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+        let s = load_from(None, &env(&[("WXEXPRESS_DATABASE__URL", &url)]), true).unwrap();
+        assert!(s.sandbox_mode());
+        assert!(dir.path().join("data_key").exists());
+        assert!(dir.path().join("api_key").exists());
+        let again = load_from(None, &env(&[("WXEXPRESS_DATABASE__URL", &url)]), true).unwrap();
+        assert_eq!(again.data_key, s.data_key, "the generated key is reused");
+    }
+}

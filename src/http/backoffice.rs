@@ -1,0 +1,207 @@
+//! The carrier's backoffice API under `/v1`: waybills, events, NDJSON batches, read-back.
+//! Input becomes domain types at this edge; nothing is stored unless all of it is valid.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::require_bearer;
+use super::body::{media_type, read_limited};
+use super::problem::Problem;
+use super::AppState;
+use crate::codec::{self, now_ms, now_secs};
+use crate::domain::{mask_phone_str, mask_phones_in_text, Contact, EventInput, FieldError, TrackingEvent, Waybill, WaybillId, WaybillInput};
+use crate::store::{EventInsert, StoreError};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/waybills/{waybill_id}", web::put().to(put_waybill))
+        .route("/v1/waybills/{waybill_id}", web::get().to(get_waybill))
+        .route("/v1/waybills/{waybill_id}/events", web::post().to(post_event))
+        .route("/v1/events/batch", web::post().to(post_batch));
+}
+
+fn waybill_id(raw: &str) -> Result<WaybillId, Problem> {
+    WaybillId::parse(raw).map_err(|m| Problem::validation(vec![FieldError { field: "waybill_id".into(), message: m }]))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, Problem> {
+    let mt = media_type(req);
+    if mt != "application/json" && !mt.ends_with("+json") {
+        return Err(Problem::unsupported_media("application/json"));
+    }
+    serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("the body is not valid JSON for this endpoint: {e}")))
+}
+
+async fn put_waybill(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    let id = waybill_id(&path)?;
+    let body = read_limited(&req, payload, state.settings.server.body_limit_bytes).await?;
+    let input: WaybillInput = parse_json(&req, &body)?;
+    let waybill = Waybill::parse(id, &input, now_secs(), "").map_err(Problem::validation)?;
+    let created = state.store.upsert_waybill(&codec::waybill_record(&state.privacy, &waybill, now_ms())).await?;
+    tracing::info!(waybill_id = %waybill.id, created, "waybill stored");
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(HttpResponse::build(status).json(json!({ "waybill_id": waybill.id, "created": created })))
+}
+
+async fn post_event(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    let id = waybill_id(&path)?;
+    let body = read_limited(&req, payload, state.settings.server.body_limit_bytes).await?;
+    let input: EventInput = parse_json(&req, &body)?;
+    let event = TrackingEvent::parse(&input, now_secs(), "").map_err(Problem::validation)?;
+    let record = codec::new_event(&state.privacy, &id, &event, now_ms());
+    match state.store.record_event(None, &record).await {
+        Ok(EventInsert::Inserted { id: event_id }) => {
+            tracing::info!(waybill_id = %id, action_type = event.action_type.code(), event_id, "event accepted");
+            Ok(HttpResponse::Accepted().json(json!({ "waybill_id": id, "event_id": event_id, "duplicate": false })))
+        }
+        Ok(EventInsert::Duplicate { id: event_id }) => Ok(HttpResponse::Ok().json(json!({ "waybill_id": id, "event_id": event_id, "duplicate": true }))),
+        Err(StoreError::UnknownWaybill(_)) => Err(Problem::not_found(format!("waybill {id} does not exist; create it with PUT /v1/waybills/{id} first"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One NDJSON line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchLine {
+    waybill_id: Option<String>,
+    waybill: Option<WaybillInput>,
+    event: Option<EventInput>,
+}
+
+async fn post_batch(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    let mt = media_type(&req);
+    if mt != "application/x-ndjson" && mt != "application/ndjson" {
+        return Err(Problem::unsupported_media("application/x-ndjson"));
+    }
+    let limits = &state.settings.server;
+    let body = read_limited(&req, payload, limits.batch_limit_bytes).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| Problem::bad_request("the batch is not UTF-8"))?;
+    let (now, now_ms) = (now_secs(), now_ms());
+
+    let mut items = Vec::new();
+    let mut line_numbers = Vec::new();
+    let mut errors: Vec<serde_json::Value> = Vec::new();
+    let mut lines = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        lines += 1;
+        if lines > limits.batch_max_lines {
+            return Err(Problem::too_large(limits.batch_limit_bytes).with_detail(format!("a batch holds at most {} lines", limits.batch_max_lines)));
+        }
+        match parse_line(&state, line, now, now_ms) {
+            Ok(item) => {
+                items.push(item);
+                line_numbers.push(i + 1);
+            }
+            Err(errs) => errors.push(json!({ "line": i + 1, "errors": errs })),
+        }
+    }
+    if lines == 0 {
+        return Err(Problem::bad_request("the batch is empty"));
+    }
+    let outcomes = if items.is_empty() { Vec::new() } else { state.store.record_events_batch(&items).await? };
+    let (mut accepted, mut duplicates) = (0, 0);
+    for (outcome, line) in outcomes.into_iter().zip(line_numbers) {
+        match outcome {
+            Ok(EventInsert::Inserted { .. }) => accepted += 1,
+            Ok(EventInsert::Duplicate { .. }) => duplicates += 1,
+            Err(StoreError::UnknownWaybill(id)) => errors.push(json!({ "line": line, "errors": [FieldError { field: "waybill".into(), message: format!("waybill {id} does not exist; send it in this line's `waybill`") }] })),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    errors.sort_by_key(|e| e["line"].as_u64());
+    tracing::info!(lines, accepted, duplicates, rejected = errors.len(), "batch stored");
+    Ok(HttpResponse::Ok().json(json!({ "lines": lines, "accepted": accepted, "duplicates": duplicates, "rejected": errors.len(), "errors": errors })))
+}
+
+fn parse_line(state: &AppState, line: &str, now: i64, now_ms: i64) -> Result<(Option<crate::store::WaybillRecord>, crate::store::NewEvent), Vec<FieldError>> {
+    let fe = |field: &str, message: String| vec![FieldError { field: field.into(), message }];
+    let l: BatchLine = serde_json::from_str(line).map_err(|e| fe("", format!("not a JSON object of this endpoint: {e}")))?;
+    let id = WaybillId::parse(l.waybill_id.as_deref().unwrap_or_default()).map_err(|m| fe("waybill_id", m))?;
+    let mut errs = Vec::new();
+    let waybill = match &l.waybill {
+        Some(w) => Waybill::parse(id.clone(), w, now, "waybill.").map_err(|e| errs.extend(e)).ok(),
+        None => None,
+    };
+    let event = match &l.event {
+        Some(e) => TrackingEvent::parse(e, now, "event.").map_err(|e| errs.extend(e)).ok(),
+        None => {
+            errs.push(FieldError { field: "event".into(), message: "is required".into() });
+            None
+        }
+    };
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let event = event.expect("checked: no errors");
+    Ok((waybill.map(|w| codec::waybill_record(&state.privacy, &w, now_ms)), codec::new_event(&state.privacy, &id, &event, now_ms)))
+}
+
+async fn get_waybill(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    let id = waybill_id(&path)?;
+    let Some(record) = state.store.get_waybill(id.as_str()).await? else {
+        return Err(Problem::not_found(format!("waybill {id} does not exist")));
+    };
+    let contacts = codec::open_contacts(&state.privacy, &record).map_err(|e| {
+        tracing::error!(waybill_id = %id, error = %e, "cannot open stored contacts");
+        Problem::internal()
+    })?;
+    let mut path_view = Vec::new();
+    for ev in state.store.list_events(id.as_str()).await? {
+        let node = codec::open_node(&state.privacy, &ev).map_err(|_| Problem::internal())?;
+        let t = &node.text;
+        path_view.push(json!({
+            "event_id": ev.id,
+            "action_type": node.action_type,
+            "action_time": node.action_time,
+            "action_msg": mask_phones_in_text(&t.action_msg),
+            "pickup_courier_name": t.pickup_courier_name,
+            "pickup_courier_phone": t.pickup_courier_phone.as_deref().map(mask_phone_str),
+            "delivery_courier_name": t.delivery_courier_name,
+            "delivery_courier_phone": t.delivery_courier_phone.as_deref().map(mask_phone_str),
+            "received_at_ms": ev.received_at,
+        }));
+    }
+    let callbacks: Vec<_> = state
+        .store
+        .list_exchanges(id.as_str())
+        .await?
+        .into_iter()
+        .map(|x| json!({ "received_at_ms": x.received_at, "event": x.event, "result_code": x.result_code, "summary": x.summary, "duration_us": x.duration_us }))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "waybill_id": record.waybill_id,
+        "create_time": record.create_time,
+        "sender": contact_view(&contacts.sender),
+        "receiver": contact_view(&contacts.receiver),
+        "openids": { "sender": record.sender_openid, "receiver": record.receiver_openid },
+        "payment": record.payment_out_trade_no.as_ref().map(|n| json!({ "out_trade_no": n, "total_fee": record.payment_total_fee })),
+        "path": path_view,
+        "notifications": [],
+        "callbacks": callbacks,
+        "created_at_ms": record.created_at,
+        "updated_at_ms": record.updated_at,
+    })))
+}
+
+fn contact_view(c: &Contact) -> serde_json::Value {
+    json!({
+        "name": c.name, "phone": c.masked_phone(), "province": c.province, "city": c.city,
+        "area": c.area, "street": c.street, "address": c.address,
+    })
+}
+
+impl Problem {
+    fn with_detail(mut self, d: String) -> Problem {
+        self.detail = d;
+        self
+    }
+}

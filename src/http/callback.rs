@@ -1,0 +1,193 @@
+//! `GET`/`POST /wechat/callback`: WeChat's URL verification and message push.
+//!
+//! The mode (plaintext/compatible/secure) and format (JSON/XML) come from configuration,
+//! never from the request. Every POST is authenticated and its timestamp checked before
+//! anything else. `waybill_notify_query` is answered from the store only; a repeated delivery
+//! (WeChat retries after 5 s) is recognised by its dedupe key and gets the same answer with
+//! no second side effect.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::body::read_limited;
+use super::AppState;
+use crate::codec::{self, now_ms, now_secs};
+use crate::domain::{mask_phones_in_text, Phone};
+use crate::store::{ExchangeInsert, NewExchange};
+use crate::wechat::crypto::{verify_sha1_signature, CryptoError, KeySlot};
+use crate::wechat::envelope::{self, get_str, CallbackQuery, Document, MessageFormat, OpenError};
+use crate::wechat::reverse_query::{self, build_reply, Lookup, Query};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/wechat/callback", web::get().to(verify_url)).route("/wechat/callback", web::post().to(message));
+}
+
+/// URL verification: echo `echostr` when the signature over (token, timestamp, nonce) holds.
+async fn verify_url(state: web::Data<AppState>, query: web::Query<CallbackQuery>) -> HttpResponse {
+    let (Some(sig), Some(ts), Some(nonce), Some(echostr)) = (&query.signature, &query.timestamp, &query.nonce, &query.echostr) else {
+        return HttpResponse::BadRequest().finish();
+    };
+    if !fresh(ts, state.settings.server.callback_window_secs) {
+        tracing::warn!("callback URL verification with a stale timestamp");
+        return HttpResponse::Unauthorized().finish();
+    }
+    if !verify_sha1_signature(sig, &[state.crypto.token(), ts, nonce]) {
+        tracing::warn!("callback URL verification with a bad signature");
+        return HttpResponse::Unauthorized().finish();
+    }
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(echostr.clone())
+}
+
+fn fresh(ts: &str, window: i64) -> bool {
+    ts.parse::<i64>().map(|t| (now_secs() - t).abs() <= window).unwrap_or(false)
+}
+
+async fn message(state: web::Data<AppState>, req: HttpRequest, query: web::Query<CallbackQuery>, payload: web::Payload) -> HttpResponse {
+    let started = Instant::now();
+    let body = match read_limited(&req, payload, state.settings.server.body_limit_bytes).await {
+        Ok(b) => b,
+        Err(p) => return HttpResponse::build(actix_web::http::StatusCode::from_u16(p.status).unwrap_or_default()).finish(),
+    };
+    let w = &state.settings.wechat;
+    let (mode, format) = (w.message_mode, w.message_format);
+    let opened = match envelope::open_request(&state.crypto, mode, format, &query, &body, now_secs(), state.settings.server.callback_window_secs) {
+        Ok(o) => o,
+        Err(e) => return reject(e),
+    };
+    let event = get_str(&opened.doc, "Event").unwrap_or_default().to_string();
+    if !event.eq_ignore_ascii_case(reverse_query::EVENT) {
+        tracing::info!(event = %event, msg_type = get_str(&opened.doc, "MsgType").unwrap_or_default(), "callback event not handled; answered success");
+        return HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("success");
+    }
+    let nonce = query.nonce.clone().unwrap_or_default();
+    let key_slot = opened.key_slot.unwrap_or(KeySlot::Current);
+    match answer_query(&state, &opened.doc, started).await {
+        Ok(reply) => seal(&state, format, &reply, &nonce, key_slot),
+        Err(()) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+/// Map an open failure to WeChat's view: bad signature or stale timestamp -> 401, wrong appid
+/// -> 403, anything unreadable -> 400. The body stays empty; the reason goes to the log.
+fn reject(e: OpenError) -> HttpResponse {
+    let (status, reason) = match &e {
+        OpenError::BadSignature => (401, "bad signature"),
+        OpenError::StaleTimestamp => (401, "timestamp outside the window"),
+        OpenError::MissingParameter(_) => (400, "missing parameter"),
+        OpenError::Crypto(CryptoError::ValidateAppid) => (403, "appid mismatch"),
+        OpenError::Crypto(_) => (400, "undecryptable"),
+        _ => (400, "malformed"),
+    };
+    tracing::warn!(status, reason, error = %e, "callback rejected");
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default()).finish()
+}
+
+fn seal(state: &AppState, format: MessageFormat, doc: &Document, nonce: &str, slot: KeySlot) -> HttpResponse {
+    let w = &state.settings.wechat;
+    match envelope::seal_reply(&state.crypto, w.message_mode, format, doc, nonce, now_secs(), slot) {
+        Ok(body) => {
+            let ct = match format {
+                MessageFormat::Json => "application/json; charset=utf-8",
+                MessageFormat::Xml => "text/xml; charset=utf-8",
+            };
+            HttpResponse::Ok().content_type(ct).body(body)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sealing the reply failed");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+/// Answer a `waybill_notify_query`, or replay the stored answer of an earlier delivery.
+async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Result<Document, ()> {
+    let Some(query) = Query::from_document(doc) else {
+        tracing::warn!("waybill_notify_query without WaybillId");
+        return Ok(build_reply(&empty_query(doc), &state.settings.wechat.original_id, now_secs(), &Lookup::BadRequest));
+    };
+    let key = query.dedupe_key();
+    let store_err = |e: crate::store::StoreError| tracing::error!(error = %e, "store error while answering a reverse query");
+    if let Some(prev) = state.store.find_exchange(&key).await.map_err(store_err)? {
+        if let Some(reply) = replayed(state, prev.reply.as_deref()) {
+            tracing::info!(waybill_id = %query.waybill_id, "repeated reverse query answered with the stored reply");
+            return Ok(reply);
+        }
+    }
+    let lookup = lookup(state, &query).await?;
+    let reply = build_reply(&query, &state.settings.wechat.original_id, now_secs(), &lookup);
+    let result_code = reply.get("ResultCode").and_then(|v| v.as_i64()).unwrap_or(-1);
+    let summary = format!(
+        "waybill_notify_query receiver={} sender={} result={} nodes={}",
+        query.receiver_phone.as_deref().map(mask_phones_in_text).unwrap_or_default(),
+        query.sender_phone.as_deref().map(mask_phones_in_text).unwrap_or_default(),
+        result_code,
+        reply.get("Path").and_then(|p| p.as_array()).map_or(0, Vec::len),
+    );
+    let exchange = NewExchange {
+        waybill_id: Some(query.waybill_id.clone()),
+        dedupe_key: Some(key),
+        event: reverse_query::EVENT.into(),
+        received_at: now_ms(),
+        result_code,
+        summary,
+        reply: Some(state.privacy.seal_json(&reply)),
+        duration_us: started.elapsed().as_micros() as i64,
+    };
+    match state.store.record_exchange(&exchange).await.map_err(store_err)? {
+        ExchangeInsert::Inserted { .. } => {
+            tracing::info!(waybill_id = %query.waybill_id, result_code, "reverse query answered");
+            Ok(reply)
+        }
+        // A concurrent retry of the same delivery won the insert: answer exactly as it did.
+        ExchangeInsert::Duplicate(prev) => Ok(replayed(state, prev.reply.as_deref()).unwrap_or(reply)),
+    }
+}
+
+fn replayed(state: &AppState, sealed: Option<&[u8]>) -> Option<Document> {
+    let mut doc: Document = state.privacy.open_json(sealed?).ok()?;
+    doc.insert("CreateTime".into(), serde_json::json!(now_secs()));
+    Some(doc)
+}
+
+fn empty_query(doc: &Document) -> Query {
+    Query {
+        to_user_name: String::new(),
+        from_user_name: get_str(doc, "FromUserName").unwrap_or_default().to_string(),
+        create_time: 0,
+        waybill_id: String::new(),
+        sender_phone: None,
+        receiver_phone: None,
+    }
+}
+
+/// Unknown waybill, or a phone that does not own it, gets no data (spec §4.3).
+async fn lookup(state: &AppState, q: &Query) -> Result<Lookup, ()> {
+    let err = |e: crate::store::StoreError| tracing::error!(error = %e, "store error while answering a reverse query");
+    let Some(w) = state.store.get_waybill(&q.waybill_id).await.map_err(err)? else {
+        return Ok(Lookup::UnknownWaybill);
+    };
+    let hash = |p: &str| Phone::parse(p).ok().map(|p| state.privacy.phone_hash(p.as_str()));
+    let receiver_ok = q.receiver_phone.as_deref().and_then(hash).is_some_and(|h| ct_eq(&h, &w.receiver_phone_hash));
+    let sender_ok = match q.sender_phone.as_deref() {
+        None => true,
+        Some(p) => match (hash(p), &w.sender_phone_hash) {
+            (Some(h), Some(stored)) => ct_eq(&h, stored),
+            _ => false,
+        },
+    };
+    if !(receiver_ok && sender_ok) {
+        tracing::warn!(waybill_id = %q.waybill_id, "reverse query phone does not match the waybill");
+        return Ok(Lookup::PhoneMismatch);
+    }
+    let mut path = Vec::new();
+    for ev in state.store.list_events(&q.waybill_id).await.map_err(err)? {
+        path.push(codec::open_node(&state.privacy, &ev).map_err(|e| tracing::error!(error = %e, "cannot open a stored node"))?);
+    }
+    Ok(Lookup::Found { create_time: w.create_time, path })
+}
+
+fn ct_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}

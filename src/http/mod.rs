@@ -1,0 +1,31 @@
+//! actix routes: the backoffice API, the WeChat callback, health. Input is converted to
+//! domain types at this edge; handlers never call WeChat (outbound calls happen in workers).
+
+pub mod auth;
+pub mod backoffice;
+pub mod body;
+pub mod callback;
+pub mod health;
+pub mod problem;
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+use crate::config::Settings;
+use crate::privacy::Privacy;
+use crate::store::Store;
+use crate::wechat::crypto::MessageCrypto;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub privacy: Privacy,
+    pub crypto: MessageCrypto,
+}
+
+/// All gateway routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(health::routes).configure(backoffice::routes).configure(callback::routes);
+}

@@ -1,0 +1,111 @@
+//! The `wxexpress` command line. Everything it runs lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wxexpress::config::{self, Settings};
+
+#[derive(Parser)]
+#[command(name = "wxexpress", version, about = "Gateway from an express carrier's backoffice to WeChat phone-number logistics push")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: HTTP server (and, later, outbox workers and the token manager). Migrates on start.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the WeChat sandbox (an emulator of WeChat's side) on its own.
+    Sandbox {
+        #[arg(long)]
+        listen: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective settings, secrets redacted.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
+    config::load(path.map(PathBuf::as_path)).map_err(|e| {
+        for line in &e.0 {
+            eprintln!("configuration error: {line}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    wxexpress::telemetry::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime can be built");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let settings = match load(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            wxexpress::app::serve(settings).await?;
+        }
+        Command::Migrate { config } => {
+            let settings = match load(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let store = wxexpress::app::connect_store(&settings).await?;
+            store.migrate().await?;
+            tracing::info!(database = %config::redact_url(&settings.database.url), "migrations applied");
+        }
+        Command::Sandbox { listen, config } => {
+            let settings = match load(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            wxexpress::app::run_sandbox(&settings, listen.as_deref()).await?;
+        }
+        Command::Config { command: ConfigCommand::Check { config } } => {
+            let settings = match load(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            for n in &settings.notices {
+                println!("# {n}");
+            }
+            print!("{}", settings.redacted_toml());
+            println!("# configuration OK");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
