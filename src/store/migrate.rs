@@ -62,7 +62,11 @@ impl Store {
             .migrator()
             .iter()
             .filter(|m| !m.migration_type.is_down_migration())
-            .all(|m| applied.get(&m.version) == Some(&m.checksum.to_vec()));
+            .all(|m| {
+                applied
+                    .get(&m.version)
+                    .is_some_and(|checksum| checksum[..] == m.checksum[..])
+            });
         if all_applied {
             Ok(())
         } else {

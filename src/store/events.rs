@@ -1,0 +1,131 @@
+//! The `events` table: tracking steps, deduplicated on (waybill_id, action_type, action_time).
+
+use sqlx::{AnyConnection, Connection};
+
+use super::{waybills, EventInsert, EventRecord, NewEvent, Store, StoreError, WaybillRecord};
+
+impl Store {
+    /// Records one event, in one transaction: upserts `waybill` if given, fails with
+    /// [`StoreError::UnknownWaybill`] (storing nothing) if the event's waybill then does not
+    /// exist, and inserts the event unless the same (waybill_id, action_type, action_time)
+    /// is already stored, in which case the stored row's id comes back as a duplicate.
+    pub async fn record_event(
+        &self,
+        waybill: Option<&WaybillRecord>,
+        event: &NewEvent,
+    ) -> Result<EventInsert, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let outcome = record_in(&mut tx, waybill, event).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Records a batch (one NDJSON request) in ONE transaction, each item with its own
+    /// outcome as [`Store::record_event`] would give it. A failing item is rolled back alone
+    /// and the others are kept; a repeat of an earlier item of the same batch is a duplicate.
+    /// The outer error means the batch as a whole failed and nothing was stored.
+    pub async fn record_events_batch(
+        &self,
+        items: &[(Option<WaybillRecord>, NewEvent)],
+    ) -> Result<Vec<Result<EventInsert, StoreError>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (waybill, event) in items {
+            // A savepoint per item: on PostgreSQL a failed statement aborts the whole
+            // transaction unless it is rolled back to a savepoint taken before it.
+            let mut item = Connection::begin(&mut *tx).await?;
+            match record_in(&mut item, waybill.as_ref(), event).await {
+                Ok(outcome) => {
+                    item.commit().await?;
+                    outcomes.push(Ok(outcome));
+                }
+                Err(error) => {
+                    item.rollback().await?;
+                    outcomes.push(Err(error));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// The waybill's path, newest first; events at the same time in insertion order reversed.
+    pub async fn list_events(&self, waybill_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query_as::<_, EventRecord>(
+            "SELECT id, waybill_id, action_type, action_time, payload, received_at \
+             FROM events WHERE waybill_id = $1 \
+             ORDER BY action_time DESC, id DESC",
+        )
+        .bind(waybill_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    pub async fn count_events(&self) -> Result<i64, StoreError> {
+        let count = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count)
+    }
+}
+
+/// One event inside the caller's transaction (see [`Store::record_event`]).
+async fn record_in(
+    conn: &mut AnyConnection,
+    waybill: Option<&WaybillRecord>,
+    event: &NewEvent,
+) -> Result<EventInsert, StoreError> {
+    match waybill {
+        Some(w) if w.waybill_id != event.waybill_id => {
+            return Err(StoreError::WaybillMismatch {
+                waybill: w.waybill_id.clone(),
+                event: event.waybill_id.clone(),
+            });
+        }
+        Some(w) => {
+            waybills::upsert_in(conn, w).await?;
+        }
+        None => {
+            if !waybills::exists_in(conn, &event.waybill_id).await? {
+                return Err(StoreError::UnknownWaybill(event.waybill_id.clone()));
+            }
+        }
+    }
+
+    // ON CONFLICT DO NOTHING, then read the winner: under concurrency the loser waits for
+    // the winner's commit (PostgreSQL) or for the write lock (SQLite), so the row is there.
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO events (waybill_id, action_type, action_time, payload, received_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (waybill_id, action_type, action_time) DO NOTHING \
+         RETURNING id",
+    )
+    .bind(&event.waybill_id)
+    .bind(event.action_type)
+    .bind(event.action_time)
+    .bind(&event.payload)
+    .bind(event.received_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+
+    match inserted {
+        Some(id) => {
+            // The outbox lives here: a later issue writes the event's outbox row (the
+            // notification to push) in this same transaction, only for a new event.
+            Ok(EventInsert::Inserted { id })
+        }
+        None => {
+            let id: i64 = sqlx::query_scalar(
+                "SELECT id FROM events \
+                 WHERE waybill_id = $1 AND action_type = $2 AND action_time = $3",
+            )
+            .bind(&event.waybill_id)
+            .bind(event.action_type)
+            .bind(event.action_time)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(EventInsert::Duplicate { id })
+        }
+    }
+}
