@@ -17,6 +17,7 @@ pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod outbox;
 pub mod privacy;
 pub mod sandbox;
 pub mod store;

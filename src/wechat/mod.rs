@@ -3,3 +3,4 @@
 pub mod crypto;
 pub mod envelope;
 pub mod reverse_query;
+pub mod client;

@@ -1,0 +1,3 @@
+//! The durable outbox: what must reach WeChat, retried until it does.
+
+pub mod policy;

@@ -1,0 +1,182 @@
+//! Retry policy as data (pure): how every outcome of a WeChat call is classified, and when
+//! the next try happens. No I/O, no clocks: callers pass `now` and a random source.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::wechat::client::ApiError;
+
+/// What to do after one try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// WeChat accepted it.
+    Delivered,
+    /// 40001/40014/42001: the token is bad. Invalidate it if it is still the current one,
+    /// refresh once and retry the call once, immediately.
+    TokenInvalid,
+    /// `-1`, 932001, timeouts, network errors, 5xx, 429: retry on the schedule.
+    Transient,
+    /// 45011: the minute quota is spent; retry after the next minute starts.
+    MinuteQuota,
+    /// 45009: the daily quota is spent; pause this API until the quota resets.
+    DailyQuota,
+    /// 40097, 41001, 150004, 932002, 932003, other 4xx: retrying cannot help until someone
+    /// fixes data or configuration; the entry goes dead (and can be redriven).
+    Permanent,
+}
+
+/// Classify one call's result.
+pub fn classify<T>(result: &Result<T, ApiError>) -> Class {
+    match result {
+        Ok(_) => Class::Delivered,
+        Err(ApiError::WeChat { errcode, .. }) => classify_errcode(*errcode),
+        Err(ApiError::Timeout) | Err(ApiError::Network(_)) | Err(ApiError::Decode(_)) => Class::Transient,
+        Err(ApiError::Http(s)) if *s >= 500 || *s == 429 || *s == 408 => Class::Transient,
+        Err(ApiError::Http(_)) => Class::Permanent,
+    }
+}
+
+/// WeChat's errcodes from the spec (express §2.3/§3.6, token §3).
+pub fn classify_errcode(errcode: i64) -> Class {
+    match errcode {
+        0 => Class::Delivered,
+        40001 | 40014 | 42001 => Class::TokenInvalid,
+        -1 | 932001 => Class::Transient,
+        45011 => Class::MinuteQuota,
+        45009 => Class::DailyQuota,
+        _ => Class::Permanent,
+    }
+}
+
+/// Human name of an errcode for the attempt log and the API.
+pub fn errcode_name(errcode: i64) -> &'static str {
+    match errcode {
+        -1 => "system busy",
+        40001 | 40014 => "access_token invalid",
+        42001 => "access_token expired",
+        41001 => "access_token missing",
+        40097 => "invalid parameter",
+        45009 => "daily quota reached",
+        45011 => "minute quota reached",
+        150004 => "carrier configuration does not exist",
+        932001 => "reverse query failed (callback unreachable, timed out or unreadable)",
+        932002 => "reverse query inconsistent with the push",
+        932003 => "reverse query returned abnormal waybill data",
+        _ => "other",
+    }
+}
+
+/// Delays between tries, stored in configuration; each is jittered by ±`jitter` (0..1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub delays: Vec<Duration>,
+    pub jitter: f64,
+}
+
+impl Default for Schedule {
+    /// 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h: about 10.7 hours in all, long enough to
+    /// ride out a WeChat incident, short enough that a tracking step is still worth showing.
+    fn default() -> Self {
+        let secs = [5, 30, 120, 600, 1800, 3600, 10_800, 21_600];
+        Schedule { delays: secs.iter().map(|s| Duration::from_secs(*s)).collect(), jitter: 0.2 }
+    }
+}
+
+impl Schedule {
+    /// Delay before try number `tries_done + 1`, or `None` when the schedule is spent.
+    pub fn next_delay(&self, tries_done: u32, rng: &mut impl Rng) -> Option<Duration> {
+        let base = *self.delays.get(tries_done.checked_sub(1)? as usize)?;
+        if self.jitter <= 0.0 {
+            return Some(base);
+        }
+        let factor = 1.0 + rng.gen_range(-self.jitter..=self.jitter);
+        Some(base.mul_f64(factor.max(0.0)))
+    }
+
+    /// Parse a comma-separated list of seconds (`"5,30,120"`).
+    pub fn parse(list: &str, jitter: f64) -> Result<Schedule, String> {
+        let delays = list
+            .split(',')
+            .map(|s| s.trim().parse::<f64>().map_err(|_| format!("{s:?} is not a number of seconds")).map(Duration::from_secs_f64))
+            .collect::<Result<Vec<_>, _>>()?;
+        if delays.is_empty() {
+            return Err("the retry schedule is empty".into());
+        }
+        if !(0.0..1.0).contains(&jitter) {
+            return Err("jitter must be in 0..1".into());
+        }
+        Ok(Schedule { delays, jitter })
+    }
+}
+
+/// Seconds until 00:00 Beijing time (UTC+8), when WeChat's daily quotas reset.
+pub fn secs_until_quota_reset(now: i64) -> i64 {
+    let day = 86_400;
+    let local = now + 8 * 3600;
+    day - local.rem_euclid(day)
+}
+
+/// Seconds until the next minute starts (45011).
+pub fn secs_until_next_minute(now: i64) -> i64 {
+    60 - now.rem_euclid(60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn every_errcode_of_the_spec_has_a_class() {
+        for (code, class) in [
+            (-1, Class::Transient),
+            (40001, Class::TokenInvalid),
+            (40014, Class::TokenInvalid),
+            (42001, Class::TokenInvalid),
+            (41001, Class::Permanent),
+            (40097, Class::Permanent),
+            (45009, Class::DailyQuota),
+            (45011, Class::MinuteQuota),
+            (150004, Class::Permanent),
+            (932001, Class::Transient),
+            (932002, Class::Permanent),
+            (932003, Class::Permanent),
+        ] {
+            assert_eq!(classify_errcode(code), class, "{code}");
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_transient_and_client_errors_permanent() {
+        let r = |e: ApiError| classify::<()>(&Err(e));
+        assert_eq!(r(ApiError::Timeout), Class::Transient);
+        assert_eq!(r(ApiError::Network("reset".into())), Class::Transient);
+        assert_eq!(r(ApiError::Http(502)), Class::Transient);
+        assert_eq!(r(ApiError::Http(429)), Class::Transient);
+        assert_eq!(r(ApiError::Http(404)), Class::Permanent);
+        assert_eq!(classify::<()>(&Ok(())), Class::Delivered);
+    }
+
+    #[test]
+    fn the_schedule_is_jittered_within_bounds_and_ends() {
+        let s = Schedule::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..100 {
+            let d = s.next_delay(1, &mut rng).unwrap().as_secs_f64();
+            assert!((4.0..=6.0).contains(&d), "{d}");
+        }
+        assert!(s.next_delay(8, &mut rng).is_some());
+        assert!(s.next_delay(9, &mut rng).is_none());
+        assert!(s.next_delay(0, &mut rng).is_none());
+        assert_eq!(Schedule::parse("1, 2.5", 0.0).unwrap().delays[1], Duration::from_millis(2500));
+        assert!(Schedule::parse("x", 0.1).is_err());
+    }
+
+    #[test]
+    fn quota_resets_at_beijing_midnight() {
+        // 2024-01-01 15:59:59 UTC = 23:59:59 in Beijing.
+        assert_eq!(secs_until_quota_reset(1_704_124_799), 1);
+        assert_eq!(secs_until_next_minute(120), 60);
+    }
+}

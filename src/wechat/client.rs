@@ -1,0 +1,180 @@
+//! The only place that calls WeChat's server APIs: access tokens, `userquery`, `pathnotify`.
+//! Every call returns either WeChat's parsed answer or an [`ApiError`] that says what kind
+//! of failure it was, so the retry policy can classify it without looking at strings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What went wrong on a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// WeChat answered with a non-zero `errcode`.
+    #[error("wechat errcode {errcode}: {errmsg}")]
+    WeChat { errcode: i64, errmsg: String },
+    /// An HTTP status other than 200.
+    #[error("http status {0}")]
+    Http(u16),
+    #[error("timed out")]
+    Timeout,
+    #[error("network: {0}")]
+    Network(String),
+    #[error("undecodable answer: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            ApiError::WeChat { errcode, .. } => Some(*errcode),
+            _ => None,
+        }
+    }
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            ApiError::Http(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+/// An access token as WeChat hands it out. `Debug` hides the token.
+#[derive(Clone, Deserialize)]
+pub struct TokenAnswer {
+    pub access_token: String,
+    pub expires_in: i64,
+}
+
+impl std::fmt::Debug for TokenAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenAnswer(<redacted>, expires_in={})", self.expires_in)
+    }
+}
+
+/// `userquery` / `pathnotify` answer: `exist` 1 = the phone is bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ExistAnswer {
+    #[serde(default)]
+    pub exist: i64,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+/// Which token endpoint to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenEndpoint {
+    /// `POST /cgi-bin/stable_token` (recommended).
+    Stable,
+    /// `GET /cgi-bin/token`: every call issues a new token.
+    Classic,
+}
+
+/// HTTP client for WeChat's APIs. Cheap to clone.
+#[derive(Clone)]
+pub struct WechatClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// Outcome of one call plus what the attempt log needs.
+#[derive(Debug)]
+pub struct Call<T> {
+    pub result: Result<T, ApiError>,
+    pub http_status: Option<u16>,
+    pub duration: Duration,
+}
+
+impl WechatClient {
+    pub fn new(base: &str, timeout: Duration) -> WechatClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("a reqwest client with rustls and a timeout can be built");
+        WechatClient { http, base: base.trim_end_matches('/').to_string() }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn fetch_token(&self, endpoint: TokenEndpoint, appid: &str, secret: &str, force_refresh: bool) -> Call<TokenAnswer> {
+        let req = match endpoint {
+            TokenEndpoint::Stable => self.http.post(format!("{}/cgi-bin/stable_token", self.base)).json(&serde_json::json!({
+                "grant_type": "client_credential", "appid": appid, "secret": secret, "force_refresh": force_refresh
+            })),
+            TokenEndpoint::Classic => self
+                .http
+                .get(format!("{}/cgi-bin/token", self.base))
+                .query(&[("grant_type", "client_credential"), ("appid", appid), ("secret", secret)]),
+        };
+        self.send(req).await
+    }
+
+    pub async fn userquery(&self, token: &str, phone: &str) -> Call<ExistAnswer> {
+        let req = self
+            .http
+            .post(format!("{}/cgi-bin/express/delivery/userquery", self.base))
+            .query(&[("access_token", token)])
+            .json(&serde_json::json!({ "phone": phone }));
+        self.send(req).await
+    }
+
+    pub async fn pathnotify(&self, token: &str, body: &serde_json::Value) -> Call<ExistAnswer> {
+        let req = self
+            .http
+            .post(format!("{}/cgi-bin/express/delivery/pathnotify", self.base))
+            .query(&[("access_token", token)])
+            .json(body);
+        self.send(req).await
+    }
+
+    /// POST any JSON body to a WeChat path with the token (subscribe/template messages).
+    pub async fn post_json(&self, path: &str, token: &str, body: &serde_json::Value) -> Call<serde_json::Value> {
+        let req = self.http.post(format!("{}{}", self.base, path)).query(&[("access_token", token)]).json(body);
+        self.send(req).await
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Call<T> {
+        let started = std::time::Instant::now();
+        let (result, http_status) = match req.send().await {
+            Err(e) => (Err(transport_error(e)), None),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                if status != 200 {
+                    (Err(ApiError::Http(status)), Some(status))
+                } else {
+                    match resp.bytes().await {
+                        Err(e) => (Err(transport_error(e)), Some(status)),
+                        Ok(bytes) => (decode(&bytes), Some(status)),
+                    }
+                }
+            }
+        };
+        Call { result, http_status, duration: started.elapsed() }
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> ApiError {
+    if e.is_timeout() {
+        ApiError::Timeout
+    } else {
+        // The URL may carry the access token: never include it in the message.
+        ApiError::Network(e.without_url().to_string())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))?;
+    if env.errcode != 0 {
+        return Err(ApiError::WeChat { errcode: env.errcode, errmsg: env.errmsg.chars().take(200).collect() });
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))
+}
