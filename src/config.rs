@@ -38,7 +38,7 @@ impl Serialize for Secret {
 }
 
 /// The raw, untyped view of the configuration (what the file and env can say).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawSettings {
     pub server: ServerSettings,

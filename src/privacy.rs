@@ -110,14 +110,20 @@ impl Privacy {
 
     /// Keyed hash of a normalised phone number (lowercase hex).
     pub fn phone_hash(&self, phone: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
-        mac.update(phone.as_bytes());
+        self.keyed_hash(phone)
+    }
+
+    /// Keyed hash (HMAC-SHA256, lowercase hex) of any secret value that must be compared
+    /// without being stored in clear (phones, access tokens).
+    pub fn keyed_hash(&self, value: &str) -> String {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        mac.update(value.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 }
 
 fn derive(key: &[u8; 32], label: &[u8]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(label);
     mac.finalize().into_bytes().into()
 }

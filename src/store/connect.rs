@@ -126,7 +126,10 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<sqlx::AnyPool
 enum SqliteTarget<'a> {
     Memory,
     /// `has_mode`: the URL already says how to open the file (`mode=ro|rw|rwc`).
-    File { path: &'a str, has_mode: bool },
+    File {
+        path: &'a str,
+        has_mode: bool,
+    },
 }
 
 impl<'a> SqliteTarget<'a> {
@@ -136,9 +139,7 @@ impl<'a> SqliteTarget<'a> {
             .or_else(|| url.strip_prefix("sqlite:"))
             .unwrap_or(url);
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mode = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("mode="));
+        let mode = query.split('&').find_map(|pair| pair.strip_prefix("mode="));
         if path == ":memory:" || mode == Some("memory") {
             SqliteTarget::Memory
         } else {
@@ -160,7 +161,10 @@ mod tests {
             Backend::from_url("sqlite://data/x.db").ok(),
             Some(Backend::Sqlite)
         );
-        assert_eq!(Backend::from_url("sqlite::memory:").ok(), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").ok(),
+            Some(Backend::Sqlite)
+        );
         assert_eq!(
             Backend::from_url("postgres://u:p@h/db").ok(),
             Some(Backend::Postgres)

@@ -46,7 +46,10 @@ impl Store {
         Ok(outcome)
     }
 
-    pub async fn find_exchange(&self, dedupe_key: &str) -> Result<Option<ExchangeRecord>, StoreError> {
+    pub async fn find_exchange(
+        &self,
+        dedupe_key: &str,
+    ) -> Result<Option<ExchangeRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM callback_exchanges WHERE dedupe_key = $1");
         let row = sqlx::query_as::<_, ExchangeRecord>(&sql)
             .bind(dedupe_key)
@@ -56,7 +59,10 @@ impl Store {
     }
 
     /// The waybill's exchanges, oldest first.
-    pub async fn list_exchanges(&self, waybill_id: &str) -> Result<Vec<ExchangeRecord>, StoreError> {
+    pub async fn list_exchanges(
+        &self,
+        waybill_id: &str,
+    ) -> Result<Vec<ExchangeRecord>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM callback_exchanges WHERE waybill_id = $1 \
              ORDER BY received_at, id"

@@ -50,14 +50,13 @@ impl Store {
             return Err(StoreError::NotMigrated);
         }
 
-        let applied: HashMap<i64, Vec<u8>> =
-            sqlx::query_as::<_, (i64, Vec<u8>)>(
-                "SELECT version, checksum FROM _sqlx_migrations WHERE success",
-            )
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .collect();
+        let applied: HashMap<i64, Vec<u8>> = sqlx::query_as::<_, (i64, Vec<u8>)>(
+            "SELECT version, checksum FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
         let all_applied = self
             .migrator()
             .iter()

@@ -32,8 +32,7 @@ use std::fmt;
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use records::{
-    EventInsert, EventRecord, ExchangeInsert, ExchangeRecord, NewEvent, NewExchange,
-    WaybillRecord,
+    EventInsert, EventRecord, ExchangeInsert, ExchangeRecord, NewEvent, NewExchange, WaybillRecord,
 };
 
 /// The database behind a [`Store`], chosen from the URL scheme.

@@ -90,7 +90,10 @@ pub(super) async fn upsert_in(
 }
 
 /// Whether the waybill exists, inside the caller's transaction.
-pub(super) async fn exists_in(conn: &mut AnyConnection, waybill_id: &str) -> Result<bool, sqlx::Error> {
+pub(super) async fn exists_in(
+    conn: &mut AnyConnection,
+    waybill_id: &str,
+) -> Result<bool, sqlx::Error> {
     let found = sqlx::query("SELECT 1 FROM waybills WHERE waybill_id = $1")
         .bind(waybill_id)
         .fetch_optional(&mut *conn)

@@ -136,9 +136,7 @@ impl AesKey {
         let decoded = LENIENT_KEY_ENGINE
             .decode(bytes)
             .map_err(|_| CryptoError::IllegalAesKey)?;
-        let key: [u8; 32] = decoded
-            .try_into()
-            .map_err(|_| CryptoError::IllegalAesKey)?;
+        let key: [u8; 32] = decoded.try_into().map_err(|_| CryptoError::IllegalAesKey)?;
         Ok(AesKey(key))
     }
 
@@ -480,12 +478,16 @@ mod tests {
         let plain = AesKey::parse(KEY_43A).expect("valid");
         assert_eq!(lenient.0, plain.0);
         assert_eq!(
-            AesKey::parse(&format!("{}D", "A".repeat(42))).expect("valid").0,
+            AesKey::parse(&format!("{}D", "A".repeat(42)))
+                .expect("valid")
+                .0,
             plain.0
         );
         // 'E' sets a bit that belongs to the key, so it must change the last byte.
         assert_ne!(
-            AesKey::parse(&format!("{}E", "A".repeat(42))).expect("valid").0,
+            AesKey::parse(&format!("{}E", "A".repeat(42)))
+                .expect("valid")
+                .0,
             plain.0
         );
     }
@@ -514,8 +516,7 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_token_or_keys() {
-        let c = MessageCrypto::new("sekrit-token", APPID, OTHER_KEY, Some(KEY_43A))
-            .expect("valid");
+        let c = MessageCrypto::new("sekrit-token", APPID, OTHER_KEY, Some(KEY_43A)).expect("valid");
         assert_eq!(
             format!("{c:?}"),
             "MessageCrypto { token: \"<redacted>\", appid: \"wxba5fad812f8e6fb9\", \
@@ -581,9 +582,10 @@ mod tests {
 
     #[test]
     fn decrypt_with_a_foreign_appid_is_validate_appid() {
-        let theirs = MessageCrypto::new(TOKEN, "wx0000000000000000", KEY_43A, None)
-            .expect("valid");
-        let sealed = theirs.encrypt(b"hello", KeySlot::Current).expect("encrypts");
+        let theirs = MessageCrypto::new(TOKEN, "wx0000000000000000", KEY_43A, None).expect("valid");
+        let sealed = theirs
+            .encrypt(b"hello", KeySlot::Current)
+            .expect("encrypts");
         assert_eq!(official().decrypt(&sealed), Err(CryptoError::ValidateAppid));
     }
 
@@ -591,14 +593,21 @@ mod tests {
     fn previous_key_opens_messages_sealed_before_rotation() {
         let before = MessageCrypto::new(TOKEN, APPID, KEY_43A, None).expect("valid");
         let after = MessageCrypto::new(TOKEN, APPID, OTHER_KEY, Some(KEY_43A)).expect("valid");
-        let sealed = before.encrypt(b"in flight", KeySlot::Current).expect("encrypts");
+        let sealed = before
+            .encrypt(b"in flight", KeySlot::Current)
+            .expect("encrypts");
         assert_eq!(
             after.decrypt(&sealed),
             Ok((b"in flight".to_vec(), KeySlot::Previous))
         );
         // The reply sealed with the previous slot opens with the old key alone.
-        let reply = after.encrypt(b"reply", KeySlot::Previous).expect("encrypts");
-        assert_eq!(before.decrypt(&reply), Ok((b"reply".to_vec(), KeySlot::Current)));
+        let reply = after
+            .encrypt(b"reply", KeySlot::Previous)
+            .expect("encrypts");
+        assert_eq!(
+            before.decrypt(&reply),
+            Ok((b"reply".to_vec(), KeySlot::Current))
+        );
     }
 
     #[test]
@@ -613,9 +622,11 @@ mod tests {
 
     #[test]
     fn when_both_keys_fail_the_current_keys_error_is_returned() {
-        let foreign = MessageCrypto::new(TOKEN, "wx0000000000000000", KEY_43A, None)
-            .expect("valid");
-        let sealed = foreign.encrypt(b"hello", KeySlot::Current).expect("encrypts");
+        let foreign =
+            MessageCrypto::new(TOKEN, "wx0000000000000000", KEY_43A, None).expect("valid");
+        let sealed = foreign
+            .encrypt(b"hello", KeySlot::Current)
+            .expect("encrypts");
         // Current key is right but the appid is wrong; the previous key yields noise.
         let rotated = MessageCrypto::new(TOKEN, APPID, KEY_43A, Some(OTHER_KEY)).expect("valid");
         assert_eq!(rotated.decrypt(&sealed), Err(CryptoError::ValidateAppid));

@@ -1,0 +1,615 @@
+//! The store suite: every test body runs on SQLite, and on PostgreSQL too when
+//! `TEST_DATABASE_URL` is set (each PostgreSQL test in a fresh database of its own).
+
+use wxexpress::store::{
+    Backend, EventInsert, ExchangeInsert, NewEvent, NewExchange, Store, StoreError, WaybillRecord,
+};
+
+/// Generates, for each test body `async fn name(store: Store)`, a `sqlite::name` and a
+/// `postgres::name` test that hand it a fresh, unmigrated store.
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::support::TestDb::sqlite().await;
+                    super::$name(db.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = crate::support::TestDb::postgres().await else {
+                        return;
+                    };
+                    super::$name(db.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests! {
+    migrating_twice_is_harmless,
+    check_ready_fails_before_migrate_and_passes_after,
+    a_waybill_is_created_then_updated_keeping_its_created_at,
+    a_duplicate_event_returns_the_same_id_and_is_stored_once,
+    an_event_for_an_unknown_waybill_stores_nothing,
+    an_event_with_its_waybill_in_the_same_call_stores_both,
+    an_event_with_the_record_of_another_waybill_stores_nothing,
+    a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_waybills,
+    events_are_listed_newest_first_with_ties_broken_by_id,
+    a_repeated_exchange_dedupe_key_returns_the_existing_row,
+    exchanges_without_a_dedupe_key_are_all_kept_and_listed_oldest_first,
+    meta_values_can_be_set_read_and_overwritten,
+    twenty_concurrent_records_of_one_event_store_exactly_one_row,
+    the_migrated_schema_has_the_same_columns_on_every_backend,
+}
+
+// ---- test bodies -------------------------------------------------------------------------
+
+async fn migrating_twice_is_harmless(store: Store) {
+    store.migrate().await.expect("first migrate");
+    store.migrate().await.expect("second migrate");
+    store
+        .check_ready()
+        .await
+        .expect("ready after migrating twice");
+    assert!(store.upsert_waybill(&waybill("SF1")).await.unwrap());
+}
+
+async fn check_ready_fails_before_migrate_and_passes_after(store: Store) {
+    let before = store.check_ready().await;
+    assert!(
+        matches!(before, Err(StoreError::NotMigrated)),
+        "expected NotMigrated, got {before:?}"
+    );
+    store.migrate().await.unwrap();
+    store.check_ready().await.expect("ready after migrate");
+}
+
+async fn a_waybill_is_created_then_updated_keeping_its_created_at(store: Store) {
+    let store = migrated(store).await;
+    let first = waybill("SF100");
+    assert!(store.upsert_waybill(&first).await.unwrap(), "created");
+    assert_eq!(
+        store.get_waybill("SF100").await.unwrap(),
+        Some(first.clone())
+    );
+
+    let second = WaybillRecord {
+        contacts: vec![9, 9, 9],
+        receiver_phone_hash: "b".repeat(64),
+        sender_phone_hash: None,
+        sender_openid: Some("o-sender".into()),
+        receiver_openid: Some("o-receiver".into()),
+        payment_out_trade_no: Some("T1".into()),
+        payment_total_fee: Some(1200),
+        created_at: first.created_at + 5_000,
+        updated_at: first.updated_at + 5_000,
+        ..first.clone()
+    };
+    assert!(!store.upsert_waybill(&second).await.unwrap(), "updated");
+    let stored = store.get_waybill("SF100").await.unwrap().expect("stored");
+    assert_eq!(
+        stored,
+        WaybillRecord {
+            created_at: first.created_at,
+            ..second
+        }
+    );
+    assert_eq!(store.get_waybill("NOPE").await.unwrap(), None);
+    assert_eq!(store.count_waybills().await.unwrap(), 1);
+}
+
+async fn a_duplicate_event_returns_the_same_id_and_is_stored_once(store: Store) {
+    let store = migrated(store).await;
+    store.upsert_waybill(&waybill("SF1")).await.unwrap();
+    let first = event("SF1", 100001, 1_700_000_000);
+    let EventInsert::Inserted { id } = store.record_event(None, &first).await.unwrap() else {
+        panic!("first record is an insert");
+    };
+
+    let retry = NewEvent {
+        payload: vec![7; 8],
+        received_at: first.received_at + 1,
+        ..first.clone()
+    };
+    assert_eq!(
+        store.record_event(None, &retry).await.unwrap(),
+        EventInsert::Duplicate { id }
+    );
+    assert_eq!(store.count_events().await.unwrap(), 1);
+    let listed = store.list_events("SF1").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].payload, first.payload,
+        "the first payload is kept"
+    );
+}
+
+async fn an_event_for_an_unknown_waybill_stores_nothing(store: Store) {
+    let store = migrated(store).await;
+    let outcome = store.record_event(None, &event("GHOST", 100001, 1)).await;
+    assert!(
+        matches!(&outcome, Err(StoreError::UnknownWaybill(id)) if id == "GHOST"),
+        "{outcome:?}"
+    );
+    assert_eq!(store.count_events().await.unwrap(), 0);
+    assert_eq!(store.count_waybills().await.unwrap(), 0);
+}
+
+async fn an_event_with_its_waybill_in_the_same_call_stores_both(store: Store) {
+    let store = migrated(store).await;
+    let w = waybill("SF2");
+    let outcome = store
+        .record_event(Some(&w), &event("SF2", 100001, 1))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, EventInsert::Inserted { .. }));
+    assert_eq!(store.get_waybill("SF2").await.unwrap(), Some(w));
+    assert_eq!(store.list_events("SF2").await.unwrap().len(), 1);
+}
+
+async fn an_event_with_the_record_of_another_waybill_stores_nothing(store: Store) {
+    let store = migrated(store).await;
+    let outcome = store
+        .record_event(Some(&waybill("SF3")), &event("SF4", 100001, 1))
+        .await;
+    assert!(
+        matches!(outcome, Err(StoreError::WaybillMismatch { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(store.count_waybills().await.unwrap(), 0);
+    assert_eq!(store.count_events().await.unwrap(), 0);
+}
+
+async fn a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_waybills(store: Store) {
+    let store = migrated(store).await;
+    store.upsert_waybill(&waybill("OLD")).await.unwrap();
+    let EventInsert::Inserted { id: old_id } = store
+        .record_event(None, &event("OLD", 100001, 10))
+        .await
+        .unwrap()
+    else {
+        panic!("insert");
+    };
+
+    let items = vec![
+        (Some(waybill("NEW")), event("NEW", 100001, 20)), // good, creates its waybill
+        (None, event("OLD", 200001, 30)),                 // good, existing waybill
+        (None, event("GHOST", 100001, 40)),               // unknown waybill
+        (None, event("NEW", 100001, 20)),                 // duplicate of item 0
+        (None, event("OLD", 100001, 10)),                 // duplicate of a stored event
+        (Some(waybill("X")), event("Y", 100001, 50)),     // mismatched waybill record
+    ];
+    let outcomes = store.record_events_batch(&items).await.expect("batch");
+    assert_eq!(outcomes.len(), items.len());
+
+    let new_id = match outcomes[0] {
+        Ok(EventInsert::Inserted { id }) => id,
+        ref other => panic!("item 0: {other:?}"),
+    };
+    assert!(
+        matches!(outcomes[1], Ok(EventInsert::Inserted { .. })),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(
+        matches!(&outcomes[2], Err(StoreError::UnknownWaybill(id)) if id == "GHOST"),
+        "{:?}",
+        outcomes[2]
+    );
+    assert!(matches!(outcomes[3], Ok(EventInsert::Duplicate { id }) if id == new_id));
+    assert!(matches!(outcomes[4], Ok(EventInsert::Duplicate { id }) if id == old_id));
+    assert!(matches!(
+        outcomes[5],
+        Err(StoreError::WaybillMismatch { .. })
+    ));
+
+    assert_eq!(store.count_events().await.unwrap(), 3);
+    assert_eq!(
+        store.count_waybills().await.unwrap(),
+        2,
+        "OLD and NEW, not X"
+    );
+    assert_eq!(store.list_events("NEW").await.unwrap().len(), 1);
+    assert_eq!(store.list_events("OLD").await.unwrap().len(), 2);
+}
+
+async fn events_are_listed_newest_first_with_ties_broken_by_id(store: Store) {
+    let store = migrated(store).await;
+    store.upsert_waybill(&waybill("SF5")).await.unwrap();
+    let mut ids = Vec::new();
+    for (action_type, action_time) in [(100001, 100), (200001, 300), (300002, 200), (300003, 300)] {
+        let outcome = store
+            .record_event(None, &event("SF5", action_type, action_time))
+            .await
+            .unwrap();
+        ids.push(outcome.id());
+    }
+    let listed: Vec<(i64, i64)> = store
+        .list_events("SF5")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.id, e.action_time))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![(ids[3], 300), (ids[1], 300), (ids[2], 200), (ids[0], 100)]
+    );
+    assert!(store.list_events("NOPE").await.unwrap().is_empty());
+}
+
+async fn a_repeated_exchange_dedupe_key_returns_the_existing_row(store: Store) {
+    let store = migrated(store).await;
+    let first = exchange(Some("SF6"), Some("msg-1"), 1_000);
+    let ExchangeInsert::Inserted { id } = store.record_exchange(&first).await.unwrap() else {
+        panic!("first exchange is an insert");
+    };
+
+    let again = NewExchange {
+        summary: "second delivery".into(),
+        reply: Some(vec![2; 4]),
+        received_at: 2_000,
+        ..first.clone()
+    };
+    let ExchangeInsert::Duplicate(existing) = store.record_exchange(&again).await.unwrap() else {
+        panic!("same key is a duplicate");
+    };
+    assert_eq!(existing.id, id);
+    assert_eq!(existing.summary, first.summary);
+    assert_eq!(
+        existing.reply, first.reply,
+        "the first reply is answered again"
+    );
+    assert_eq!(store.find_exchange("msg-1").await.unwrap(), Some(existing));
+    assert_eq!(store.find_exchange("msg-2").await.unwrap(), None);
+    assert_eq!(store.list_exchanges("SF6").await.unwrap().len(), 1);
+}
+
+async fn exchanges_without_a_dedupe_key_are_all_kept_and_listed_oldest_first(store: Store) {
+    let store = migrated(store).await;
+    let later = exchange(Some("SF7"), None, 2_000);
+    let earlier = NewExchange {
+        reply: None,
+        ..exchange(Some("SF7"), None, 1_000)
+    };
+    for ex in [&later, &earlier, &exchange(None, None, 500)] {
+        assert!(matches!(
+            store.record_exchange(ex).await.unwrap(),
+            ExchangeInsert::Inserted { .. }
+        ));
+    }
+    let listed = store.list_exchanges("SF7").await.unwrap();
+    let times: Vec<i64> = listed.iter().map(|e| e.received_at).collect();
+    assert_eq!(times, vec![1_000, 2_000]);
+    assert_eq!(listed[0].reply, None);
+    assert_eq!(listed[1].reply, later.reply);
+    assert_eq!(listed[1].duration_us, later.duration_us);
+}
+
+async fn meta_values_can_be_set_read_and_overwritten(store: Store) {
+    let store = migrated(store).await;
+    assert_eq!(store.get_meta("schema_note").await.unwrap(), None);
+    store.set_meta("schema_note", "one").await.unwrap();
+    assert_eq!(
+        store.get_meta("schema_note").await.unwrap().as_deref(),
+        Some("one")
+    );
+    store.set_meta("schema_note", "two").await.unwrap();
+    assert_eq!(
+        store.get_meta("schema_note").await.unwrap().as_deref(),
+        Some("two")
+    );
+}
+
+async fn twenty_concurrent_records_of_one_event_store_exactly_one_row(store: Store) {
+    let store = migrated(store).await;
+    let w = waybill("SF8");
+    store.upsert_waybill(&w).await.unwrap();
+    let e = event("SF8", 100001, 1_700_000_000);
+    // Half the callers resend the waybill (write first), half do not (read first, then write).
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (store, w, e) = (store.clone(), w.clone(), e.clone());
+            tokio::spawn(async move {
+                let waybill = (i % 2 == 0).then_some(&w);
+                store.record_event(waybill, &e).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task").expect("record_event"));
+    }
+    let inserted = outcomes
+        .iter()
+        .filter(|o| matches!(o, EventInsert::Inserted { .. }))
+        .count();
+    assert_eq!(inserted, 1, "{outcomes:?}");
+    let id = outcomes[0].id();
+    assert!(outcomes.iter().all(|o| o.id() == id), "{outcomes:?}");
+    assert_eq!(store.count_events().await.unwrap(), 1);
+    assert_eq!(store.count_waybills().await.unwrap(), 1);
+}
+
+/// The committed schema: both migration directories must produce exactly these columns,
+/// in this order, with this nullability (`true` = NOT NULL).
+const SCHEMA: &[(&str, &str, bool)] = &[
+    ("callback_exchanges", "id", true),
+    ("callback_exchanges", "waybill_id", false),
+    ("callback_exchanges", "dedupe_key", false),
+    ("callback_exchanges", "event", true),
+    ("callback_exchanges", "received_at", true),
+    ("callback_exchanges", "result_code", true),
+    ("callback_exchanges", "summary", true),
+    ("callback_exchanges", "reply", false),
+    ("callback_exchanges", "duration_us", true),
+    ("events", "id", true),
+    ("events", "waybill_id", true),
+    ("events", "action_type", true),
+    ("events", "action_time", true),
+    ("events", "payload", true),
+    ("events", "received_at", true),
+    ("meta", "key", true),
+    ("meta", "value", true),
+    ("waybills", "waybill_id", true),
+    ("waybills", "create_time", true),
+    ("waybills", "contacts", true),
+    ("waybills", "receiver_phone_hash", true),
+    ("waybills", "sender_phone_hash", false),
+    ("waybills", "sender_openid", false),
+    ("waybills", "receiver_openid", false),
+    ("waybills", "payment_out_trade_no", false),
+    ("waybills", "payment_total_fee", false),
+    ("waybills", "created_at", true),
+    ("waybills", "updated_at", true),
+];
+
+async fn the_migrated_schema_has_the_same_columns_on_every_backend(store: Store) {
+    let store = migrated(store).await;
+    let sql = match store.backend() {
+        // An INTEGER PRIMARY KEY is the rowid: never null, though not declared NOT NULL.
+        Backend::Sqlite => {
+            "SELECT m.name, p.name, \
+                    CASE WHEN p.\"notnull\" = 1 OR (p.pk > 0 AND p.type = 'INTEGER') \
+                         THEN 1 ELSE 0 END \
+             FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+               AND m.name <> '_sqlx_migrations' \
+             ORDER BY m.name, p.cid"
+        }
+        Backend::Postgres => {
+            "SELECT table_name::text, column_name::text, \
+                    CASE WHEN is_nullable = 'NO' THEN 1 ELSE 0 END \
+             FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations' \
+             ORDER BY table_name, ordinal_position"
+        }
+    };
+    let columns: Vec<(String, String, i64)> =
+        sqlx::query_as(sql).fetch_all(store.pool()).await.unwrap();
+    let columns: Vec<(&str, &str, bool)> = columns
+        .iter()
+        .map(|(table, column, not_null)| (table.as_str(), column.as_str(), *not_null == 1))
+        .collect();
+    assert_eq!(columns, SCHEMA);
+}
+
+// ---- SQLite-only and backend-independent -------------------------------------------------
+
+#[tokio::test]
+async fn a_sqlite_store_creates_its_directory_and_file_and_sets_its_pragmas() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deeper/wx.db");
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("connect creates what is missing");
+    assert!(path.exists());
+    assert_eq!(store.backend(), Backend::Sqlite);
+
+    let pool = store.pool();
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(journal.to_lowercase(), "wal");
+    assert_eq!(foreign_keys, 1);
+    assert_eq!(synchronous, 1, "NORMAL");
+    assert_eq!(busy, 5000);
+}
+
+#[tokio::test]
+async fn an_in_memory_sqlite_store_works() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    store.check_ready().await.unwrap();
+    store.set_meta("k", "v").await.unwrap();
+    assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v"));
+}
+
+#[tokio::test]
+async fn an_unsupported_url_is_rejected_without_echoing_its_password() {
+    let err = Store::connect("mysql://root:hunter2@db.internal/wx")
+        .await
+        .expect_err("mysql is not supported");
+    assert!(matches!(err, StoreError::UnsupportedUrl(_)));
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn a_store_debug_output_shows_the_backend_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/secret-name.db", dir.path().display()))
+        .await
+        .unwrap();
+    let shown = format!("{store:?}");
+    assert!(shown.contains("Sqlite"), "{shown}");
+    assert!(!shown.contains("secret-name"), "{shown}");
+}
+
+// ---- fixtures ----------------------------------------------------------------------------
+
+async fn migrated(store: Store) -> Store {
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn waybill(id: &str) -> WaybillRecord {
+    WaybillRecord {
+        waybill_id: id.to_owned(),
+        create_time: 1_700_000_000,
+        contacts: vec![1, 2, 3, 0, 255],
+        receiver_phone_hash: "a".repeat(64),
+        sender_phone_hash: Some("c".repeat(64)),
+        sender_openid: None,
+        receiver_openid: None,
+        payment_out_trade_no: None,
+        payment_total_fee: None,
+        created_at: 1_700_000_000_000,
+        updated_at: 1_700_000_000_000,
+    }
+}
+
+fn event(waybill_id: &str, action_type: i64, action_time: i64) -> NewEvent {
+    NewEvent {
+        waybill_id: waybill_id.to_owned(),
+        action_type,
+        action_time,
+        payload: vec![0xEE, 0, 1],
+        received_at: action_time * 1_000 + 7,
+    }
+}
+
+fn exchange(waybill_id: Option<&str>, dedupe_key: Option<&str>, received_at: i64) -> NewExchange {
+    NewExchange {
+        waybill_id: waybill_id.map(str::to_owned),
+        dedupe_key: dedupe_key.map(str::to_owned),
+        event: "waybill_notify_query".into(),
+        received_at,
+        result_code: 0,
+        summary: "query for SF6, phone 138****0000".into(),
+        reply: Some(vec![1; 16]),
+        duration_us: 1_234,
+    }
+}
+
+mod support {
+    //! A fresh database per test: a temporary SQLite file, or a PostgreSQL database created
+    //! for the test and dropped (even after a failure) when it ends.
+
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use sqlx::{Connection, Executor, PgConnection};
+    use wxexpress::store::Store;
+
+    pub struct TestDb {
+        pub store: Store,
+        _dir: Option<tempfile::TempDir>,
+        _pg: Option<PgDatabase>,
+    }
+
+    struct PgDatabase {
+        admin_url: String,
+        name: String,
+    }
+
+    impl TestDb {
+        pub async fn sqlite() -> TestDb {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}/wx.db", dir.path().display());
+            let store = Store::connect(&url).await.expect("connect to sqlite");
+            TestDb {
+                store,
+                _dir: Some(dir),
+                _pg: None,
+            }
+        }
+
+        /// `None` (with a note) when `TEST_DATABASE_URL` is unset.
+        pub async fn postgres() -> Option<TestDb> {
+            let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+                eprintln!("note: TEST_DATABASE_URL is not set; PostgreSQL run skipped");
+                return None;
+            };
+            let name = unique_name();
+            let mut admin = PgConnection::connect(&admin_url)
+                .await
+                .expect("connect to TEST_DATABASE_URL");
+            admin
+                .execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("create test database");
+            admin.close().await.ok();
+
+            let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+            url.set_path(&name);
+            let store = Store::connect(url.as_str())
+                .await
+                .expect("connect to test database");
+            Some(TestDb {
+                store,
+                _dir: None,
+                _pg: Some(PgDatabase { admin_url, name }),
+            })
+        }
+    }
+
+    impl Drop for PgDatabase {
+        fn drop(&mut self) {
+            // Drop runs inside the test's runtime, where blocking on a future is not allowed:
+            // a short-lived thread with its own runtime drops the database.
+            let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                    let mut admin = PgConnection::connect(&admin_url).await?;
+                    admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await?;
+                    admin.close().await
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("note: could not drop test database {}", self.name);
+            }
+        }
+    }
+
+    fn unique_name() -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "wxt_{}_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000_000,
+            n
+        )
+    }
+}
