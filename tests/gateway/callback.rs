@@ -147,7 +147,7 @@ async fn forged_stale_and_malformed_pushes_are_rejected() {
     assert_eq!(post(&app, &q_old, b_old, false).await.status(), 401, "replayed an hour later");
     let (q_appid, b_appid) = peer::seal("secure", false, TOKEN, AES_KEY, "wx0000000000000000", &doc, peer::now(), "5");
     assert_eq!(post(&app, &q_appid, b_appid, false).await.status(), 403);
-    let other_key = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    let other_key = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA";
     let (q_key, b_key) = peer::seal("secure", false, TOKEN, other_key, APPID, &doc, peer::now(), "5");
     assert_eq!(post(&app, &q_key, b_key, false).await.status(), 400);
     let (q_plain, b_plain) = peer::seal("plaintext", false, TOKEN, AES_KEY, APPID, &doc, peer::now(), "5");

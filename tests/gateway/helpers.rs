@@ -15,6 +15,7 @@ pub const ORIGINAL_ID: &str = "gh_97417a04a28d";
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
+    #[allow(dead_code)]
     pub settings: Settings,
     pub store: wxexpress::store::Store,
     _dir: tempfile::TempDir,
