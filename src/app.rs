@@ -2,48 +2,72 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
+use tokio::sync::watch;
 
-use crate::config::Settings;
+use crate::config::{sandbox_defaults, Secret, Settings};
 use crate::http::{self, AppState};
+use crate::outbox::worker::{Worker, WorkerSettings, WorkerStats};
 use crate::privacy::Privacy;
+use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::store::Store;
+use crate::wechat::client::WechatClient;
 use crate::wechat::crypto::MessageCrypto;
+use crate::wechat::token::{TokenManager, TokenSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("database: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("binding {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("configuration: {0}")]
     Config(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// A built gateway: database migrated, listener bound, server not yet awaited.
+/// A built gateway: database migrated, listener bound, workers ready, nothing running yet.
 pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
     store: Store,
+    worker: Option<Arc<Worker>>,
+    tokens: Arc<TokenManager>,
+    sandbox: Option<Sandbox>,
+    grace: Duration,
+    shutdown: (watch::Sender<bool>, watch::Receiver<bool>),
 }
 
 impl Application {
     /// Connect and migrate the database, bind `server.listen` (port 0 picks a free port),
-    /// and build the HTTP server.
+    /// and build the HTTP server, the token manager and the outbox worker. With no WeChat
+    /// credentials, an in-process sandbox plays WeChat.
     pub async fn build(settings: Settings) -> Result<Application, AppError> {
         let store = connect_store(&settings).await?;
         store.migrate().await?;
-        let listener = TcpListener::bind(&settings.server.listen).map_err(|source| AppError::Bind { addr: settings.server.listen.clone(), source })?;
+        let listener =
+            TcpListener::bind(&settings.server.listen).map_err(|source| AppError::Bind {
+                addr: settings.server.listen.clone(),
+                source,
+            })?;
         Application::build_with(settings, store, listener)
     }
 
     /// Build on an already connected, migrated store and a bound listener.
-    pub fn build_with(settings: Settings, store: Store, listener: TcpListener) -> Result<Application, AppError> {
+    pub fn build_with(
+        settings: Settings,
+        store: Store,
+        listener: TcpListener,
+    ) -> Result<Application, AppError> {
         let addr = listener.local_addr()?;
-        let privacy = Privacy::from_base64(settings.data_key.expose()).map_err(|e| AppError::Config(e.to_string()))?;
+        let privacy = Privacy::from_base64(settings.data_key.expose())
+            .map_err(|e| AppError::Config(e.to_string()))?;
         let w = &settings.wechat;
         let crypto = MessageCrypto::new(
             w.token.expose(),
@@ -52,15 +76,104 @@ impl Application {
             w.previous_encoding_aes_key.as_ref().map(|k| k.expose()),
         )
         .map_err(|e| AppError::Config(format!("wechat crypto: {e}")))?;
+
+        let (sandbox, api_base, secret) = if settings.sandbox_mode() {
+            let callback = settings
+                .sandbox
+                .callback_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}/wechat/callback"));
+            let sb = Sandbox::new(sandbox_settings(
+                &settings,
+                &callback,
+                &format!("http://{addr}/wechat/waybill"),
+            ));
+            let running = sb.start(TcpListener::bind("127.0.0.1:0")?)?;
+            tracing::warn!(sandbox = %running.addr, "in-process WeChat sandbox started: pushes go to the emulator, not to WeChat");
+            (
+                Some(sb),
+                format!("http://{}", running.addr),
+                Secret::new(sandbox_defaults::SECRET),
+            )
+        } else {
+            let base = w
+                .api_base
+                .clone()
+                .ok_or_else(|| AppError::Config("wechat.api_base is not set".into()))?;
+            let secret = w
+                .secret
+                .clone()
+                .ok_or_else(|| AppError::Config("wechat.secret is not set".into()))?;
+            (None, base, secret)
+        };
+        let o = &settings.outbox;
+        let client = WechatClient::new(&api_base, Duration::from_millis(o.call_timeout_ms));
+        let owner = instance_id();
+        let token_settings = TokenSettings {
+            endpoint: settings.token_endpoint,
+            ..TokenSettings::default()
+        };
+        let tokens = TokenManager::new(
+            store.clone(),
+            client.clone(),
+            privacy.clone(),
+            &w.appid,
+            secret,
+            token_settings,
+            &owner,
+        );
+        let worker = o.enabled.then(|| {
+            let ws = WorkerSettings {
+                concurrency: o.concurrency,
+                batch_size: o.batch_size,
+                poll_interval: Duration::from_millis(o.poll_interval_ms),
+                lease: Duration::from_secs(o.lease_secs as u64),
+                schedule: settings.retry_schedule.clone(),
+                coalesce: o.coalesce,
+                binding_ttl_bound: Duration::from_secs(o.binding_ttl_bound_secs as u64),
+                binding_ttl_unbound: Duration::from_secs(o.binding_ttl_unbound_secs as u64),
+                pathnotify_rate: o.pathnotify_rate,
+                userquery_rate: o.userquery_rate,
+            };
+            Worker::new(
+                store.clone(),
+                client.clone(),
+                tokens.clone(),
+                privacy.clone(),
+                ws,
+                &owner,
+            )
+        });
+
         let server_settings = settings.server.clone();
-        let state = web::Data::new(AppState { settings: Arc::new(settings), store: store.clone(), privacy, crypto });
-        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::configure))
-            .shutdown_timeout(server_settings.shutdown_grace_secs)
-            .listen(listener)?;
+        let grace = Duration::from_secs(o.shutdown_grace_secs);
+        let state = web::Data::new(AppState {
+            settings: Arc::new(settings),
+            store: store.clone(),
+            privacy,
+            crypto,
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(http::configure)
+        })
+        .disable_signals()
+        .shutdown_timeout(server_settings.shutdown_grace_secs)
+        .listen(listener)?;
         if server_settings.workers > 0 {
             server = server.workers(server_settings.workers);
         }
-        Ok(Application { addr, server: server.run(), store })
+        Ok(Application {
+            addr,
+            server: server.run(),
+            store,
+            worker,
+            tokens,
+            sandbox,
+            grace,
+            shutdown: watch::channel(false),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -75,14 +188,106 @@ impl Application {
         &self.store
     }
 
-    /// A handle to stop the server gracefully.
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
+    /// The in-process sandbox, when there are no WeChat credentials.
+    pub fn sandbox(&self) -> Option<&Sandbox> {
+        self.sandbox.as_ref()
     }
 
-    /// Serve until SIGINT/SIGTERM (actix handles both and drains in-flight requests).
+    pub fn worker_stats(&self) -> Option<Arc<WorkerStats>> {
+        self.worker.as_ref().map(|w| w.stats())
+    }
+
+    pub fn tokens(&self) -> Arc<TokenManager> {
+        self.tokens.clone()
+    }
+
+    /// Send `true` to stop the application as SIGTERM does.
+    pub fn shutdown_trigger(&self) -> watch::Sender<bool> {
+        self.shutdown.0.clone()
+    }
+
+    /// Serve until SIGINT/SIGTERM (or the trigger). Shutdown order matters: first the worker
+    /// stops claiming and finishes in-flight pushes (their reverse queries still need the HTTP
+    /// server), within `outbox.shutdown_grace_secs`; then the server drains and stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Application {
+            server,
+            worker,
+            grace,
+            shutdown: (tx, mut rx),
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut server_task = tokio::spawn(server);
+        let worker_task = worker.map(|w| tokio::spawn(w.run(rx.clone())));
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("shutdown requested: finishing in-flight pushes"),
+            _ = rx.wait_for(|stop| *stop) => tracing::info!("shutdown triggered: finishing in-flight pushes"),
+            r = &mut server_task => return r.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        }
+        let _ = tx.send(true);
+        if let Some(task) = worker_task {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!(grace_secs = grace.as_secs(), "in-flight pushes did not finish within the grace period; their leases will lapse and another run will finish them");
+            }
+        }
+        handle.stop(true).await;
+        server_task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Identifies this process in leases: host, pid and a random suffix.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// The sandbox plays the mini program described in `[wechat]`.
+pub fn sandbox_settings(
+    settings: &Settings,
+    callback_url: &str,
+    jsonp_url: &str,
+) -> SandboxSettings {
+    let w = &settings.wechat;
+    SandboxSettings {
+        appid: w.appid.clone(),
+        secret: w
+            .secret
+            .as_ref()
+            .map(|s| s.expose().to_string())
+            .unwrap_or_else(|| sandbox_defaults::SECRET.to_string()),
+        original_id: w.original_id.clone(),
+        token: w.token.expose().to_string(),
+        encoding_aes_key: w.encoding_aes_key.expose().to_string(),
+        message_format: w.message_format,
+        message_mode: w.message_mode,
+        callback_url: callback_url.to_string(),
+        jsonp_url: settings
+            .sandbox
+            .jsonp_url
+            .clone()
+            .unwrap_or_else(|| jsonp_url.to_string()),
+        ..SandboxSettings::default()
     }
 }
 
@@ -114,6 +319,27 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
 }
 
 /// `wxexpress sandbox`: WeChat's side, emulated, on its own.
-pub async fn run_sandbox(_settings: &Settings, _listen: Option<&str>) -> Result<(), AppError> {
-    Err(AppError::Config("the sandbox is not wired yet".into()))
+pub async fn run_sandbox(settings: &Settings, listen: Option<&str>) -> Result<(), AppError> {
+    let listen = listen.unwrap_or(&settings.sandbox.listen);
+    let gateway = &settings.server.listen;
+    let callback = settings
+        .sandbox
+        .callback_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{gateway}/wechat/callback"));
+    let sb = Sandbox::try_new(sandbox_settings(
+        settings,
+        &callback,
+        &format!("http://{gateway}/wechat/waybill"),
+    ))
+    .map_err(|e| AppError::Config(e.to_string()))?;
+    let listener = TcpListener::bind(listen).map_err(|source| AppError::Bind {
+        addr: listen.to_string(),
+        source,
+    })?;
+    let running = sb.start(listener)?;
+    tracing::info!(address = %running.addr, appid = %settings.wechat.appid, callback_url = %callback, "WeChat sandbox listening");
+    shutdown_signal().await;
+    running.handle.stop(true).await;
+    Ok(())
 }

@@ -42,7 +42,11 @@ pub fn new_event(privacy: &Privacy, id: &WaybillId, e: &TrackingEvent, now_ms: i
 
 pub fn open_node(privacy: &Privacy, r: &EventRecord) -> Result<Node, PrivacyError> {
     let text: NodeText = privacy.open_json(&r.payload)?;
-    Ok(Node { action_type: r.action_type, action_time: r.action_time, text })
+    Ok(Node {
+        action_type: r.action_type,
+        action_time: r.action_time,
+        text,
+    })
 }
 
 /// Unix seconds now.

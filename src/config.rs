@@ -48,6 +48,64 @@ pub struct RawSettings {
     pub privacy: PrivacySettings,
     pub wechatpay: WechatPaySettings,
     pub sandbox: SandboxSection,
+    pub outbox: OutboxSettings,
+}
+
+/// The push pipeline: workers, retries, binding cache, rate limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// Run outbox workers in this process (false: an API-only node).
+    pub enabled: bool,
+    /// Pushes in flight at once in this process.
+    pub concurrency: usize,
+    /// Waybills claimed per poll.
+    pub batch_size: i64,
+    /// Idle poll interval, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Lease on a claimed waybill; another instance takes over after it lapses, seconds.
+    pub lease_secs: i64,
+    /// Delays between tries, seconds, comma-separated.
+    pub retry_schedule: String,
+    /// Each delay is jittered by up to this fraction.
+    pub retry_jitter: f64,
+    /// When several events of one waybill wait, push only the newest.
+    pub coalesce: bool,
+    /// How long a `userquery` "bound" answer is trusted, seconds.
+    pub binding_ttl_bound_secs: i64,
+    /// How long a "not bound" answer is trusted, seconds.
+    pub binding_ttl_unbound_secs: i64,
+    /// Outbound calls per second per API in this process (0 = unlimited).
+    pub pathnotify_rate: f64,
+    pub userquery_rate: f64,
+    /// Timeout of one call to WeChat, milliseconds (above WeChat's own 5 s reverse-query timeout).
+    pub call_timeout_ms: u64,
+    /// `stable` (POST /cgi-bin/stable_token) or `classic` (GET /cgi-bin/token).
+    pub token_endpoint: String,
+    /// How long SIGTERM waits for in-flight pushes before stopping, seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings {
+            enabled: true,
+            concurrency: 16,
+            batch_size: 64,
+            poll_interval_ms: 200,
+            lease_secs: 30,
+            retry_schedule: "5,30,120,600,1800,3600,10800,21600".into(),
+            retry_jitter: 0.2,
+            coalesce: true,
+            binding_ttl_bound_secs: 86_400,
+            binding_ttl_unbound_secs: 3_600,
+            pathnotify_rate: 0.0,
+            userquery_rate: 0.0,
+            call_timeout_ms: 8_000,
+            token_endpoint: "stable".into(),
+            shutdown_grace_secs: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,7 +149,10 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        DatabaseSettings { url: "sqlite://data/wxexpress.db".into(), max_connections: 0 }
+        DatabaseSettings {
+            url: "sqlite://data/wxexpress.db".into(),
+            max_connections: 0,
+        }
     }
 }
 
@@ -154,7 +215,11 @@ pub struct SandboxSection {
 
 impl Default for SandboxSection {
     fn default() -> Self {
-        SandboxSection { listen: "127.0.0.1:9090".into(), callback_url: None, jsonp_url: None }
+        SandboxSection {
+            listen: "127.0.0.1:9090".into(),
+            callback_url: None,
+            jsonp_url: None,
+        }
     }
 }
 
@@ -185,6 +250,10 @@ pub struct Settings {
     pub data_key: Secret,
     pub wechatpay: WechatPaySettings,
     pub sandbox: SandboxSection,
+    pub outbox: OutboxSettings,
+    /// The parsed `outbox.retry_schedule`.
+    pub retry_schedule: crate::outbox::policy::Schedule,
+    pub token_endpoint: crate::wechat::client::TokenEndpoint,
     /// Where generated keys live (the SQLite file's directory, else `./data`).
     pub data_dir: PathBuf,
     /// Notes for the start-up log (generated keys, sandbox mode), never containing secrets.
@@ -216,12 +285,18 @@ pub enum Source {
 
 /// Load and validate. `path`: `--config`; when `None`, `wxexpress.toml` is used if present.
 pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
-    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("WXEXPRESS_")).collect();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("WXEXPRESS_"))
+        .collect();
     load_from(path, &env, true)
 }
 
 /// Load with an explicit environment (tests). `generate` allows writing generated keys.
-pub fn load_from(path: Option<&Path>, env: &BTreeMap<String, String>, generate: bool) -> Result<Settings, ConfigErrors> {
+pub fn load_from(
+    path: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    generate: bool,
+) -> Result<Settings, ConfigErrors> {
     let default_path = Path::new("wxexpress.toml");
     let file = match path {
         Some(p) => Some(p.to_path_buf()),
@@ -230,14 +305,19 @@ pub fn load_from(path: Option<&Path>, env: &BTreeMap<String, String>, generate: 
     };
     let mut table = match &file {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| ConfigErrors(vec![format!("--config {}: cannot read: {e}", p.display())]))?;
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                ConfigErrors(vec![format!("--config {}: cannot read: {e}", p.display())])
+            })?;
             text.parse::<toml::Table>()
                 .map_err(|e| ConfigErrors(vec![format!("{}: {}", p.display(), e.message())]))?
         }
         None => toml::Table::new(),
     };
-    let source = if file.is_some() { Source::File } else { Source::NoFile };
+    let source = if file.is_some() {
+        Source::File
+    } else {
+        Source::NoFile
+    };
     apply_env(&mut table, env)?;
     let raw: RawSettings = toml::Value::Table(table)
         .try_into()
@@ -250,7 +330,9 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
     let defaults = toml::Table::try_from(RawSettings::default()).expect("defaults serialise");
     let mut problems = Vec::new();
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix("WXEXPRESS_") else { continue };
+        let Some(rest) = name.strip_prefix("WXEXPRESS_") else {
+            continue;
+        };
         let Some((section, key)) = rest.split_once("__") else {
             problems.push(format!("{name}: expected WXEXPRESS_<SECTION>__<KEY>"));
             continue;
@@ -261,7 +343,18 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
             Some(toml::Value::Integer(_)) => match value.trim().parse::<i64>() {
                 Ok(i) => toml::Value::Integer(i),
                 Err(_) => {
-                    problems.push(format!("{section}.{key} ({name}): expected an integer, got {value:?}"));
+                    problems.push(format!(
+                        "{section}.{key} ({name}): expected an integer, got {value:?}"
+                    ));
+                    continue;
+                }
+            },
+            Some(toml::Value::Float(_)) => match value.trim().parse::<f64>() {
+                Ok(f) => toml::Value::Float(f),
+                Err(_) => {
+                    problems.push(format!(
+                        "{section}.{key} ({name}): expected a number, got {value:?}"
+                    ));
                     continue;
                 }
             },
@@ -274,11 +367,18 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
                 }
             },
             Some(toml::Value::Array(_)) => toml::Value::Array(
-                value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.into()))
+                    .collect(),
             ),
             _ => toml::Value::String(value.clone()),
         };
-        let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
         match entry {
             toml::Value::Table(t) => {
                 t.insert(key, typed);
@@ -298,7 +398,10 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
     let mut notices = Vec::new();
 
     if raw.server.listen.parse::<std::net::SocketAddr>().is_err() {
-        p.push(format!("server.listen: {:?} is not an address like 127.0.0.1:8080", raw.server.listen));
+        p.push(format!(
+            "server.listen: {:?} is not an address like 127.0.0.1:8080",
+            raw.server.listen
+        ));
     }
     if raw.server.body_limit_bytes < 1024 {
         p.push("server.body_limit_bytes: must be at least 1024".into());
@@ -321,40 +424,82 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
     let pick = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
     let pick_secret = |v: &Option<Secret>, d: &str| v.clone().unwrap_or_else(|| Secret::new(d));
     let (appid, original_id, token, aes) = if sandbox {
-        notices.push("no wechat.secret is set: no WeChat credentials; using the in-process WeChat sandbox".to_string());
-        (pick(&w.appid, sd::APPID), pick(&w.original_id, sd::ORIGINAL_ID), pick_secret(&w.token, sd::TOKEN), pick_secret(&w.encoding_aes_key, sd::ENCODING_AES_KEY))
+        notices.push(
+            "no wechat.secret is set: no WeChat credentials; using the in-process WeChat sandbox"
+                .to_string(),
+        );
+        (
+            pick(&w.appid, sd::APPID),
+            pick(&w.original_id, sd::ORIGINAL_ID),
+            pick_secret(&w.token, sd::TOKEN),
+            pick_secret(&w.encoding_aes_key, sd::ENCODING_AES_KEY),
+        )
     } else {
-        for (k, v) in [("wechat.appid", w.appid.is_none()), ("wechat.original_id", w.original_id.is_none()), ("wechat.token", w.token.is_none()), ("wechat.encoding_aes_key", w.encoding_aes_key.is_none())] {
+        for (k, v) in [
+            ("wechat.appid", w.appid.is_none()),
+            ("wechat.original_id", w.original_id.is_none()),
+            ("wechat.token", w.token.is_none()),
+            ("wechat.encoding_aes_key", w.encoding_aes_key.is_none()),
+        ] {
             if v {
                 p.push(format!("{k}: is required when wechat.secret is set"));
             }
         }
-        (pick(&w.appid, ""), pick(&w.original_id, ""), pick_secret(&w.token, ""), pick_secret(&w.encoding_aes_key, ""))
+        (
+            pick(&w.appid, ""),
+            pick(&w.original_id, ""),
+            pick_secret(&w.token, ""),
+            pick_secret(&w.encoding_aes_key, ""),
+        )
     };
-    if !appid.is_empty() && !(appid.starts_with("wx") && appid.len() <= 32 && appid.bytes().all(|b| b.is_ascii_alphanumeric())) {
-        p.push("wechat.appid: expected the mini program AppID (wx followed by letters and digits)".into());
+    if !appid.is_empty()
+        && !(appid.starts_with("wx")
+            && appid.len() <= 32
+            && appid.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        p.push(
+            "wechat.appid: expected the mini program AppID (wx followed by letters and digits)"
+                .into(),
+        );
     }
     if !token.expose().is_empty() && !(3..=32).contains(&token.expose().len()) {
         p.push("wechat.token: must be 3 to 32 characters, as the WeChat console allows".into());
     }
     if !aes.expose().is_empty() {
         if let Err(e) = AesKey::parse(aes.expose()) {
-            p.push(format!("wechat.encoding_aes_key: must be exactly 43 characters of [A-Za-z0-9] ({e})"));
+            p.push(format!(
+                "wechat.encoding_aes_key: must be exactly 43 characters of [A-Za-z0-9] ({e})"
+            ));
         }
     }
     if let Some(prev) = &w.previous_encoding_aes_key {
         if AesKey::parse(prev.expose()).is_err() {
-            p.push("wechat.previous_encoding_aes_key: must be exactly 43 characters of [A-Za-z0-9]".into());
+            p.push(
+                "wechat.previous_encoding_aes_key: must be exactly 43 characters of [A-Za-z0-9]"
+                    .into(),
+            );
         }
     }
     let message_format = w.message_format.parse::<MessageFormat>().map_err(|_| {
-        p.push(format!("wechat.message_format: {:?} is not one of json, xml", w.message_format));
+        p.push(format!(
+            "wechat.message_format: {:?} is not one of json, xml",
+            w.message_format
+        ));
     });
     let message_mode = w.message_mode.parse::<MessageMode>().map_err(|_| {
-        p.push(format!("wechat.message_mode: {:?} is not one of plaintext, compatible, secure", w.message_mode));
+        p.push(format!(
+            "wechat.message_mode: {:?} is not one of plaintext, compatible, secure",
+            w.message_mode
+        ));
     });
     let api_base = match &w.api_base {
-        Some(b) if url::Url::parse(b).map(|u| matches!(u.scheme(), "http" | "https")).unwrap_or(false) => Some(b.trim_end_matches('/').to_string()),
+        Some(b)
+            if url::Url::parse(b)
+                .map(|u| matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(false) =>
+        {
+            Some(b.trim_end_matches('/').to_string())
+        }
         Some(b) => {
             p.push(format!("wechat.api_base: {b:?} is not an http(s) URL"));
             None
@@ -364,13 +509,21 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
     };
 
     // Backoffice keys: generated into the data directory only when there is no config file.
-    let mut api_keys: Vec<Secret> = raw.backoffice.api_keys.iter().filter(|k| !k.expose().is_empty()).cloned().collect();
+    let mut api_keys: Vec<Secret> = raw
+        .backoffice
+        .api_keys
+        .iter()
+        .filter(|k| !k.expose().is_empty())
+        .cloned()
+        .collect();
     if api_keys.iter().any(|k| k.expose().len() < 16) {
         p.push("backoffice.api_keys: every key must be at least 16 characters".into());
     }
     if api_keys.is_empty() {
         if source == Source::NoFile && generate {
-            match generated_file(&data_dir, "api_key", || hex::encode(rand::random::<[u8; 24]>())) {
+            match generated_file(&data_dir, "api_key", || {
+                hex::encode(rand::random::<[u8; 24]>())
+            }) {
                 Ok((key, created)) => {
                     notices.push(format!(
                         "no backoffice.api_keys configured: {} the development API key in {}",
@@ -379,7 +532,10 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
                     ));
                     api_keys.push(Secret::new(key));
                 }
-                Err(e) => p.push(format!("backoffice.api_keys: none configured and cannot write {}: {e}", data_dir.display())),
+                Err(e) => p.push(format!(
+                    "backoffice.api_keys: none configured and cannot write {}: {e}",
+                    data_dir.display()
+                )),
             }
         } else {
             p.push("backoffice.api_keys: at least one key is required".into());
@@ -393,20 +549,25 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
             }
             k.clone()
         }
-        None if source == Source::NoFile && generate => match crate::privacy::Privacy::load_or_generate(&data_dir) {
-            Ok((k, created)) => {
-                notices.push(format!(
+        None if source == Source::NoFile && generate => {
+            match crate::privacy::Privacy::load_or_generate(&data_dir) {
+                Ok((k, created)) => {
+                    notices.push(format!(
                     "no privacy.data_key configured: {} the data key in {} (back it up: without it stored phone numbers cannot be read)",
                     if created { "generated" } else { "using" },
                     data_dir.join("data_key").display()
                 ));
-                Secret::new(k)
+                    Secret::new(k)
+                }
+                Err(e) => {
+                    p.push(format!(
+                        "privacy.data_key: not set and cannot create one in {}: {e}",
+                        data_dir.display()
+                    ));
+                    Secret::new("")
+                }
             }
-            Err(e) => {
-                p.push(format!("privacy.data_key: not set and cannot create one in {}: {e}", data_dir.display()));
-                Secret::new("")
-            }
-        },
+        }
         None => {
             p.push("privacy.data_key: is required (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)".into());
             Secret::new("")
@@ -417,8 +578,37 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
         p.push("wechatpay: mch_id and api_key must be set together".into());
     }
     if raw.sandbox.listen.parse::<std::net::SocketAddr>().is_err() {
-        p.push(format!("sandbox.listen: {:?} is not an address like 127.0.0.1:9090", raw.sandbox.listen));
+        p.push(format!(
+            "sandbox.listen: {:?} is not an address like 127.0.0.1:9090",
+            raw.sandbox.listen
+        ));
     }
+
+    let o = &raw.outbox;
+    let retry_schedule = crate::outbox::policy::Schedule::parse(&o.retry_schedule, o.retry_jitter)
+        .map_err(|e| p.push(format!("outbox.retry_schedule: {e}")));
+    if o.concurrency == 0 || o.concurrency > 1024 {
+        p.push("outbox.concurrency: must be 1..=1024".into());
+    }
+    if o.batch_size < 1 {
+        p.push("outbox.batch_size: must be at least 1".into());
+    }
+    if o.lease_secs < 5 {
+        p.push("outbox.lease_secs: must be at least 5 (a push may take WeChat's 5-second reverse query)".into());
+    }
+    if o.pathnotify_rate < 0.0 || o.userquery_rate < 0.0 {
+        p.push("outbox.*_rate: must be >= 0".into());
+    }
+    let token_endpoint = match o.token_endpoint.as_str() {
+        "stable" => Ok(crate::wechat::client::TokenEndpoint::Stable),
+        "classic" => Ok(crate::wechat::client::TokenEndpoint::Classic),
+        other => {
+            p.push(format!(
+                "outbox.token_endpoint: {other:?} is not one of stable, classic"
+            ));
+            Err(())
+        }
+    };
 
     if !p.is_empty() {
         return Err(ConfigErrors(p));
@@ -441,6 +631,9 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
         data_key,
         wechatpay: raw.wechatpay.clone(),
         sandbox: raw.sandbox.clone(),
+        outbox: raw.outbox.clone(),
+        retry_schedule: retry_schedule.expect("checked"),
+        token_endpoint: token_endpoint.expect("checked"),
         data_dir,
         notices,
         raw,
@@ -449,13 +642,23 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
 
 /// The directory generated keys go to: the SQLite file's directory, or `./data`.
 fn database_data_dir(url: &str) -> Result<PathBuf, String> {
-    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let path = rest.split('?').next().unwrap_or("");
         if path.is_empty() || path == ":memory:" {
             return Ok(PathBuf::from("data"));
         }
-        let parent = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
-        return Ok(if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent });
+        let parent = Path::new(path)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        return Ok(if parent.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            parent
+        });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         url::Url::parse(url).map_err(|e| format!("cannot parse the PostgreSQL URL ({e})"))?;
@@ -464,7 +667,11 @@ fn database_data_dir(url: &str) -> Result<PathBuf, String> {
     Err("expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DB".into())
 }
 
-fn generated_file(dir: &Path, name: &str, make: impl FnOnce() -> String) -> std::io::Result<(String, bool)> {
+fn generated_file(
+    dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> std::io::Result<(String, bool)> {
     let path = dir.join(name);
     if let Ok(v) = std::fs::read_to_string(&path) {
         return Ok((v.trim().to_string(), false));
@@ -512,7 +719,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -541,7 +751,10 @@ data_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
         let f = file(GOOD);
         let s = load_from(Some(f.path()), &env(&[]), false).unwrap();
         assert!(!s.sandbox_mode());
-        assert_eq!(s.wechat.api_base.as_deref(), Some("https://api.weixin.qq.com"));
+        assert_eq!(
+            s.wechat.api_base.as_deref(),
+            Some("https://api.weixin.qq.com")
+        );
         assert_eq!(s.wechat.message_mode, MessageMode::Secure);
     }
 
@@ -550,7 +763,14 @@ data_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
         let f = file(GOOD);
         let s = load_from(
             Some(f.path()),
-            &env(&[("WXEXPRESS_WECHAT__MESSAGE_FORMAT", "xml"), ("WXEXPRESS_BACKOFFICE__API_KEYS", "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb"), ("WXEXPRESS_SERVER__CALLBACK_WINDOW_SECS", "60")]),
+            &env(&[
+                ("WXEXPRESS_WECHAT__MESSAGE_FORMAT", "xml"),
+                (
+                    "WXEXPRESS_BACKOFFICE__API_KEYS",
+                    "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb",
+                ),
+                ("WXEXPRESS_SERVER__CALLBACK_WINDOW_SECS", "60"),
+            ]),
             false,
         )
         .unwrap();
@@ -564,12 +784,19 @@ data_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
         let f = file(GOOD);
         let e = load_from(
             Some(f.path()),
-            &env(&[("WXEXPRESS_WECHAT__ENCODING_AES_KEY", "short"), ("WXEXPRESS_WECHAT__MESSAGE_MODE", "loud"), ("WXEXPRESS_DATABASE__URL", "mysql://x")]),
+            &env(&[
+                ("WXEXPRESS_WECHAT__ENCODING_AES_KEY", "short"),
+                ("WXEXPRESS_WECHAT__MESSAGE_MODE", "loud"),
+                ("WXEXPRESS_DATABASE__URL", "mysql://x"),
+            ]),
             false,
         )
         .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("wechat.encoding_aes_key: must be exactly 43"), "{text}");
+        assert!(
+            text.contains("wechat.encoding_aes_key: must be exactly 43"),
+            "{text}"
+        );
         assert!(text.contains("wechat.message_mode: \"loud\""), "{text}");
         assert!(text.contains("database.url:"), "{text}");
         assert_eq!(e.0.len(), 3, "{text}");
@@ -592,9 +819,20 @@ data_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
     #[test]
     fn redacted_output_has_no_secrets() {
         let f = file(GOOD);
-        let s = load_from(Some(f.path()), &env(&[("WXEXPRESS_DATABASE__URL", "postgres://u:pw@h/db")]), false).unwrap();
+        let s = load_from(
+            Some(f.path()),
+            &env(&[("WXEXPRESS_DATABASE__URL", "postgres://u:pw@h/db")]),
+            false,
+        )
+        .unwrap();
         let out = s.redacted_toml();
-        for secret in ["s3cr3t", "AAAAA\"", "0123456789abcdef", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", ":pw@"] {
+        for secret in [
+            "s3cr3t",
+            "AAAAA\"",
+            "0123456789abcdef",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ":pw@",
+        ] {
             assert!(!out.contains(secret), "{secret} leaked in\n{out}");
         }
         assert!(out.contains("<redacted>"));

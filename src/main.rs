@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use wxexpress::config::{self, Settings};
 
 #[derive(Parser)]
-#[command(name = "wxexpress", version, about = "Gateway from an express carrier's backoffice to WeChat phone-number logistics push")]
+#[command(
+    name = "wxexpress",
+    version,
+    about = "Gateway from an express carrier's backoffice to WeChat phone-number logistics push"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,10 @@ fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     wxexpress::telemetry::init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime can be built");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -95,7 +102,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             wxexpress::app::run_sandbox(&settings, listen.as_deref()).await?;
         }
-        Command::Config { command: ConfigCommand::Check { config } } => {
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
             let settings = match load(config.as_ref()) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),

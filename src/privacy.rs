@@ -53,7 +53,10 @@ impl Privacy {
     pub fn from_key(key: &[u8; 32]) -> Privacy {
         let aead_key = derive(key, b"wxexpress/v1/aead");
         let hash_key = derive(key, b"wxexpress/v1/phone-hash");
-        Privacy { aead: Aes256Gcm::new(&aead_key.into()), hash_key }
+        Privacy {
+            aead: Aes256Gcm::new(&aead_key.into()),
+            hash_key,
+        }
     }
 
     /// A fresh random key, base64.
@@ -97,14 +100,19 @@ impl Privacy {
             return Err(PrivacyError::Open);
         }
         let (nonce, ct) = rest.split_at(12);
-        self.aead.decrypt(Nonce::from_slice(nonce), ct).map_err(|_| PrivacyError::Open)
+        self.aead
+            .decrypt(Nonce::from_slice(nonce), ct)
+            .map_err(|_| PrivacyError::Open)
     }
 
     pub fn seal_json<T: serde::Serialize>(&self, value: &T) -> Vec<u8> {
         self.seal(&serde_json::to_vec(value).expect("serialising plain data structs cannot fail"))
     }
 
-    pub fn open_json<T: serde::de::DeserializeOwned>(&self, sealed: &[u8]) -> Result<T, PrivacyError> {
+    pub fn open_json<T: serde::de::DeserializeOwned>(
+        &self,
+        sealed: &[u8],
+    ) -> Result<T, PrivacyError> {
         serde_json::from_slice(&self.open(sealed)?).map_err(|_| PrivacyError::Open)
     }
 
@@ -116,7 +124,8 @@ impl Privacy {
     /// Keyed hash (HMAC-SHA256, lowercase hex) of any secret value that must be compared
     /// without being stored in clear (phones, access tokens).
     pub fn keyed_hash(&self, value: &str) -> String {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
         mac.update(value.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -163,7 +172,10 @@ mod tests {
     fn phone_hash_is_keyed_and_stable() {
         let a = Privacy::from_key(&[7; 32]);
         assert_eq!(a.phone_hash("13800138000"), a.phone_hash("13800138000"));
-        assert_ne!(a.phone_hash("13800138000"), Privacy::from_key(&[8; 32]).phone_hash("13800138000"));
+        assert_ne!(
+            a.phone_hash("13800138000"),
+            Privacy::from_key(&[8; 32]).phone_hash("13800138000")
+        );
         assert_eq!(a.phone_hash("1").len(), 64);
     }
 

@@ -10,26 +10,66 @@ pub struct ActionType(i64);
 
 /// `(code, stage in Chinese, English meaning)`, exactly the spec's table.
 pub const ACTION_TYPES: &[(i64, &str, &str)] = &[
-    (90001, "揽件前阶段-网点接单", "pre-pickup: outlet accepted the order"),
-    (90002, "揽件前阶段-分配业务员", "pre-pickup: courier assigned"),
-    (90003, "揽件前阶段-重新分配业务员", "pre-pickup: courier re-assigned"),
+    (
+        90001,
+        "揽件前阶段-网点接单",
+        "pre-pickup: outlet accepted the order",
+    ),
+    (
+        90002,
+        "揽件前阶段-分配业务员",
+        "pre-pickup: courier assigned",
+    ),
+    (
+        90003,
+        "揽件前阶段-重新分配业务员",
+        "pre-pickup: courier re-assigned",
+    ),
     (90010, "揽件前阶段-待支付", "pre-pickup: awaiting payment"),
     (90011, "揽件前阶段-已支付", "pre-pickup: paid"),
-    (100001, "揽件阶段-揽件成功", "pickup: picked up successfully"),
+    (
+        100001,
+        "揽件阶段-揽件成功",
+        "pickup: picked up successfully",
+    ),
     (100002, "揽件阶段-揽件失败", "pickup: pickup failed"),
-    (200001, "运输阶段-更新运输轨迹", "transport: transit track update"),
+    (
+        200001,
+        "运输阶段-更新运输轨迹",
+        "transport: transit track update",
+    ),
     (300002, "派送阶段-派送中", "delivery: out for delivery"),
     (300003, "派送阶段-签收成功", "delivery: signed for"),
     (300004, "派送阶段-签收失败", "delivery: sign-for failed"),
-    (300005, "派送阶段-第三方代收入库", "delivery: stored at a pickup point or locker"),
-    (300006, "派送阶段-第三方代收快递员取出", "delivery: courier took it back out of the pickup point"),
-    (300007, "派送阶段-代签收", "delivery: signed for on behalf of the receiver"),
+    (
+        300005,
+        "派送阶段-第三方代收入库",
+        "delivery: stored at a pickup point or locker",
+    ),
+    (
+        300006,
+        "派送阶段-第三方代收快递员取出",
+        "delivery: courier took it back out of the pickup point",
+    ),
+    (
+        300007,
+        "派送阶段-代签收",
+        "delivery: signed for on behalf of the receiver",
+    ),
     (400001, "异常阶段-订单取消", "exception: order cancelled"),
     (400002, "异常阶段-订单滞留", "exception: order held"),
     (400003, "异常阶段-订单退回", "exception: returned"),
-    (400004, "异常阶段-订单拒收", "exception: refused by receiver"),
+    (
+        400004,
+        "异常阶段-订单拒收",
+        "exception: refused by receiver",
+    ),
     (400005, "异常阶段-问题件", "exception: problem parcel"),
-    (500001, "兜底状态-其他未分类状态纳入本action_type", "fallback: other unclassified state"),
+    (
+        500001,
+        "兜底状态-其他未分类状态纳入本action_type",
+        "fallback: other unclassified state",
+    ),
 ];
 
 impl ActionType {
@@ -77,7 +117,8 @@ impl ActionType {
 impl TryFrom<i64> for ActionType {
     type Error = String;
     fn try_from(code: i64) -> Result<Self, Self::Error> {
-        ActionType::parse(code).ok_or_else(|| format!("{code} is not an action_type in WeChat's table"))
+        ActionType::parse(code)
+            .ok_or_else(|| format!("{code} is not an action_type in WeChat's table"))
     }
 }
 
@@ -99,8 +140,14 @@ mod tests {
 
     #[test]
     fn only_codes_from_the_table_parse() {
-        assert_eq!(ActionType::parse(300002).map(ActionType::code), Some(300002));
-        assert!(ActionType::parse(300001).is_none(), "300001 is not in the table");
+        assert_eq!(
+            ActionType::parse(300002).map(ActionType::code),
+            Some(300002)
+        );
+        assert!(
+            ActionType::parse(300001).is_none(),
+            "300001 is not in the table"
+        );
         assert!(ActionType::parse(0).is_none());
         assert_eq!(ACTION_TYPES.len(), 20);
     }

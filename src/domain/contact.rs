@@ -35,7 +35,10 @@ pub struct Contact {
 impl std::fmt::Debug for Contact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Contact")
-            .field("phone", &self.phone.as_deref().map(super::phone::mask_phone_str))
+            .field(
+                "phone",
+                &self.phone.as_deref().map(super::phone::mask_phone_str),
+            )
             .field("city", &self.city)
             .finish_non_exhaustive()
     }
@@ -44,7 +47,12 @@ impl std::fmt::Debug for Contact {
 impl Contact {
     /// Validate a contact. The receiver needs a name and a phone (WeChat finds the user by
     /// it); for the sender both are optional (spec §3.2, safe reading).
-    pub fn parse(errors: &mut Errors, prefix: &str, input: Option<&ContactInput>, is_receiver: bool) -> Option<Contact> {
+    pub fn parse(
+        errors: &mut Errors,
+        prefix: &str,
+        input: Option<&ContactInput>,
+        is_receiver: bool,
+    ) -> Option<Contact> {
         let Some(c) = input else {
             errors.add(prefix, "is required");
             return None;
@@ -70,7 +78,15 @@ impl Contact {
         let area = text(errors, &f("area"), c.area.as_deref(), 32, true);
         let street = text(errors, &f("street"), c.street.as_deref(), 64, false);
         let address = text(errors, &f("address"), c.address.as_deref(), 256, false);
-        Some(Contact { name, phone, province: province?, city: city?, area: area?, street, address })
+        Some(Contact {
+            name,
+            phone,
+            province: province?,
+            city: city?,
+            area: area?,
+            street,
+            address,
+        })
     }
 
     /// The phone as a [`Phone`] (validated at ingest, so parsing again cannot fail on stored data).

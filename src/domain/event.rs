@@ -36,7 +36,9 @@ pub struct NodeText {
 
 impl std::fmt::Debug for NodeText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeText").field("action_msg_chars", &self.action_msg.chars().count()).finish_non_exhaustive()
+        f.debug_struct("NodeText")
+            .field("action_msg_chars", &self.action_msg.chars().count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,7 +54,11 @@ pub struct TrackingEvent {
 pub const ACTION_MSG_MAX_CHARS: usize = 256;
 
 impl TrackingEvent {
-    pub fn parse(input: &EventInput, now: i64, prefix: &str) -> Result<TrackingEvent, Vec<FieldError>> {
+    pub fn parse(
+        input: &EventInput,
+        now: i64,
+        prefix: &str,
+    ) -> Result<TrackingEvent, Vec<FieldError>> {
         let mut e = Errors::default();
         let f = |k: &str| format!("{prefix}{k}");
         let action_type = match input.action_type {
@@ -63,17 +69,46 @@ impl TrackingEvent {
             Some(code) => {
                 let t = ActionType::parse(code);
                 if t.is_none() {
-                    e.add(f("action_type"), format!("{code} is not in WeChat's action_type table"));
+                    e.add(
+                        f("action_type"),
+                        format!("{code} is not in WeChat's action_type table"),
+                    );
                 }
                 t
             }
         };
         let action_time = unix_time(&mut e, &f("action_time"), input.action_time, now);
-        let action_msg = text(&mut e, &f("action_msg"), input.action_msg.as_deref(), ACTION_MSG_MAX_CHARS, true);
-        let pickup_courier_name = text(&mut e, &f("pickup_courier_name"), input.pickup_courier_name.as_deref(), 32, false);
-        let pickup_courier_phone = courier_phone(&mut e, &f("pickup_courier_phone"), input.pickup_courier_phone.as_deref());
-        let delivery_courier_name = text(&mut e, &f("delivery_courier_name"), input.delivery_courier_name.as_deref(), 32, false);
-        let delivery_courier_phone = courier_phone(&mut e, &f("delivery_courier_phone"), input.delivery_courier_phone.as_deref());
+        let action_msg = text(
+            &mut e,
+            &f("action_msg"),
+            input.action_msg.as_deref(),
+            ACTION_MSG_MAX_CHARS,
+            true,
+        );
+        let pickup_courier_name = text(
+            &mut e,
+            &f("pickup_courier_name"),
+            input.pickup_courier_name.as_deref(),
+            32,
+            false,
+        );
+        let pickup_courier_phone = courier_phone(
+            &mut e,
+            &f("pickup_courier_phone"),
+            input.pickup_courier_phone.as_deref(),
+        );
+        let delivery_courier_name = text(
+            &mut e,
+            &f("delivery_courier_name"),
+            input.delivery_courier_name.as_deref(),
+            32,
+            false,
+        );
+        let delivery_courier_phone = courier_phone(
+            &mut e,
+            &f("delivery_courier_phone"),
+            input.delivery_courier_phone.as_deref(),
+        );
         if !e.is_empty() {
             return Err(e.into_vec());
         }
@@ -98,7 +133,9 @@ fn courier_phone(e: &mut Errors, field: &str, v: Option<&str>) -> Option<String>
     if let Ok(p) = Phone::parse(v) {
         return Some(p.as_str().to_string());
     }
-    let ok = (5..=20).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit() || b == b'-') && v.as_bytes()[0].is_ascii_digit();
+    let ok = (5..=20).contains(&v.len())
+        && v.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+        && v.as_bytes()[0].is_ascii_digit();
     if ok {
         Some(v.to_string())
     } else {

@@ -91,7 +91,10 @@ impl fmt::Debug for Phone {
 }
 
 fn is_mobile(d: &str) -> bool {
-    d.len() == 11 && d.as_bytes()[0] == b'1' && (b'3'..=b'9').contains(&d.as_bytes()[1]) && d.bytes().all(|b| b.is_ascii_digit())
+    d.len() == 11
+        && d.as_bytes()[0] == b'1'
+        && (b'3'..=b'9').contains(&d.as_bytes()[1])
+        && d.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn split_extension(s: &str) -> (&str, Option<String>) {
@@ -106,9 +109,10 @@ fn split_extension(s: &str) -> (&str, Option<String>) {
         let last = groups[groups.len() - 1];
         let head: String = groups[..groups.len() - 1].concat();
         let head_digits: String = head.chars().filter(|c| c.is_ascii_digit()).collect();
-        let full_mobile = is_mobile(head_digits.trim_start_matches("86"))
-            || is_mobile(&head_digits);
-        let full_landline = groups.len() >= 3 && head_digits.starts_with('0') && head_digits.len() >= 10;
+        let full_mobile =
+            is_mobile(head_digits.trim_start_matches("86")) || is_mobile(&head_digits);
+        let full_landline =
+            groups.len() >= 3 && head_digits.starts_with('0') && head_digits.len() >= 10;
         if (full_mobile || full_landline) && last.len() <= 6 {
             let cut = s.len() - s.rsplit('-').next().map_or(0, str::len) - 1;
             return (&s[..cut], Some(last.to_string()));
@@ -118,7 +122,9 @@ fn split_extension(s: &str) -> (&str, Option<String>) {
 }
 
 fn main_with_dashes(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_digit() || *c == '-').collect()
+    s.chars()
+        .filter(|c| c.is_ascii_digit() || *c == '-')
+        .collect()
 }
 
 /// Area codes are 010, 02x (3 digits) or 0xxx (4 digits); local numbers 7 or 8 digits.
@@ -137,7 +143,8 @@ fn split_landline(with_dashes: &str, digits: &str) -> Option<(String, String)> {
         return None;
     }
     let (area, local) = digits.split_at(area_len);
-    ((7..=8).contains(&local.len()) && !local.starts_with('0')).then(|| (area.to_string(), local.to_string()))
+    ((7..=8).contains(&local.len()) && !local.starts_with('0'))
+        .then(|| (area.to_string(), local.to_string()))
 }
 
 /// Mask a normalised phone string: keep the first 3 and last 4 digits of a mobile number,
@@ -206,7 +213,10 @@ mod tests {
     use super::*;
 
     fn ok(s: &str) -> String {
-        Phone::parse(s).unwrap_or_else(|e| panic!("{s}: {e}")).as_str().to_string()
+        Phone::parse(s)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .as_str()
+            .to_string()
     }
 
     #[test]
@@ -237,7 +247,19 @@ mod tests {
 
     #[test]
     fn implausible_numbers_are_rejected() {
-        for bad in ["", "12345", "23800138000", "1380013800", "138001380001", "12800138000", "abc", "13800138000-1234567", "0000-1234567", "13800138000转", "+1 415 555 0100"] {
+        for bad in [
+            "",
+            "12345",
+            "23800138000",
+            "1380013800",
+            "138001380001",
+            "12800138000",
+            "abc",
+            "13800138000-1234567",
+            "0000-1234567",
+            "13800138000转",
+            "+1 415 555 0100",
+        ] {
             assert!(Phone::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -245,15 +267,30 @@ mod tests {
     #[test]
     fn masking_hides_the_middle_and_extensions() {
         assert_eq!(Phone::parse("13800138000").unwrap().masked(), "138****8000");
-        assert_eq!(Phone::parse("13800138000-1234").unwrap().masked(), "138****8000-****");
-        assert_eq!(Phone::parse("010-12345678").unwrap().masked(), "010-****5678");
-        assert_eq!(format!("{:?}", Phone::parse("13800138000").unwrap()), "Phone(138****8000)");
+        assert_eq!(
+            Phone::parse("13800138000-1234").unwrap().masked(),
+            "138****8000-****"
+        );
+        assert_eq!(
+            Phone::parse("010-12345678").unwrap().masked(),
+            "010-****5678"
+        );
+        assert_eq!(
+            format!("{:?}", Phone::parse("13800138000").unwrap()),
+            "Phone(138****8000)"
+        );
     }
 
     #[test]
     fn phones_inside_text_are_masked() {
-        assert_eq!(mask_phones_in_text("派件员张三 13800000000 正在派送"), "派件员张三 138****0000 正在派送");
-        assert_eq!(mask_phones_in_text("网点电话 075512345678"), "网点电话 ********5678");
+        assert_eq!(
+            mask_phones_in_text("派件员张三 13800000000 正在派送"),
+            "派件员张三 138****0000 正在派送"
+        );
+        assert_eq!(
+            mask_phones_in_text("网点电话 075512345678"),
+            "网点电话 ********5678"
+        );
         assert_eq!(mask_phones_in_text("第3车 12号"), "第3车 12号");
     }
 }

@@ -15,7 +15,10 @@ pub struct Errors(Vec<FieldError>);
 
 impl Errors {
     pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -35,7 +38,13 @@ impl Errors {
 
 /// A required text field: trimmed of nothing (bytes go to WeChat as sent), 1..=max characters,
 /// no control characters.
-pub fn text(errors: &mut Errors, field: &str, value: Option<&str>, max_chars: usize, required: bool) -> Option<String> {
+pub fn text(
+    errors: &mut Errors,
+    field: &str,
+    value: Option<&str>,
+    max_chars: usize,
+    required: bool,
+) -> Option<String> {
     match value {
         None | Some("") if required => {
             errors.add(field, "is required");
@@ -72,7 +81,10 @@ pub fn unix_time(errors: &mut Errors, field: &str, value: Option<i64>, now: i64)
             None
         }
         Some(t) if t > now + 86_400 => {
-            errors.add(field, "is more than a day in the future; expected Unix seconds");
+            errors.add(
+                field,
+                "is more than a day in the future; expected Unix seconds",
+            );
             None
         }
         Some(t) => Some(t),

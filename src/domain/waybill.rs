@@ -18,7 +18,10 @@ impl WaybillId {
         if s.len() > 64 {
             return Err("is longer than 64 characters".into());
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err("may contain only letters, digits, '-' and '_'".into());
         }
         Ok(WaybillId(s.to_string()))
@@ -80,7 +83,12 @@ pub struct Waybill {
 
 impl Waybill {
     /// Convert input at the edge; `prefix` names fields inside a batch line (`waybill.`).
-    pub fn parse(id: WaybillId, input: &WaybillInput, now: i64, prefix: &str) -> Result<Waybill, Vec<FieldError>> {
+    pub fn parse(
+        id: WaybillId,
+        input: &WaybillInput,
+        now: i64,
+        prefix: &str,
+    ) -> Result<Waybill, Vec<FieldError>> {
         let mut e = Errors::default();
         let f = |k: &str| format!("{prefix}{k}");
         let create_time = unix_time(&mut e, &f("create_time"), input.create_time, now);
@@ -91,13 +99,28 @@ impl Waybill {
         let receiver_openid = openid(&mut e, &f("openids.receiver"), openids.receiver.as_deref());
         let (mut out_trade_no, mut total_fee) = (None, None);
         if let Some(p) = &input.payment {
-            out_trade_no = text(&mut e, &f("payment.out_trade_no"), p.out_trade_no.as_deref(), 32, true);
-            if out_trade_no.as_deref().is_some_and(|s| !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))) {
-                e.add(f("payment.out_trade_no"), "may contain only letters, digits and _-|*");
+            out_trade_no = text(
+                &mut e,
+                &f("payment.out_trade_no"),
+                p.out_trade_no.as_deref(),
+                32,
+                true,
+            );
+            if out_trade_no.as_deref().is_some_and(|s| {
+                !s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
+            }) {
+                e.add(
+                    f("payment.out_trade_no"),
+                    "may contain only letters, digits and _-|*",
+                );
             }
             match p.total_fee {
                 Some(fee) if (1..=100_000_000).contains(&fee) => total_fee = Some(fee),
-                Some(_) => e.add(f("payment.total_fee"), "must be between 1 and 100000000 fen"),
+                Some(_) => e.add(
+                    f("payment.total_fee"),
+                    "must be between 1 and 100000000 fen",
+                ),
                 None => e.add(f("payment.total_fee"), "is required (fen)"),
             }
         }
@@ -107,7 +130,10 @@ impl Waybill {
         Ok(Waybill {
             id,
             create_time: create_time.expect("checked: no errors"),
-            contacts: Contacts { sender: sender.expect("checked"), receiver: receiver.expect("checked") },
+            contacts: Contacts {
+                sender: sender.expect("checked"),
+                receiver: receiver.expect("checked"),
+            },
             sender_openid,
             receiver_openid,
             payment_out_trade_no: out_trade_no,
@@ -118,7 +144,11 @@ impl Waybill {
 
 fn openid(e: &mut Errors, field: &str, v: Option<&str>) -> Option<String> {
     let v = v.filter(|s| !s.is_empty())?;
-    if v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if v.len() > 64
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         e.add(field, "is not an openid (1..=64 of [A-Za-z0-9_-])");
         return None;
     }

@@ -13,7 +13,10 @@ pub fn require_bearer(req: &HttpRequest, keys: &[Secret]) -> Result<(), Problem>
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .ok_or_else(Problem::unauthorized)?;
     let mut ok = subtle::Choice::from(0);

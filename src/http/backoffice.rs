@@ -11,41 +11,78 @@ use super::body::{media_type, read_limited};
 use super::problem::Problem;
 use super::AppState;
 use crate::codec::{self, now_ms, now_secs};
-use crate::domain::{mask_phone_str, mask_phones_in_text, Contact, EventInput, FieldError, TrackingEvent, Waybill, WaybillId, WaybillInput};
+use crate::domain::{
+    mask_phone_str, mask_phones_in_text, Contact, EventInput, FieldError, TrackingEvent, Waybill,
+    WaybillId, WaybillInput,
+};
 use crate::store::{EventInsert, StoreError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/waybills/{waybill_id}", web::put().to(put_waybill))
         .route("/v1/waybills/{waybill_id}", web::get().to(get_waybill))
-        .route("/v1/waybills/{waybill_id}/events", web::post().to(post_event))
-        .route("/v1/events/batch", web::post().to(post_batch));
+        .route(
+            "/v1/waybills/{waybill_id}/events",
+            web::post().to(post_event),
+        )
+        .route("/v1/events/batch", web::post().to(post_batch))
+        .route(
+            "/v1/notifications/{id}/retry",
+            web::post().to(retry_notification),
+        );
 }
 
 fn waybill_id(raw: &str) -> Result<WaybillId, Problem> {
-    WaybillId::parse(raw).map_err(|m| Problem::validation(vec![FieldError { field: "waybill_id".into(), message: m }]))
+    WaybillId::parse(raw).map_err(|m| {
+        Problem::validation(vec![FieldError {
+            field: "waybill_id".into(),
+            message: m,
+        }])
+    })
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, Problem> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T, Problem> {
     let mt = media_type(req);
     if mt != "application/json" && !mt.ends_with("+json") {
         return Err(Problem::unsupported_media("application/json"));
     }
-    serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("the body is not valid JSON for this endpoint: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!("the body is not valid JSON for this endpoint: {e}"))
+    })
 }
 
-async fn put_waybill(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, Problem> {
+async fn put_waybill(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
     require_bearer(&req, &state.settings.api_keys)?;
     let id = waybill_id(&path)?;
     let body = read_limited(&req, payload, state.settings.server.body_limit_bytes).await?;
     let input: WaybillInput = parse_json(&req, &body)?;
     let waybill = Waybill::parse(id, &input, now_secs(), "").map_err(Problem::validation)?;
-    let created = state.store.upsert_waybill(&codec::waybill_record(&state.privacy, &waybill, now_ms())).await?;
+    let created = state
+        .store
+        .upsert_waybill(&codec::waybill_record(&state.privacy, &waybill, now_ms()))
+        .await?;
     tracing::info!(waybill_id = %waybill.id, created, "waybill stored");
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(HttpResponse::build(status).json(json!({ "waybill_id": waybill.id, "created": created })))
 }
 
-async fn post_event(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, Problem> {
+async fn post_event(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
     require_bearer(&req, &state.settings.api_keys)?;
     let id = waybill_id(&path)?;
     let body = read_limited(&req, payload, state.settings.server.body_limit_bytes).await?;
@@ -55,10 +92,14 @@ async fn post_event(state: web::Data<AppState>, req: HttpRequest, path: web::Pat
     match state.store.record_event(None, &record).await {
         Ok(EventInsert::Inserted { id: event_id }) => {
             tracing::info!(waybill_id = %id, action_type = event.action_type.code(), event_id, "event accepted");
-            Ok(HttpResponse::Accepted().json(json!({ "waybill_id": id, "event_id": event_id, "duplicate": false })))
+            Ok(HttpResponse::Accepted()
+                .json(json!({ "waybill_id": id, "event_id": event_id, "duplicate": false })))
         }
-        Ok(EventInsert::Duplicate { id: event_id }) => Ok(HttpResponse::Ok().json(json!({ "waybill_id": id, "event_id": event_id, "duplicate": true }))),
-        Err(StoreError::UnknownWaybill(_)) => Err(Problem::not_found(format!("waybill {id} does not exist; create it with PUT /v1/waybills/{id} first"))),
+        Ok(EventInsert::Duplicate { id: event_id }) => Ok(HttpResponse::Ok()
+            .json(json!({ "waybill_id": id, "event_id": event_id, "duplicate": true }))),
+        Err(StoreError::UnknownWaybill(_)) => Err(Problem::not_found(format!(
+            "waybill {id} does not exist; create it with PUT /v1/waybills/{id} first"
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -72,7 +113,11 @@ struct BatchLine {
     event: Option<EventInput>,
 }
 
-async fn post_batch(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, Problem> {
+async fn post_batch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
     require_bearer(&req, &state.settings.api_keys)?;
     let mt = media_type(&req);
     if mt != "application/x-ndjson" && mt != "application/ndjson" {
@@ -80,7 +125,8 @@ async fn post_batch(state: web::Data<AppState>, req: HttpRequest, payload: web::
     }
     let limits = &state.settings.server;
     let body = read_limited(&req, payload, limits.batch_limit_bytes).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| Problem::bad_request("the batch is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(&body).map_err(|_| Problem::bad_request("the batch is not UTF-8"))?;
     let (now, now_ms) = (now_secs(), now_ms());
 
     let mut items = Vec::new();
@@ -93,7 +139,12 @@ async fn post_batch(state: web::Data<AppState>, req: HttpRequest, payload: web::
         }
         lines += 1;
         if lines > limits.batch_max_lines {
-            return Err(Problem::too_large(limits.batch_limit_bytes).with_detail(format!("a batch holds at most {} lines", limits.batch_max_lines)));
+            return Err(
+                Problem::too_large(limits.batch_limit_bytes).with_detail(format!(
+                    "a batch holds at most {} lines",
+                    limits.batch_max_lines
+                )),
+            );
         }
         match parse_line(&state, line, now, now_ms) {
             Ok(item) => {
@@ -106,7 +157,11 @@ async fn post_batch(state: web::Data<AppState>, req: HttpRequest, payload: web::
     if lines == 0 {
         return Err(Problem::bad_request("the batch is empty"));
     }
-    let outcomes = if items.is_empty() { Vec::new() } else { state.store.record_events_batch(&items).await? };
+    let outcomes = if items.is_empty() {
+        Vec::new()
+    } else {
+        state.store.record_events_batch(&items).await?
+    };
     let (mut accepted, mut duplicates) = (0, 0);
     for (outcome, line) in outcomes.into_iter().zip(line_numbers) {
         match outcome {
@@ -117,23 +172,48 @@ async fn post_batch(state: web::Data<AppState>, req: HttpRequest, payload: web::
         }
     }
     errors.sort_by_key(|e| e["line"].as_u64());
-    tracing::info!(lines, accepted, duplicates, rejected = errors.len(), "batch stored");
+    tracing::info!(
+        lines,
+        accepted,
+        duplicates,
+        rejected = errors.len(),
+        "batch stored"
+    );
     Ok(HttpResponse::Ok().json(json!({ "lines": lines, "accepted": accepted, "duplicates": duplicates, "rejected": errors.len(), "errors": errors })))
 }
 
-fn parse_line(state: &AppState, line: &str, now: i64, now_ms: i64) -> Result<(Option<crate::store::WaybillRecord>, crate::store::NewEvent), Vec<FieldError>> {
-    let fe = |field: &str, message: String| vec![FieldError { field: field.into(), message }];
-    let l: BatchLine = serde_json::from_str(line).map_err(|e| fe("", format!("not a JSON object of this endpoint: {e}")))?;
-    let id = WaybillId::parse(l.waybill_id.as_deref().unwrap_or_default()).map_err(|m| fe("waybill_id", m))?;
+fn parse_line(
+    state: &AppState,
+    line: &str,
+    now: i64,
+    now_ms: i64,
+) -> Result<(Option<crate::store::WaybillRecord>, crate::store::NewEvent), Vec<FieldError>> {
+    let fe = |field: &str, message: String| {
+        vec![FieldError {
+            field: field.into(),
+            message,
+        }]
+    };
+    let l: BatchLine = serde_json::from_str(line)
+        .map_err(|e| fe("", format!("not a JSON object of this endpoint: {e}")))?;
+    let id = WaybillId::parse(l.waybill_id.as_deref().unwrap_or_default())
+        .map_err(|m| fe("waybill_id", m))?;
     let mut errs = Vec::new();
     let waybill = match &l.waybill {
-        Some(w) => Waybill::parse(id.clone(), w, now, "waybill.").map_err(|e| errs.extend(e)).ok(),
+        Some(w) => Waybill::parse(id.clone(), w, now, "waybill.")
+            .map_err(|e| errs.extend(e))
+            .ok(),
         None => None,
     };
     let event = match &l.event {
-        Some(e) => TrackingEvent::parse(e, now, "event.").map_err(|e| errs.extend(e)).ok(),
+        Some(e) => TrackingEvent::parse(e, now, "event.")
+            .map_err(|e| errs.extend(e))
+            .ok(),
         None => {
-            errs.push(FieldError { field: "event".into(), message: "is required".into() });
+            errs.push(FieldError {
+                field: "event".into(),
+                message: "is required".into(),
+            });
             None
         }
     };
@@ -141,10 +221,17 @@ fn parse_line(state: &AppState, line: &str, now: i64, now_ms: i64) -> Result<(Op
         return Err(errs);
     }
     let event = event.expect("checked: no errors");
-    Ok((waybill.map(|w| codec::waybill_record(&state.privacy, &w, now_ms)), codec::new_event(&state.privacy, &id, &event, now_ms)))
+    Ok((
+        waybill.map(|w| codec::waybill_record(&state.privacy, &w, now_ms)),
+        codec::new_event(&state.privacy, &id, &event, now_ms),
+    ))
 }
 
-async fn get_waybill(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, Problem> {
+async fn get_waybill(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
     require_bearer(&req, &state.settings.api_keys)?;
     let id = waybill_id(&path)?;
     let Some(record) = state.store.get_waybill(id.as_str()).await? else {
@@ -170,6 +257,21 @@ async fn get_waybill(state: web::Data<AppState>, req: HttpRequest, path: web::Pa
             "received_at_ms": ev.received_at,
         }));
     }
+    let mut notifications = Vec::new();
+    for n in state.store.list_outbox(id.as_str()).await? {
+        let attempts: Vec<_> = state
+            .store
+            .list_attempts(n.id)
+            .await?
+            .into_iter()
+            .map(|a| json!({ "started_at_ms": a.started_at, "duration_ms": a.duration_ms, "http_status": a.http_status, "errcode": a.errcode, "outcome": a.outcome, "detail": a.detail }))
+            .collect();
+        notifications.push(json!({
+            "id": n.id, "kind": n.kind, "event_id": n.event_id, "action_time": n.action_time, "state": n.state,
+            "skip_reason": n.skip_reason, "tries": n.tries, "next_attempt_at_ms": n.next_attempt_at, "last_error": n.last_error,
+            "created_at_ms": n.created_at, "done_at_ms": n.done_at, "attempts": attempts,
+        }));
+    }
     let callbacks: Vec<_> = state
         .store
         .list_exchanges(id.as_str())
@@ -185,11 +287,44 @@ async fn get_waybill(state: web::Data<AppState>, req: HttpRequest, path: web::Pa
         "openids": { "sender": record.sender_openid, "receiver": record.receiver_openid },
         "payment": record.payment_out_trade_no.as_ref().map(|n| json!({ "out_trade_no": n, "total_fee": record.payment_total_fee })),
         "path": path_view,
-        "notifications": [],
+        "notifications": notifications,
         "callbacks": callbacks,
         "created_at_ms": record.created_at,
         "updated_at_ms": record.updated_at,
     })))
+}
+
+/// Bring one dead notification back: it is retried at once, its attempt history kept.
+async fn retry_notification(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    let id: i64 = path.parse().map_err(|_| {
+        Problem::validation(vec![FieldError {
+            field: "id".into(),
+            message: "is not a notification id".into(),
+        }])
+    })?;
+    let Some(entry) = state.store.get_outbox(id).await? else {
+        return Err(Problem::not_found(format!(
+            "notification {id} does not exist"
+        )));
+    };
+    if !state.store.retry_entry(id, now_ms()).await? {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "not-dead",
+            "Not dead",
+            format!(
+                "notification {id} is {}; only dead notifications can be retried",
+                entry.state
+            ),
+        ));
+    }
+    tracing::info!(outbox_id = id, waybill_id = %entry.waybill_id, "dead notification redriven");
+    Ok(HttpResponse::Accepted().json(json!({ "id": id, "state": "pending" })))
 }
 
 fn contact_view(c: &Contact) -> serde_json::Value {

@@ -7,15 +7,25 @@ use super::problem::Problem;
 
 /// Read the whole body, refusing (413) as soon as it exceeds `limit` bytes — by
 /// `Content-Length` when present, else while streaming.
-pub async fn read_limited(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, Problem> {
-    if let Some(len) = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+pub async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, Problem> {
+    if let Some(len) = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(Problem::too_large(limit));
         }
     }
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Problem::bad_request(format!("reading the body failed: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| Problem::bad_request(format!("reading the body failed: {e}")))?;
         if buf.len() + chunk.len() > limit {
             return Err(Problem::too_large(limit));
         }

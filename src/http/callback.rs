@@ -20,12 +20,18 @@ use crate::wechat::envelope::{self, get_str, CallbackQuery, Document, MessageFor
 use crate::wechat::reverse_query::{self, build_reply, Lookup, Query};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/wechat/callback", web::get().to(verify_url)).route("/wechat/callback", web::post().to(message));
+    cfg.route("/wechat/callback", web::get().to(verify_url))
+        .route("/wechat/callback", web::post().to(message));
 }
 
 /// URL verification: echo `echostr` when the signature over (token, timestamp, nonce) holds.
 async fn verify_url(state: web::Data<AppState>, query: web::Query<CallbackQuery>) -> HttpResponse {
-    let (Some(sig), Some(ts), Some(nonce), Some(echostr)) = (&query.signature, &query.timestamp, &query.nonce, &query.echostr) else {
+    let (Some(sig), Some(ts), Some(nonce), Some(echostr)) = (
+        &query.signature,
+        &query.timestamp,
+        &query.nonce,
+        &query.echostr,
+    ) else {
         return HttpResponse::BadRequest().finish();
     };
     if !fresh(ts, state.settings.server.callback_window_secs) {
@@ -36,29 +42,55 @@ async fn verify_url(state: web::Data<AppState>, query: web::Query<CallbackQuery>
         tracing::warn!("callback URL verification with a bad signature");
         return HttpResponse::Unauthorized().finish();
     }
-    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(echostr.clone())
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(echostr.clone())
 }
 
 fn fresh(ts: &str, window: i64) -> bool {
-    ts.parse::<i64>().map(|t| (now_secs() - t).abs() <= window).unwrap_or(false)
+    ts.parse::<i64>()
+        .map(|t| (now_secs() - t).abs() <= window)
+        .unwrap_or(false)
 }
 
-async fn message(state: web::Data<AppState>, req: HttpRequest, query: web::Query<CallbackQuery>, payload: web::Payload) -> HttpResponse {
+async fn message(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<CallbackQuery>,
+    payload: web::Payload,
+) -> HttpResponse {
     let started = Instant::now();
     let body = match read_limited(&req, payload, state.settings.server.body_limit_bytes).await {
         Ok(b) => b,
-        Err(p) => return HttpResponse::build(actix_web::http::StatusCode::from_u16(p.status).unwrap_or_default()).finish(),
+        Err(p) => {
+            return HttpResponse::build(
+                actix_web::http::StatusCode::from_u16(p.status).unwrap_or_default(),
+            )
+            .finish()
+        }
     };
     let w = &state.settings.wechat;
     let (mode, format) = (w.message_mode, w.message_format);
-    let opened = match envelope::open_request(&state.crypto, mode, format, &query, &body, now_secs(), state.settings.server.callback_window_secs) {
+    let opened = match envelope::open_request(
+        &state.crypto,
+        mode,
+        format,
+        &query,
+        &body,
+        now_secs(),
+        state.settings.server.callback_window_secs,
+    ) {
         Ok(o) => o,
         Err(e) => return reject(e),
     };
-    let event = get_str(&opened.doc, "Event").unwrap_or_default().to_string();
+    let event = get_str(&opened.doc, "Event")
+        .unwrap_or_default()
+        .to_string();
     if !event.eq_ignore_ascii_case(reverse_query::EVENT) {
         tracing::info!(event = %event, msg_type = get_str(&opened.doc, "MsgType").unwrap_or_default(), "callback event not handled; answered success");
-        return HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("success");
+        return HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body("success");
     }
     let nonce = query.nonce.clone().unwrap_or_default();
     let key_slot = opened.key_slot.unwrap_or(KeySlot::Current);
@@ -83,9 +115,23 @@ fn reject(e: OpenError) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default()).finish()
 }
 
-fn seal(state: &AppState, format: MessageFormat, doc: &Document, nonce: &str, slot: KeySlot) -> HttpResponse {
+fn seal(
+    state: &AppState,
+    format: MessageFormat,
+    doc: &Document,
+    nonce: &str,
+    slot: KeySlot,
+) -> HttpResponse {
     let w = &state.settings.wechat;
-    match envelope::seal_reply(&state.crypto, w.message_mode, format, doc, nonce, now_secs(), slot) {
+    match envelope::seal_reply(
+        &state.crypto,
+        w.message_mode,
+        format,
+        doc,
+        nonce,
+        now_secs(),
+        slot,
+    ) {
         Ok(body) => {
             let ct = match format {
                 MessageFormat::Json => "application/json; charset=utf-8",
@@ -104,25 +150,61 @@ fn seal(state: &AppState, format: MessageFormat, doc: &Document, nonce: &str, sl
 async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Result<Document, ()> {
     let Some(query) = Query::from_document(doc) else {
         tracing::warn!("waybill_notify_query without WaybillId");
-        return Ok(build_reply(&empty_query(doc), &state.settings.wechat.original_id, now_secs(), &Lookup::BadRequest));
+        return Ok(build_reply(
+            &empty_query(doc),
+            &state.settings.wechat.original_id,
+            now_secs(),
+            &Lookup::BadRequest,
+        ));
     };
-    let key = query.dedupe_key();
     let store_err = |e: crate::store::StoreError| tracing::error!(error = %e, "store error while answering a reverse query");
+    // WeChat's retry of one query repeats FromUserName, CreateTime and WaybillId; so does a
+    // query for the next push of the same waybill within the same second. The push in
+    // flight tells them apart.
+    let inflight = state
+        .store
+        .inflight(&query.waybill_id)
+        .await
+        .map_err(store_err)?;
+    let key = format!(
+        "{}:{}",
+        query.dedupe_key(),
+        inflight.map_or(0, |i| i.outbox_id)
+    );
     if let Some(prev) = state.store.find_exchange(&key).await.map_err(store_err)? {
         if let Some(reply) = replayed(state, prev.reply.as_deref()) {
             tracing::info!(waybill_id = %query.waybill_id, "repeated reverse query answered with the stored reply");
             return Ok(reply);
         }
     }
-    let lookup = lookup(state, &query).await?;
-    let reply = build_reply(&query, &state.settings.wechat.original_id, now_secs(), &lookup);
-    let result_code = reply.get("ResultCode").and_then(|v| v.as_i64()).unwrap_or(-1);
+    let lookup = lookup(state, &query, inflight).await?;
+    let reply = build_reply(
+        &query,
+        &state.settings.wechat.original_id,
+        now_secs(),
+        &lookup,
+    );
+    let result_code = reply
+        .get("ResultCode")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(-1);
     let summary = format!(
         "waybill_notify_query receiver={} sender={} result={} nodes={}",
-        query.receiver_phone.as_deref().map(mask_phones_in_text).unwrap_or_default(),
-        query.sender_phone.as_deref().map(mask_phones_in_text).unwrap_or_default(),
+        query
+            .receiver_phone
+            .as_deref()
+            .map(mask_phones_in_text)
+            .unwrap_or_default(),
+        query
+            .sender_phone
+            .as_deref()
+            .map(mask_phones_in_text)
+            .unwrap_or_default(),
         result_code,
-        reply.get("Path").and_then(|p| p.as_array()).map_or(0, Vec::len),
+        reply
+            .get("Path")
+            .and_then(|p| p.as_array())
+            .map_or(0, Vec::len),
     );
     let exchange = NewExchange {
         waybill_id: Some(query.waybill_id.clone()),
@@ -134,13 +216,20 @@ async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Res
         reply: Some(state.privacy.seal_json(&reply)),
         duration_us: started.elapsed().as_micros() as i64,
     };
-    match state.store.record_exchange(&exchange).await.map_err(store_err)? {
+    match state
+        .store
+        .record_exchange(&exchange)
+        .await
+        .map_err(store_err)?
+    {
         ExchangeInsert::Inserted { .. } => {
             tracing::info!(waybill_id = %query.waybill_id, result_code, "reverse query answered");
             Ok(reply)
         }
         // A concurrent retry of the same delivery won the insert: answer exactly as it did.
-        ExchangeInsert::Duplicate(prev) => Ok(replayed(state, prev.reply.as_deref()).unwrap_or(reply)),
+        ExchangeInsert::Duplicate(prev) => {
+            Ok(replayed(state, prev.reply.as_deref()).unwrap_or(reply))
+        }
     }
 }
 
@@ -162,13 +251,25 @@ fn empty_query(doc: &Document) -> Query {
 }
 
 /// Unknown waybill, or a phone that does not own it, gets no data (spec §4.3).
-async fn lookup(state: &AppState, q: &Query) -> Result<Lookup, ()> {
+async fn lookup(
+    state: &AppState,
+    q: &Query,
+    inflight: Option<crate::store::InFlight>,
+) -> Result<Lookup, ()> {
     let err = |e: crate::store::StoreError| tracing::error!(error = %e, "store error while answering a reverse query");
     let Some(w) = state.store.get_waybill(&q.waybill_id).await.map_err(err)? else {
         return Ok(Lookup::UnknownWaybill);
     };
-    let hash = |p: &str| Phone::parse(p).ok().map(|p| state.privacy.phone_hash(p.as_str()));
-    let receiver_ok = q.receiver_phone.as_deref().and_then(hash).is_some_and(|h| ct_eq(&h, &w.receiver_phone_hash));
+    let hash = |p: &str| {
+        Phone::parse(p)
+            .ok()
+            .map(|p| state.privacy.phone_hash(p.as_str()))
+    };
+    let receiver_ok = q
+        .receiver_phone
+        .as_deref()
+        .and_then(hash)
+        .is_some_and(|h| ct_eq(&h, &w.receiver_phone_hash));
     let sender_ok = match q.sender_phone.as_deref() {
         None => true,
         Some(p) => match (hash(p), &w.sender_phone_hash) {
@@ -180,11 +281,30 @@ async fn lookup(state: &AppState, q: &Query) -> Result<Lookup, ()> {
         tracing::warn!(waybill_id = %q.waybill_id, "reverse query phone does not match the waybill");
         return Ok(Lookup::PhoneMismatch);
     }
+    // While a push is in flight, answer as of that push: the node being pushed is the newest
+    // in the path. Answering for it is WeChat's receipt that the push reached it.
+    let cut = inflight.map(|i| (i.action_time, i.event_id));
     let mut path = Vec::new();
     for ev in state.store.list_events(&q.waybill_id).await.map_err(err)? {
-        path.push(codec::open_node(&state.privacy, &ev).map_err(|e| tracing::error!(error = %e, "cannot open a stored node"))?);
+        if cut.is_some_and(|c| (ev.action_time, ev.id) > c) {
+            continue;
+        }
+        path.push(
+            codec::open_node(&state.privacy, &ev)
+                .map_err(|e| tracing::error!(error = %e, "cannot open a stored node"))?,
+        );
     }
-    Ok(Lookup::Found { create_time: w.create_time, path })
+    if let Some(i) = inflight {
+        state
+            .store
+            .record_receipt(i.outbox_id, now_ms())
+            .await
+            .map_err(err)?;
+    }
+    Ok(Lookup::Found {
+        create_time: w.create_time,
+        path,
+    })
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {

@@ -6,7 +6,8 @@ use serde_json::json;
 use super::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
 }
 
 async fn healthz() -> HttpResponse {
@@ -16,10 +17,24 @@ async fn healthz() -> HttpResponse {
 /// Ready when the database answers and every migration is applied.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.check_ready().await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready", "database": "ok" })),
+        Ok(()) => {
+            // A paused API (45009: WeChat's daily quota is spent) does not stop the node from
+            // accepting events, but operators must see it.
+            let paused: Vec<_> = state
+                .store
+                .list_pauses(crate::codec::now_ms())
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(api, until, reason)| json!({ "api": api, "paused_until_ms": until, "reason": reason }))
+                .collect();
+            HttpResponse::Ok()
+                .json(json!({ "status": "ready", "database": "ok", "paused_apis": paused }))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
-            HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "database": e.to_string() }))
+            HttpResponse::ServiceUnavailable()
+                .json(json!({ "status": "not ready", "database": e.to_string() }))
         }
     }
 }

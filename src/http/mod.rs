@@ -27,5 +27,7 @@ pub struct AppState {
 
 /// All gateway routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(health::routes).configure(backoffice::routes).configure(callback::routes);
+    cfg.configure(health::routes)
+        .configure(backoffice::routes)
+        .configure(callback::routes);
 }

@@ -29,27 +29,57 @@ impl Problem {
         }
     }
     pub fn validation(errors: Vec<FieldError>) -> Problem {
-        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid input", format!("{} field(s) are invalid", errors.len()));
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid input",
+            format!("{} field(s) are invalid", errors.len()),
+        );
         p.errors = errors;
         p
     }
     pub fn bad_request(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, "malformed", "Malformed request", detail)
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "Malformed request",
+            detail,
+        )
     }
     pub fn unauthorized() -> Problem {
-        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", "a valid `Authorization: Bearer <api key>` header is required")
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "a valid `Authorization: Bearer <api key>` header is required",
+        )
     }
     pub fn too_large(limit: usize) -> Problem {
-        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Payload too large", format!("the body exceeds {limit} bytes"))
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "Payload too large",
+            format!("the body exceeds {limit} bytes"),
+        )
     }
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
     pub fn unsupported_media(expected: &str) -> Problem {
-        Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "media-type", "Unsupported media type", format!("expected Content-Type {expected}"))
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "media-type",
+            "Unsupported media type",
+            format!("expected Content-Type {expected}"),
+        )
     }
     pub fn internal() -> Problem {
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "the request could not be completed; it was not stored")
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the request could not be completed; it was not stored",
+        )
     }
 }
 

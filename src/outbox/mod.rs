@@ -1,3 +1,5 @@
 //! The durable outbox: what must reach WeChat, retried until it does.
 
 pub mod policy;
+pub mod ratelimit;
+pub mod worker;

@@ -31,7 +31,9 @@ pub fn classify<T>(result: &Result<T, ApiError>) -> Class {
     match result {
         Ok(_) => Class::Delivered,
         Err(ApiError::WeChat { errcode, .. }) => classify_errcode(*errcode),
-        Err(ApiError::Timeout) | Err(ApiError::Network(_)) | Err(ApiError::Decode(_)) => Class::Transient,
+        Err(ApiError::Timeout) | Err(ApiError::Network(_)) | Err(ApiError::Decode(_)) => {
+            Class::Transient
+        }
         Err(ApiError::Http(s)) if *s >= 500 || *s == 429 || *s == 408 => Class::Transient,
         Err(ApiError::Http(_)) => Class::Permanent,
     }
@@ -79,7 +81,10 @@ impl Default for Schedule {
     /// ride out a WeChat incident, short enough that a tracking step is still worth showing.
     fn default() -> Self {
         let secs = [5, 30, 120, 600, 1800, 3600, 10_800, 21_600];
-        Schedule { delays: secs.iter().map(|s| Duration::from_secs(*s)).collect(), jitter: 0.2 }
+        Schedule {
+            delays: secs.iter().map(|s| Duration::from_secs(*s)).collect(),
+            jitter: 0.2,
+        }
     }
 }
 
@@ -98,7 +103,12 @@ impl Schedule {
     pub fn parse(list: &str, jitter: f64) -> Result<Schedule, String> {
         let delays = list
             .split(',')
-            .map(|s| s.trim().parse::<f64>().map_err(|_| format!("{s:?} is not a number of seconds")).map(Duration::from_secs_f64))
+            .map(|s| {
+                s.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("{s:?} is not a number of seconds"))
+                    .map(Duration::from_secs_f64)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if delays.is_empty() {
             return Err("the retry schedule is empty".into());
@@ -169,7 +179,10 @@ mod tests {
         assert!(s.next_delay(8, &mut rng).is_some());
         assert!(s.next_delay(9, &mut rng).is_none());
         assert!(s.next_delay(0, &mut rng).is_none());
-        assert_eq!(Schedule::parse("1, 2.5", 0.0).unwrap().delays[1], Duration::from_millis(2500));
+        assert_eq!(
+            Schedule::parse("1, 2.5", 0.0).unwrap().delays[1],
+            Duration::from_millis(2500)
+        );
         assert!(Schedule::parse("x", 0.1).is_err());
     }
 

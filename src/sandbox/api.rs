@@ -93,7 +93,14 @@ pub enum Api {
 }
 
 impl Api {
-    pub const ALL: [Api; 6] = [Api::Token, Api::StableToken, Api::Userquery, Api::Pathnotify, Api::SubscribeSend, Api::TemplateSend];
+    pub const ALL: [Api; 6] = [
+        Api::Token,
+        Api::StableToken,
+        Api::Userquery,
+        Api::Pathnotify,
+        Api::SubscribeSend,
+        Api::TemplateSend,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -120,11 +127,17 @@ pub struct WxError {
 
 impl WxError {
     pub fn new(errcode: i64) -> WxError {
-        WxError { errcode, detail: None }
+        WxError {
+            errcode,
+            detail: None,
+        }
     }
 
     pub fn with(errcode: i64, detail: impl Into<String>) -> WxError {
-        WxError { errcode, detail: Some(detail.into()) }
+        WxError {
+            errcode,
+            detail: Some(detail.into()),
+        }
     }
 
     pub fn errmsg(&self) -> String {
@@ -170,7 +183,10 @@ mod tests {
     fn error_body_carries_code_and_wechat_message() {
         let b = WxError::with(errcode::INVALID_ARGS, "phone is required").body();
         assert_eq!(b["errcode"], 40097);
-        assert!(b["errmsg"].as_str().unwrap().starts_with("invalid args: phone is required rid: "));
+        assert!(b["errmsg"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid args: phone is required rid: "));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use serde_json::json;
 use super::express::is_mobile;
 use super::faults::Faults;
 use super::notify::{Credential, CredentialKind, Template, TemplateKind};
-use super::values::KeywordType;
 use super::state::Shared;
+use super::values::KeywordType;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -38,7 +38,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/credentials", web::post().to(add_credential))
             .route("/templates", web::get().to(list_templates))
             .route("/templates/{template_id}", web::put().to(put_template))
-            .route("/templates/{template_id}", web::delete().to(delete_template))
+            .route(
+                "/templates/{template_id}",
+                web::delete().to(delete_template),
+            )
             .route("/pages", web::get().to(get_pages))
             .route("/pages", web::put().to(put_pages)),
     );
@@ -68,7 +71,12 @@ async fn unbind(s: web::Data<Shared>, phone: web::Path<String>) -> HttpResponse 
 }
 
 async fn phone_inbox(s: web::Data<Shared>, phone: web::Path<String>) -> HttpResponse {
-    HttpResponse::Ok().json(s.inboxes.get(phone.as_str()).map(|v| v.clone()).unwrap_or_default())
+    HttpResponse::Ok().json(
+        s.inboxes
+            .get(phone.as_str())
+            .map(|v| v.clone())
+            .unwrap_or_default(),
+    )
 }
 
 async fn openid_inbox(s: web::Data<Shared>, openid: web::Path<String>) -> HttpResponse {
@@ -193,8 +201,12 @@ async fn add_grant(s: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     if g.openid.is_empty() {
         return bad_request("openid is required");
     }
-    match s.notify.add_grant(&g.openid, &g.template_id, g.count.unwrap_or(1)) {
-        Ok(left) => HttpResponse::Ok().json(json!({ "openid": g.openid, "template_id": g.template_id, "remaining": left })),
+    match s
+        .notify
+        .add_grant(&g.openid, &g.template_id, g.count.unwrap_or(1))
+    {
+        Ok(left) => HttpResponse::Ok()
+            .json(json!({ "openid": g.openid, "template_id": g.template_id, "remaining": left })),
         Err(e) => bad_request(e),
     }
 }
@@ -217,7 +229,13 @@ async fn add_credential(s: web::Data<Shared>, body: web::Bytes) -> HttpResponse 
     if c.openid.is_empty() || c.value.is_empty() {
         return bad_request("openid and value are required");
     }
-    let cred = Credential { openid: c.openid, kind: c.kind, value: c.value, issued_at: c.issued_at.unwrap_or_else(|| s.clock.now()), used: 0 };
+    let cred = Credential {
+        openid: c.openid,
+        kind: c.kind,
+        value: c.value,
+        issued_at: c.issued_at.unwrap_or_else(|| s.clock.now()),
+        used: 0,
+    };
     s.notify.add_credential(cred.clone());
     HttpResponse::Ok().json(cred)
 }
@@ -226,14 +244,25 @@ async fn list_templates(s: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(s.notify.templates())
 }
 
-async fn put_template(s: web::Data<Shared>, id: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn put_template(
+    s: web::Data<Shared>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let t: Template = match serde_json::from_slice(&body) {
         Ok(t) => t,
         Err(e) => return bad_request(format!("template: {e}")),
     };
     if t.kind == TemplateKind::Subscribe {
-        if let Some(bad) = t.keywords.iter().flatten().find(|k| KeywordType::of_key(k).is_none()) {
-            return bad_request(format!("keyword {bad:?} is not <type><n> with a subscribe-message type"));
+        if let Some(bad) = t
+            .keywords
+            .iter()
+            .flatten()
+            .find(|k| KeywordType::of_key(k).is_none())
+        {
+            return bad_request(format!(
+                "keyword {bad:?} is not <type><n> with a subscribe-message type"
+            ));
         }
     }
     s.notify.put_template(&id, t.clone());

@@ -43,7 +43,7 @@ pub enum Verdict {
 pub struct ExchangeLogEntry {
     /// Increases by one per reverse query; entries are listed in this order.
     pub seq: u64,
-    /// Sandbox time the query was sent (its `CreateTime`).
+    /// Wall-clock Unix seconds the query was sent (its `CreateTime`; see `reverse`).
     pub at: i64,
     pub waybill_id: String,
     /// Masked, like `138****8000`.
@@ -73,7 +73,11 @@ pub fn mask_document(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(mask_phones_in_text(s)),
         Value::Array(a) => Value::Array(a.iter().map(mask_document).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), mask_document(v))).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), mask_document(v)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -85,7 +89,10 @@ pub struct ExchangeLog {
 
 impl Default for ExchangeLog {
     fn default() -> Self {
-        ExchangeLog { next: AtomicU64::new(1), shards: std::array::from_fn(|_| Mutex::new(VecDeque::with_capacity(16))) }
+        ExchangeLog {
+            next: AtomicU64::new(1),
+            shards: std::array::from_fn(|_| Mutex::new(VecDeque::with_capacity(16))),
+        }
     }
 }
 
@@ -99,7 +106,9 @@ impl ExchangeLog {
         // Sequence numbers are handed out round-robin, so each shard holds every 16th entry
         // and the union of the shards is the last CAPACITY entries.
         let shard = &self.shards[(entry.seq % SHARDS as u64) as usize];
-        let mut q = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut q = shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if q.len() >= PER_SHARD {
             q.pop_front();
         }
@@ -110,7 +119,12 @@ impl ExchangeLog {
     pub fn all(&self) -> Vec<ExchangeLogEntry> {
         let mut out: Vec<ExchangeLogEntry> = Vec::new();
         for s in &self.shards {
-            out.extend(s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned());
+            out.extend(
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .cloned(),
+            );
         }
         out.sort_by_key(|e| e.seq);
         out
@@ -118,7 +132,9 @@ impl ExchangeLog {
 
     pub fn reset(&self) {
         for s in &self.shards {
-            s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+            s.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
         }
     }
 }
@@ -164,6 +180,9 @@ mod tests {
     #[test]
     fn masking_reaches_nested_strings() {
         let v = serde_json::json!({"Path":[{"ActionMsg":"派件员 13800000000"}],"n":1});
-        assert_eq!(mask_document(&v)["Path"][0]["ActionMsg"], "派件员 138****0000");
+        assert_eq!(
+            mask_document(&v)["Path"][0]["ActionMsg"],
+            "派件员 138****0000"
+        );
     }
 }

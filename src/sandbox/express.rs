@@ -115,7 +115,10 @@ impl PathNotify {
 /// question 9): 11 digits, `1[3-9]…`.
 pub fn is_mobile(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 11 && b[0] == b'1' && (b'3'..=b'9').contains(&b[1]) && b.iter().all(u8::is_ascii_digit)
+    b.len() == 11
+        && b[0] == b'1'
+        && (b'3'..=b'9').contains(&b[1])
+        && b.iter().all(u8::is_ascii_digit)
 }
 
 fn invalid(detail: impl Into<String>) -> WxError {
@@ -123,7 +126,11 @@ fn invalid(detail: impl Into<String>) -> WxError {
 }
 
 /// `POST /cgi-bin/express/delivery/userquery`
-pub async fn userquery(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+pub async fn userquery(
+    shared: web::Data<Shared>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let api = Api::Userquery;
     shared.stats.call(api);
     if let Some(r) = fault(&shared, api).await {
@@ -133,7 +140,9 @@ pub async fn userquery(shared: web::Data<Shared>, req: HttpRequest, body: web::B
         let doc = json_object(&body).ok_or_else(|| invalid("the body must be a JSON object"))?;
         let phone = match doc.get("phone") {
             Some(Value::String(p)) if is_mobile(p) => p,
-            Some(Value::String(_)) => return Err(invalid("phone must be an 11-digit mainland mobile number")),
+            Some(Value::String(_)) => {
+                return Err(invalid("phone must be an 11-digit mainland mobile number"))
+            }
             _ => return Err(invalid("phone is required")),
         };
         let exist = i64::from(shared.bindings.contains(phone.as_str()));
@@ -143,7 +152,11 @@ pub async fn userquery(shared: web::Data<Shared>, req: HttpRequest, body: web::B
 }
 
 /// `POST /cgi-bin/express/delivery/pathnotify`
-pub async fn pathnotify(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+pub async fn pathnotify(
+    shared: web::Data<Shared>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let api = Api::Pathnotify;
     shared.stats.call(api);
     if let Some(r) = fault(&shared, api).await {
@@ -175,18 +188,25 @@ pub async fn pathnotify(shared: web::Data<Shared>, req: HttpRequest, body: web::
 pub fn validate_pathnotify(doc: &Map<String, Value>, now: i64) -> Result<PathNotify, WxError> {
     let waybill_id = match doc.get("waybill_id") {
         Some(Value::String(w)) if is_waybill_id(w) => w.clone(),
-        Some(Value::String(_)) => return Err(invalid("waybill_id must be 1-64 letters, digits, '-' or '_'")),
+        Some(Value::String(_)) => {
+            return Err(invalid(
+                "waybill_id must be 1-64 letters, digits, '-' or '_'",
+            ))
+        }
         _ => return Err(invalid("waybill_id is required")),
     };
     let create_time = unix_time(doc, "create_time", "create_time", now)?;
     let sender = object(doc, "sender")?;
     let receiver = object(doc, "receiver")?;
     let sender_phone = contact(sender, "sender", false)?;
-    let receiver_phone = contact(receiver, "receiver", true)?.ok_or_else(|| invalid("receiver.phone is required"))?;
+    let receiver_phone = contact(receiver, "receiver", true)?
+        .ok_or_else(|| invalid("receiver.phone is required"))?;
     let path = object(doc, "path")?;
     let action_type = integer(path, "action_type", "path.action_type")?;
     if ActionType::parse(action_type).is_none() {
-        return Err(invalid(format!("path.action_type {action_type} is not in the action_type table")));
+        return Err(invalid(format!(
+            "path.action_type {action_type} is not in the action_type table"
+        )));
     }
     let action_time = unix_time(path, "action_time", "path.action_time", now)?;
     let action_msg = match path.get("action_msg") {
@@ -204,11 +224,19 @@ pub fn validate_pathnotify(doc: &Map<String, Value>, now: i64) -> Result<PathNot
         delivery_courier_name: courier("delivery_courier_name")?,
         delivery_courier_phone: courier("delivery_courier_phone")?,
     };
-    Ok(PathNotify { waybill_id, create_time, sender_phone, receiver_phone, node })
+    Ok(PathNotify {
+        waybill_id,
+        create_time,
+        sender_phone,
+        receiver_phone,
+        node,
+    })
 }
 
 fn is_waybill_id(w: &str) -> bool {
-    (1..=64).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=64).contains(&w.len())
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn object<'d>(doc: &'d Map<String, Value>, key: &str) -> Result<&'d Map<String, Value>, WxError> {
@@ -221,7 +249,9 @@ fn object<'d>(doc: &'d Map<String, Value>, key: &str) -> Result<&'d Map<String, 
 
 fn integer(doc: &Map<String, Value>, key: &str, field: &str) -> Result<i64, WxError> {
     match doc.get(key) {
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| invalid(format!("{field} must be an integer"))),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| invalid(format!("{field} must be an integer"))),
         Some(_) => Err(invalid(format!("{field} must be a number"))),
         None => Err(invalid(format!("{field} is required"))),
     }
@@ -232,10 +262,14 @@ fn integer(doc: &Map<String, Value>, key: &str, field: &str) -> Result<i64, WxEr
 fn unix_time(doc: &Map<String, Value>, key: &str, field: &str, now: i64) -> Result<i64, WxError> {
     let t = integer(doc, key, field)?;
     if t <= 0 {
-        return Err(invalid(format!("{field} must be a positive Unix time in seconds")));
+        return Err(invalid(format!(
+            "{field} must be a positive Unix time in seconds"
+        )));
     }
     if t > now + FUTURE_SKEW_SECS {
-        return Err(invalid(format!("{field} is in the future (Unix seconds expected)")));
+        return Err(invalid(format!(
+            "{field} is in the future (Unix seconds expected)"
+        )));
     }
     Ok(t)
 }
@@ -258,7 +292,11 @@ fn required_text(doc: &Map<String, Value>, key: &str, field: &str) -> Result<Str
 
 /// Contact (§3.2): province, city and area always; name and phone for the receiver, optional
 /// for the sender (the spec's safe rule). Returns the phone.
-fn contact(c: &Map<String, Value>, who: &str, is_receiver: bool) -> Result<Option<String>, WxError> {
+fn contact(
+    c: &Map<String, Value>,
+    who: &str,
+    is_receiver: bool,
+) -> Result<Option<String>, WxError> {
     let f = |k: &str| format!("{who}.{k}");
     if is_receiver {
         required_text(c, "name", &f("name"))?;
@@ -273,15 +311,23 @@ fn contact(c: &Map<String, Value>, who: &str, is_receiver: bool) -> Result<Optio
     }
     let phone = opt_string(c, "phone", &f("phone"))?.filter(|p| !p.is_empty());
     match phone {
-        Some(p) if is_receiver && !is_mobile(&p) => Err(invalid(format!("{} must be an 11-digit mainland mobile number", f("phone")))),
-        Some(p) if !is_receiver && !is_phone_like(&p) => Err(invalid(format!("{} is not a phone number", f("phone")))),
+        Some(p) if is_receiver && !is_mobile(&p) => Err(invalid(format!(
+            "{} must be an 11-digit mainland mobile number",
+            f("phone")
+        ))),
+        Some(p) if !is_receiver && !is_phone_like(&p) => {
+            Err(invalid(format!("{} is not a phone number", f("phone"))))
+        }
         other => Ok(other),
     }
 }
 
 /// Digits with optional `+`, `-` and spaces; a sender's phone may be a landline.
 fn is_phone_like(p: &str) -> bool {
-    p.len() <= 32 && p.bytes().any(|b| b.is_ascii_digit()) && p.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b' '))
+    p.len() <= 32
+        && p.bytes().any(|b| b.is_ascii_digit())
+        && p.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b' '))
 }
 
 #[cfg(test)]
@@ -316,21 +362,49 @@ mod tests {
     fn every_required_field_is_named_when_missing_or_mistyped() {
         let cases: &[(&str, Value, &str)] = &[
             ("/create_time", Value::Null, "create_time is required"),
-            ("/create_time", json!("1700000000"), "create_time must be a number"),
-            ("/create_time", json!(NOW * 1000), "create_time is in the future"),
+            (
+                "/create_time",
+                json!("1700000000"),
+                "create_time must be a number",
+            ),
+            (
+                "/create_time",
+                json!(NOW * 1000),
+                "create_time is in the future",
+            ),
             ("/waybill_id", json!(""), "waybill_id must be"),
-            ("/path/action_type", json!(300001), "not in the action_type table"),
+            (
+                "/path/action_type",
+                json!(300001),
+                "not in the action_type table",
+            ),
             ("/path/action_msg", json!(""), "path.action_msg is empty"),
-            ("/path/delivery_courier_phone", json!(13800000000u64), "path.delivery_courier_phone must be a string"),
-            ("/receiver/phone", json!("+8613800138000"), "receiver.phone must be an 11-digit"),
+            (
+                "/path/delivery_courier_phone",
+                json!(13800000000u64),
+                "path.delivery_courier_phone must be a string",
+            ),
+            (
+                "/receiver/phone",
+                json!("+8613800138000"),
+                "receiver.phone must be an 11-digit",
+            ),
             ("/receiver/name", Value::Null, "receiver.name is required"),
             ("/sender/area", json!(" "), "sender.area is required"),
-            ("/sender/phone", json!("call me"), "sender.phone is not a phone number"),
+            (
+                "/sender/phone",
+                json!("call me"),
+                "sender.phone is not a phone number",
+            ),
         ];
         for (ptr, val, want) in cases {
             let mut b = body();
             let (parent, key) = ptr.rsplit_once('/').unwrap();
-            let obj = if parent.is_empty() { b.as_object_mut().unwrap() } else { b.pointer_mut(parent).unwrap().as_object_mut().unwrap() };
+            let obj = if parent.is_empty() {
+                b.as_object_mut().unwrap()
+            } else {
+                b.pointer_mut(parent).unwrap().as_object_mut().unwrap()
+            };
             if val.is_null() {
                 obj.remove(key);
             } else {

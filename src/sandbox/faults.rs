@@ -141,7 +141,11 @@ impl Armed {
             Some(api) => times(faults.api(*api).times),
             None => times(faults.callback.times),
         });
-        Armed { active: faults != Faults::default(), faults, remaining }
+        Armed {
+            active: faults != Faults::default(),
+            faults,
+            remaining,
+        }
     }
 
     /// Probability roll, then one unit of `times`.
@@ -159,7 +163,10 @@ impl Armed {
             if left == 0 {
                 return false;
             }
-            if counter.compare_exchange(left, left - 1, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            if counter
+                .compare_exchange(left, left - 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
                 return true;
             }
         }
@@ -173,7 +180,9 @@ pub struct FaultBox {
 
 impl Default for FaultBox {
     fn default() -> Self {
-        FaultBox { armed: ArcSwap::from_pointee(Armed::new(Faults::default())) }
+        FaultBox {
+            armed: ArcSwap::from_pointee(Armed::new(Faults::default())),
+        }
     }
 }
 
@@ -211,7 +220,10 @@ impl FaultBox {
         }
         let f = &armed.faults.callback;
         let fail = f.fail && armed.fire(CALLBACK_SLOT, f.probability);
-        CallbackDecision { latency: Duration::from_millis(f.latency_ms), fail }
+        CallbackDecision {
+            latency: Duration::from_millis(f.latency_ms),
+            fail,
+        }
     }
 }
 
@@ -229,9 +241,22 @@ mod tests {
     #[test]
     fn times_limits_how_often_a_fault_fires() {
         let b = FaultBox::default();
-        b.set(Faults { userquery: ApiFault { errcode: Some(-1), times: Some(2), ..Default::default() }, ..Default::default() });
-        assert_eq!(b.decide(Api::Userquery).action, Some(FaultAction::Errcode(-1)));
-        assert_eq!(b.decide(Api::Userquery).action, Some(FaultAction::Errcode(-1)));
+        b.set(Faults {
+            userquery: ApiFault {
+                errcode: Some(-1),
+                times: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert_eq!(
+            b.decide(Api::Userquery).action,
+            Some(FaultAction::Errcode(-1))
+        );
+        assert_eq!(
+            b.decide(Api::Userquery).action,
+            Some(FaultAction::Errcode(-1))
+        );
         assert_eq!(b.decide(Api::Userquery).action, None);
         assert_eq!(b.decide(Api::Pathnotify).action, None);
     }
@@ -239,14 +264,31 @@ mod tests {
     #[test]
     fn drop_wins_over_status_and_errcode() {
         let b = FaultBox::default();
-        b.set(Faults { token: ApiFault { errcode: Some(-1), http_status: Some(502), drop_connection: true, ..Default::default() }, ..Default::default() });
+        b.set(Faults {
+            token: ApiFault {
+                errcode: Some(-1),
+                http_status: Some(502),
+                drop_connection: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
         assert_eq!(b.decide(Api::Token).action, Some(FaultAction::Drop));
     }
 
     #[test]
     fn invalid_faults_are_refused_with_the_field() {
-        let f = Faults { pathnotify: ApiFault { http_status: Some(404), ..Default::default() }, ..Default::default() };
-        assert!(f.validate().unwrap_err().starts_with("pathnotify.http_status"));
+        let f = Faults {
+            pathnotify: ApiFault {
+                http_status: Some(404),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(f
+            .validate()
+            .unwrap_err()
+            .starts_with("pathnotify.http_status"));
         let f: Faults = serde_json::from_str(r#"{"callback":{"probability":2}}"#).unwrap();
         assert!(f.validate().is_err());
         assert!(serde_json::from_str::<Faults>(r#"{"nope":{}}"#).is_err());

@@ -13,7 +13,9 @@ use super::state::Shared;
 const WECHAT_JSON: &str = "application/json; encoding=utf-8";
 
 pub fn json(v: &Value) -> HttpResponse {
-    HttpResponse::Ok().content_type(WECHAT_JSON).body(v.to_string())
+    HttpResponse::Ok()
+        .content_type(WECHAT_JSON)
+        .body(v.to_string())
 }
 
 /// Counts the answer and renders it.
@@ -37,10 +39,17 @@ pub async fn fault(shared: &Shared, api: Api) -> Option<HttpResponse> {
         tokio::time::sleep(d.latency).await;
     }
     match d.action? {
-        FaultAction::Errcode(code) => Some(answer(shared, api, Err(WxError::with(code, "injected fault")))),
+        FaultAction::Errcode(code) => Some(answer(
+            shared,
+            api,
+            Err(WxError::with(code, "injected fault")),
+        )),
         FaultAction::HttpStatus(s) => {
             shared.stats.http_fault(api);
-            Some(HttpResponse::build(StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY)).finish())
+            Some(
+                HttpResponse::build(StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY))
+                    .finish(),
+            )
         }
         FaultAction::Drop => {
             shared.stats.http_fault(api);
@@ -53,14 +62,21 @@ pub async fn fault(shared: &Shared, api: Api) -> Option<HttpResponse> {
 /// client sees the connection close without a complete answer.
 fn dropped() -> HttpResponse {
     let stream = futures_util::stream::once(async {
-        Err::<web::Bytes, std::io::Error>(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "sandbox fault: connection dropped"))
+        Err::<web::Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "sandbox fault: connection dropped",
+        ))
     });
-    HttpResponse::Ok().content_type(WECHAT_JSON).streaming(stream)
+    HttpResponse::Ok()
+        .content_type(WECHAT_JSON)
+        .streaming(stream)
 }
 
 /// A query parameter, URL-decoded.
 pub fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(req.query_string().as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// `access_token` of a business API call: missing -> 41001, else [`super::token::TokenBook::check`].

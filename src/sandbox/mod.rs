@@ -9,8 +9,10 @@
 //! - [`token`] / `token_api`: access_token issuing and checking (`/cgi-bin/token`,
 //!   `/cgi-bin/stable_token`).
 //! - [`express`]: `userquery` and `pathnotify` (validation, bindings, inboxes).
-//! - [`reverse`]: the `waybill_notify_query` reverse query and the verdict on its reply.
-//! - [`notify`] / `notify_api`, [`values`]: subscribe and legacy template messages.
+//! - [`reverse`], [`verdict`]: the `waybill_notify_query` reverse query, and the verdict on
+//!   its reply.
+//! - [`notify`] / `notify_api`, [`templates`], [`values`]: subscribe and legacy template
+//!   messages.
 //! - [`control`]: the `/sandbox/` control routes.
 //! - [`faults`], [`clock`], [`stats`], [`exchanges`]: fault injection, time travel,
 //!   counters, the exchange log.
@@ -32,9 +34,11 @@ pub mod reverse;
 mod server;
 mod state;
 pub mod stats;
+pub mod templates;
 pub mod token;
 mod token_api;
 pub mod values;
+pub mod verdict;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -100,14 +104,17 @@ impl std::fmt::Debug for SandboxSettings {
     }
 }
 
+/// The emulated app is the one a gateway without configuration uses
+/// ([`crate::config::sandbox_defaults`]), so the two agree out of the box.
 impl Default for SandboxSettings {
     fn default() -> Self {
+        use crate::config::sandbox_defaults as sd;
         SandboxSettings {
-            appid: "wxsandbox0000000001".into(),
-            secret: "sandbox-app-secret".into(),
-            original_id: "gh_sandbox000001".into(),
-            token: "sandboxtoken".into(),
-            encoding_aes_key: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into(),
+            appid: sd::APPID.into(),
+            secret: sd::SECRET.into(),
+            original_id: sd::ORIGINAL_ID.into(),
+            token: sd::TOKEN.into(),
+            encoding_aes_key: sd::ENCODING_AES_KEY.into(),
             message_format: MessageFormat::Json,
             message_mode: MessageMode::Secure,
             callback_url: "http://127.0.0.1:8080/wechat/callback".into(),
@@ -129,7 +136,8 @@ impl SandboxSettings {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => return Err(SandboxError::CallbackUrl),
         }
-        if self.token_ttl_secs <= 0 || self.token_overlap_secs < 0 || self.callback_timeout_ms == 0 {
+        if self.token_ttl_secs <= 0 || self.token_overlap_secs < 0 || self.callback_timeout_ms == 0
+        {
             return Err(SandboxError::Limits);
         }
         Ok(())
@@ -162,7 +170,9 @@ impl Sandbox {
     /// Never fails: a malformed EncodingAESKey is logged and makes every reverse query fail
     /// with 932001. Use [`Sandbox::try_new`] to refuse it up front.
     pub fn new(settings: SandboxSettings) -> Sandbox {
-        Sandbox { shared: web::Data::from(Arc::new(Shared::new(settings))) }
+        Sandbox {
+            shared: web::Data::from(Arc::new(Shared::new(settings))),
+        }
     }
 
     /// [`SandboxSettings::validate`], then [`Sandbox::new`].
@@ -188,7 +198,11 @@ impl Sandbox {
 
     /// Path nodes delivered to the user bound to `phone`, oldest first.
     pub fn inbox_for_phone(&self, phone: &str) -> Vec<InboxNode> {
-        self.shared.inboxes.get(phone).map(|v| v.clone()).unwrap_or_default()
+        self.shared
+            .inboxes
+            .get(phone)
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// Subscribe and template messages delivered to `openid`, oldest first.
@@ -239,13 +253,24 @@ impl Sandbox {
     }
 
     /// Records `count` accepted one-time subscriptions of a subscribe template.
-    pub fn grant_subscriptions(&self, openid: &str, template_id: &str, count: u32) -> Result<u32, String> {
+    pub fn grant_subscriptions(
+        &self,
+        openid: &str,
+        template_id: &str,
+        count: u32,
+    ) -> Result<u32, String> {
         self.shared.notify.add_grant(openid, template_id, count)
     }
 
     /// Registers a legacy form_id/prepay_id for `openid`.
     pub fn add_credential(&self, openid: &str, kind: CredentialKind, value: &str, issued_at: i64) {
-        self.shared.notify.add_credential(Credential { openid: openid.into(), kind, value: value.into(), issued_at, used: 0 });
+        self.shared.notify.add_credential(Credential {
+            openid: openid.into(),
+            kind,
+            value: value.into(),
+            issued_at,
+            used: 0,
+        });
     }
 
     /// Adds or replaces a template.

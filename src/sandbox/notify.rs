@@ -15,37 +15,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::api::{errcode as ec, ok_body, WxError};
-use super::values::{self, KeywordType};
+use super::templates::{check_legacy_data, check_subscribe_data};
+pub use super::templates::{Template, TemplateKind};
 
 /// A legacy credential stays usable this long after it was issued (spec §1.2).
 pub const CREDENTIAL_TTL_SECS: i64 = 7 * 86_400;
 /// Messages in one user's inbox kept (oldest dropped first).
 const INBOX_LIMIT: usize = 10_000;
-
-/// Which send API a template belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TemplateKind {
-    /// `subscribe/send`, keywords typed by name (`thing2`).
-    #[default]
-    Subscribe,
-    /// `wxopen/template/send`, keywords `keyword1`.. with free text.
-    Legacy,
-}
-
-/// A template the emulated mini program owns.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Template {
-    pub kind: TemplateKind,
-    pub title: String,
-    /// When set, `data` must use exactly these keys (subscribe) or only these keys (legacy).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub keywords: Option<Vec<String>>,
-    /// Allowed values of each `enum` keyword.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub enums: BTreeMap<String, Vec<String>>,
-}
 
 /// The two legacy credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,12 +93,26 @@ impl NotifyState {
     }
 
     fn seed(&self) {
-        let keywords = ["character_string1", "phrase2", "thing3", "time4"].map(String::from).to_vec();
+        let keywords = ["character_string1", "phrase2", "thing3", "time4"]
+            .map(String::from)
+            .to_vec();
         self.templates.insert(
             DEFAULT_SUBSCRIBE_TEMPLATE.into(),
-            Template { kind: TemplateKind::Subscribe, title: "快递状态通知".into(), keywords: Some(keywords), enums: BTreeMap::new() },
+            Template {
+                kind: TemplateKind::Subscribe,
+                title: "快递状态通知".into(),
+                keywords: Some(keywords),
+                enums: BTreeMap::new(),
+            },
         );
-        self.templates.insert(DEFAULT_LEGACY_TEMPLATE.into(), Template { kind: TemplateKind::Legacy, title: "物流状态通知".into(), ..Default::default() });
+        self.templates.insert(
+            DEFAULT_LEGACY_TEMPLATE.into(),
+            Template {
+                kind: TemplateKind::Legacy,
+                title: "物流状态通知".into(),
+                ..Default::default()
+            },
+        );
     }
 
     pub fn reset(&self) {
@@ -150,24 +140,38 @@ impl NotifyState {
     }
 
     pub fn templates(&self) -> BTreeMap<String, Template> {
-        self.templates.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
+        self.templates
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
     }
 
     /// Records `count` accepted one-time subscriptions; returns how many are now left.
     pub fn add_grant(&self, openid: &str, template_id: &str, count: u32) -> Result<u32, String> {
         match self.templates.get(template_id).map(|t| t.kind) {
             Some(TemplateKind::Subscribe) => {}
-            _ => return Err(format!("template_id {template_id:?} is not a subscribe template of the sandbox")),
+            _ => {
+                return Err(format!(
+                    "template_id {template_id:?} is not a subscribe template of the sandbox"
+                ))
+            }
         }
         self.add_user(openid);
-        let mut left = self.grants.entry((openid.to_string(), template_id.to_string())).or_insert(0);
+        let mut left = self
+            .grants
+            .entry((openid.to_string(), template_id.to_string()))
+            .or_insert(0);
         *left = left.saturating_add(count);
         Ok(*left)
     }
 
     /// One-time subscriptions left per template for `openid`.
     pub fn grants_of(&self, openid: &str) -> BTreeMap<String, u32> {
-        self.grants.iter().filter(|e| e.key().0 == openid).map(|e| (e.key().1.clone(), *e.value())).collect()
+        self.grants
+            .iter()
+            .filter(|e| e.key().0 == openid)
+            .map(|e| (e.key().1.clone(), *e.value()))
+            .collect()
     }
 
     /// Registers a credential (again: resets its uses).
@@ -177,7 +181,12 @@ impl NotifyState {
     }
 
     pub fn credentials_of(&self, openid: &str) -> Vec<Credential> {
-        let mut v: Vec<Credential> = self.credentials.iter().filter(|e| e.openid == openid).map(|e| e.value().clone()).collect();
+        let mut v: Vec<Credential> = self
+            .credentials
+            .iter()
+            .filter(|e| e.openid == openid)
+            .map(|e| e.value().clone())
+            .collect();
         v.sort_by(|a, b| (a.issued_at, &a.value).cmp(&(b.issued_at, &b.value)));
         v
     }
@@ -191,14 +200,20 @@ impl NotifyState {
     }
 
     pub fn inbox(&self, openid: &str) -> Vec<Value> {
-        self.inboxes.get(openid).map(|v| v.clone()).unwrap_or_default()
+        self.inboxes
+            .get(openid)
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// Marks a send to `openid` in progress; `None` if one already is (43108).
     pub fn begin_send(&self, openid: &str) -> Option<SendGuard> {
         self.in_flight
             .insert(openid.to_string())
-            .then(|| SendGuard { set: Arc::clone(&self.in_flight), openid: openid.to_string() })
+            .then(|| SendGuard {
+                set: Arc::clone(&self.in_flight),
+                openid: openid.to_string(),
+            })
     }
 
     // ---- the two send APIs ----
@@ -209,7 +224,12 @@ impl NotifyState {
         let (template_id, template) = self.template(body, TemplateKind::Subscribe)?;
         let data = match body.get("data") {
             Some(Value::Object(d)) => d,
-            Some(_) => return Err(WxError::with(ec::ARGUMENT_INVALID, "data must be an object")),
+            Some(_) => {
+                return Err(WxError::with(
+                    ec::ARGUMENT_INVALID,
+                    "data must be an object",
+                ))
+            }
             None => return Err(WxError::with(ec::ARGUMENT_INVALID, "data is required")),
         };
         check_subscribe_data(&template, data)?;
@@ -218,9 +238,17 @@ impl NotifyState {
         let lang = one_of(body, "lang", &["zh_CN", "en_US", "zh_HK", "zh_TW"])?;
         {
             let key = (touser.to_string(), template_id.to_string());
-            let mut left = self.grants.get_mut(&key).ok_or_else(|| WxError::with(ec::NOT_SUBSCRIBED, "no one-time subscription for this template"))?;
+            let mut left = self.grants.get_mut(&key).ok_or_else(|| {
+                WxError::with(
+                    ec::NOT_SUBSCRIBED,
+                    "no one-time subscription for this template",
+                )
+            })?;
             if *left == 0 {
-                return Err(WxError::with(ec::NOT_SUBSCRIBED, "the one-time subscriptions are used up"));
+                return Err(WxError::with(
+                    ec::NOT_SUBSCRIBED,
+                    "the one-time subscriptions are used up",
+                ));
             }
             *left -= 1;
         }
@@ -250,7 +278,12 @@ impl NotifyState {
         let data = match body.get("data") {
             None | Some(Value::Null) => None,
             Some(Value::Object(d)) => Some(d),
-            Some(_) => return Err(WxError::with(ec::ARGUMENT_INVALID, "data must be an object")),
+            Some(_) => {
+                return Err(WxError::with(
+                    ec::ARGUMENT_INVALID,
+                    "data must be an object",
+                ))
+            }
         };
         if let Some(d) = data {
             check_legacy_data(&template, d)?;
@@ -261,12 +294,21 @@ impl NotifyState {
             _ => return Err(WxError::with(ec::INVALID_FORM_ID, "form_id is required")),
         };
         let kind = {
-            let mut c = self.credentials.get_mut(form_id).ok_or_else(|| WxError::with(ec::INVALID_FORM_ID, "unknown form_id"))?;
+            let mut c = self
+                .credentials
+                .get_mut(form_id)
+                .ok_or_else(|| WxError::with(ec::INVALID_FORM_ID, "unknown form_id"))?;
             if c.openid != touser {
-                return Err(WxError::with(ec::INVALID_FORM_ID, "form_id belongs to another user"));
+                return Err(WxError::with(
+                    ec::INVALID_FORM_ID,
+                    "form_id belongs to another user",
+                ));
             }
             if now >= c.issued_at + CREDENTIAL_TTL_SECS {
-                return Err(WxError::with(ec::INVALID_FORM_ID, "form_id is older than 7 days"));
+                return Err(WxError::with(
+                    ec::INVALID_FORM_ID,
+                    "form_id is older than 7 days",
+                ));
             }
             if c.used >= c.kind.uses() {
                 return Err(WxError::new(ec::FORM_ID_USED));
@@ -292,14 +334,24 @@ impl NotifyState {
     fn known_user<'b>(&self, body: &'b Map<String, Value>) -> Result<&'b str, WxError> {
         match body.get("touser") {
             Some(Value::String(u)) if self.users.contains(u) => Ok(u),
-            Some(Value::String(_)) => Err(WxError::with(ec::INVALID_OPENID, "touser is not a user of this mini program")),
+            Some(Value::String(_)) => Err(WxError::with(
+                ec::INVALID_OPENID,
+                "touser is not a user of this mini program",
+            )),
             _ => Err(WxError::with(ec::INVALID_OPENID, "touser is required")),
         }
     }
 
-    fn template<'b>(&self, body: &'b Map<String, Value>, kind: TemplateKind) -> Result<(&'b str, Template), WxError> {
+    fn template<'b>(
+        &self,
+        body: &'b Map<String, Value>,
+        kind: TemplateKind,
+    ) -> Result<(&'b str, Template), WxError> {
         let Some(Value::String(id)) = body.get("template_id") else {
-            return Err(WxError::with(ec::INVALID_TEMPLATE_ID, "template_id is required"));
+            return Err(WxError::with(
+                ec::INVALID_TEMPLATE_ID,
+                "template_id is required",
+            ));
         };
         match self.templates.get(id.as_str()) {
             Some(t) if t.kind == kind => Ok((id, t.clone())),
@@ -313,10 +365,15 @@ impl NotifyState {
             && !path.starts_with('/')
             && !path.contains("//")
             && !path.split('/').any(|seg| seg == ".." || seg == ".")
-            && path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
         let pages = self.pages.load();
         if !well_formed || (!pages.is_empty() && !pages.iter().any(|p| p == path)) {
-            return Err(WxError::with(ec::INVALID_PAGE, "page is not a page of this mini program"));
+            return Err(WxError::with(
+                ec::INVALID_PAGE,
+                "page is not a page of this mini program",
+            ));
         }
         Ok(())
     }
@@ -330,7 +387,11 @@ impl NotifyState {
     }
 }
 
-fn optional_str<'b>(body: &'b Map<String, Value>, key: &str, code: i64) -> Result<Option<&'b str>, WxError> {
+fn optional_str<'b>(
+    body: &'b Map<String, Value>,
+    key: &str,
+    code: i64,
+) -> Result<Option<&'b str>, WxError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -338,46 +399,18 @@ fn optional_str<'b>(body: &'b Map<String, Value>, key: &str, code: i64) -> Resul
     }
 }
 
-fn one_of<'b>(body: &'b Map<String, Value>, key: &str, allowed: &[&str]) -> Result<Option<&'b str>, WxError> {
+fn one_of<'b>(
+    body: &'b Map<String, Value>,
+    key: &str,
+    allowed: &[&str],
+) -> Result<Option<&'b str>, WxError> {
     match optional_str(body, key, ec::ARGUMENT_INVALID)? {
-        Some(v) if !allowed.contains(&v) => Err(WxError::with(ec::ARGUMENT_INVALID, format!("{key} must be one of {}", allowed.join(", ")))),
+        Some(v) if !allowed.contains(&v) => Err(WxError::with(
+            ec::ARGUMENT_INVALID,
+            format!("{key} must be one of {}", allowed.join(", ")),
+        )),
         v => Ok(v),
     }
-}
-
-/// `{"value": "..."}` of one data entry.
-fn entry_value<'d>(key: &str, entry: &'d Value) -> Result<&'d str, WxError> {
-    entry
-        .get("value")
-        .and_then(Value::as_str)
-        .ok_or_else(|| WxError::with(ec::ARGUMENT_INVALID, format!("data.{key}.value must be a string")))
-}
-
-fn check_subscribe_data(t: &Template, data: &Map<String, Value>) -> Result<(), WxError> {
-    if let Some(kws) = &t.keywords {
-        if let Some(missing) = kws.iter().find(|k| !data.contains_key(k.as_str())) {
-            return Err(WxError::with(ec::ARGUMENT_INVALID, format!("data.{missing} is required by the template")));
-        }
-    }
-    for (key, entry) in data {
-        let kind = KeywordType::of_key(key).ok_or_else(|| WxError::with(ec::ARGUMENT_INVALID, format!("data.{key}: unknown keyword type")))?;
-        if t.keywords.as_ref().is_some_and(|kws| !kws.iter().any(|k| k == key)) {
-            return Err(WxError::with(ec::ARGUMENT_INVALID, format!("data.{key} is not a keyword of the template")));
-        }
-        let v = entry_value(key, entry)?;
-        values::check(kind, v, t.enums.get(key).map(Vec::as_slice)).map_err(|why| WxError::with(ec::ARGUMENT_INVALID, format!("data.{key}.value {why}")))?;
-    }
-    Ok(())
-}
-
-fn check_legacy_data(t: &Template, data: &Map<String, Value>) -> Result<(), WxError> {
-    for (key, entry) in data {
-        if t.keywords.as_ref().is_some_and(|kws| !kws.iter().any(|k| k == key)) {
-            return Err(WxError::with(ec::ARGUMENT_INVALID, format!("data.{key} is not a keyword of the template")));
-        }
-        entry_value(key, entry)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -396,7 +429,9 @@ mod tests {
     fn each_grant_allows_one_subscribe_message() {
         let s = NotifyState::new();
         s.add_grant("o1", DEFAULT_SUBSCRIBE_TEMPLATE, 1).unwrap();
-        let b = body(json!({"touser":"o1","template_id":DEFAULT_SUBSCRIBE_TEMPLATE,"data":shipping_data()}));
+        let b = body(
+            json!({"touser":"o1","template_id":DEFAULT_SUBSCRIBE_TEMPLATE,"data":shipping_data()}),
+        );
         assert!(s.subscribe_send(&b, 0).is_ok());
         assert_eq!(s.subscribe_send(&b, 0).unwrap_err().errcode, 43101);
         assert_eq!(s.inbox("o1").len(), 1);
@@ -406,22 +441,45 @@ mod tests {
     fn a_missing_template_keyword_is_47003() {
         let s = NotifyState::new();
         s.add_grant("o1", DEFAULT_SUBSCRIBE_TEMPLATE, 1).unwrap();
-        let b = body(json!({"touser":"o1","template_id":DEFAULT_SUBSCRIBE_TEMPLATE,"data":{"phrase2":{"value":"运输中"}}}));
+        let b = body(
+            json!({"touser":"o1","template_id":DEFAULT_SUBSCRIBE_TEMPLATE,"data":{"phrase2":{"value":"运输中"}}}),
+        );
         assert_eq!(s.subscribe_send(&b, 0).unwrap_err().errcode, 47003);
-        assert_eq!(s.grants_of("o1")[DEFAULT_SUBSCRIBE_TEMPLATE], 1, "a refused send keeps the grant");
+        assert_eq!(
+            s.grants_of("o1")[DEFAULT_SUBSCRIBE_TEMPLATE],
+            1,
+            "a refused send keeps the grant"
+        );
     }
 
     #[test]
     fn a_prepay_id_allows_three_messages_for_seven_days() {
         let s = NotifyState::new();
-        s.add_credential(Credential { openid: "o1".into(), kind: CredentialKind::PrepayId, value: "wx1".into(), issued_at: 0, used: 0 });
+        s.add_credential(Credential {
+            openid: "o1".into(),
+            kind: CredentialKind::PrepayId,
+            value: "wx1".into(),
+            issued_at: 0,
+            used: 0,
+        });
         let b = body(json!({"touser":"o1","template_id":DEFAULT_LEGACY_TEMPLATE,"form_id":"wx1"}));
         for _ in 0..3 {
             s.template_send(&b, 10).unwrap();
         }
         assert_eq!(s.template_send(&b, 10).unwrap_err().errcode, 41029);
-        s.add_credential(Credential { openid: "o1".into(), kind: CredentialKind::PrepayId, value: "wx1".into(), issued_at: 0, used: 0 });
-        assert_eq!(s.template_send(&b, CREDENTIAL_TTL_SECS).unwrap_err().errcode, 41028);
+        s.add_credential(Credential {
+            openid: "o1".into(),
+            kind: CredentialKind::PrepayId,
+            value: "wx1".into(),
+            issued_at: 0,
+            used: 0,
+        });
+        assert_eq!(
+            s.template_send(&b, CREDENTIAL_TTL_SECS)
+                .unwrap_err()
+                .errcode,
+            41028
+        );
     }
 
     #[test]
@@ -429,10 +487,16 @@ mod tests {
         let s = NotifyState::new();
         assert!(s.check_page("pages/index/index?no=1").is_ok());
         assert_eq!(s.check_page("/pages/index").unwrap_err().errcode, 41030);
-        assert_eq!(s.check_page("https://example.com").unwrap_err().errcode, 41030);
+        assert_eq!(
+            s.check_page("https://example.com").unwrap_err().errcode,
+            41030
+        );
         s.set_pages(vec!["pages/waybill/detail".into()]);
         assert!(s.check_page("pages/waybill/detail?id=1").is_ok());
-        assert_eq!(s.check_page("pages/index/index").unwrap_err().errcode, 41030);
+        assert_eq!(
+            s.check_page("pages/index/index").unwrap_err().errcode,
+            41030
+        );
     }
 
     #[test]

@@ -11,22 +11,45 @@ use super::{control, express, notify_api, token_api, RunningSandbox};
 /// WeChat's paths (contract: "The WeChat sandbox").
 pub fn wechat_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/cgi-bin/token", web::get().to(token_api::token))
-        .route("/cgi-bin/stable_token", web::post().to(token_api::stable_token))
-        .route("/cgi-bin/stable_token", web::get().to(token_api::stable_token_get))
-        .route("/cgi-bin/express/delivery/userquery", web::post().to(express::userquery))
-        .route("/cgi-bin/express/delivery/pathnotify", web::post().to(express::pathnotify))
-        .route("/cgi-bin/message/subscribe/send", web::post().to(notify_api::subscribe_send))
-        .route("/cgi-bin/message/wxopen/template/send", web::post().to(notify_api::template_send));
+        .route(
+            "/cgi-bin/stable_token",
+            web::post().to(token_api::stable_token),
+        )
+        .route(
+            "/cgi-bin/stable_token",
+            web::get().to(token_api::stable_token_get),
+        )
+        .route(
+            "/cgi-bin/express/delivery/userquery",
+            web::post().to(express::userquery),
+        )
+        .route(
+            "/cgi-bin/express/delivery/pathnotify",
+            web::post().to(express::pathnotify),
+        )
+        .route(
+            "/cgi-bin/message/subscribe/send",
+            web::post().to(notify_api::subscribe_send),
+        )
+        .route(
+            "/cgi-bin/message/wxopen/template/send",
+            web::post().to(notify_api::template_send),
+        );
 }
 
 /// Binds the server to `listener` and spawns it on the current tokio runtime.
 pub fn start(shared: web::Data<Shared>, listener: TcpListener) -> std::io::Result<RunningSandbox> {
     let addr = listener.local_addr()?;
-    let server = HttpServer::new(move || App::new().app_data(shared.clone()).configure(wechat_routes).configure(control::routes))
-        // Short: an in-flight pathnotify waits at most the callback timeout.
-        .shutdown_timeout(6)
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(shared.clone())
+            .configure(wechat_routes)
+            .configure(control::routes)
+    })
+    // Short: an in-flight pathnotify waits at most the callback timeout.
+    .shutdown_timeout(6)
+    .listen(listener)?
+    .run();
     let handle = server.handle();
     tokio::spawn(async move {
         if let Err(e) = server.await {

@@ -44,7 +44,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(settings: SandboxSettings) -> Shared {
-        let crypto = match MessageCrypto::new(&settings.token, &settings.appid, &settings.encoding_aes_key, None) {
+        let crypto = match MessageCrypto::new(
+            &settings.token,
+            &settings.appid,
+            &settings.encoding_aes_key,
+            None,
+        ) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::error!(error = %e, "sandbox: the EncodingAESKey is unusable; every reverse query will fail with 932001");

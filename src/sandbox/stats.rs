@@ -63,12 +63,17 @@ impl Stats {
         if errcode == 0 {
             c.ok.fetch_add(1, Ordering::Relaxed);
         } else {
-            c.errors.entry(errcode).or_default().fetch_add(1, Ordering::Relaxed);
+            c.errors
+                .entry(errcode)
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn http_fault(&self, api: Api) {
-        self.apis[api.index()].http_faults.fetch_add(1, Ordering::Relaxed);
+        self.apis[api.index()]
+            .http_faults
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn reverse_query(&self, ok: bool) {
@@ -85,7 +90,11 @@ impl Stats {
             .iter()
             .map(|api| {
                 let c = &self.apis[api.index()];
-                let errors = c.errors.iter().map(|e| (*e.key(), e.value().load(Ordering::Relaxed))).collect();
+                let errors = c
+                    .errors
+                    .iter()
+                    .map(|e| (*e.key(), e.value().load(Ordering::Relaxed)))
+                    .collect();
                 let s = ApiStats {
                     calls: c.calls.load(Ordering::Relaxed),
                     ok: c.ok.load(Ordering::Relaxed),
@@ -133,7 +142,14 @@ mod tests {
         let snap = s.snapshot();
         let u = &snap.apis["userquery"];
         assert_eq!((u.calls, u.ok, u.errors[&40097]), (2, 1, 1));
-        assert_eq!(snap.reverse_queries, ReverseQueryStats { sent: 1, ok: 0, failed: 1 });
+        assert_eq!(
+            snap.reverse_queries,
+            ReverseQueryStats {
+                sent: 1,
+                ok: 0,
+                failed: 1
+            }
+        );
         s.reset();
         assert_eq!(s.snapshot().apis["userquery"].calls, 0);
     }

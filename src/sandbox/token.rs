@@ -118,8 +118,14 @@ impl TokenBook {
     pub fn issue_classic(&self, rules: &TokenRules, now: i64) -> Result<Issued, WxError> {
         let issued = {
             let mut chain = lock(&self.classic);
-            if !chain.daily.take(Clock::quota_day(now), rules.token_daily_limit) {
-                return Err(WxError::with(errcode::DAILY_QUOTA, "/cgi-bin/token daily limit"));
+            if !chain
+                .daily
+                .take(Clock::quota_day(now), rules.token_daily_limit)
+            {
+                return Err(WxError::with(
+                    errcode::DAILY_QUOTA,
+                    "/cgi-bin/token daily limit",
+                ));
             }
             self.issue(&mut chain, rules, now, now + rules.overlap_secs)
         };
@@ -128,33 +134,67 @@ impl TokenBook {
     }
 
     /// `/cgi-bin/stable_token`, credentials already checked.
-    pub fn issue_stable(&self, rules: &TokenRules, now: i64, force_refresh: bool) -> Result<Issued, WxError> {
+    pub fn issue_stable(
+        &self,
+        rules: &TokenRules,
+        now: i64,
+        force_refresh: bool,
+    ) -> Result<Issued, WxError> {
         let issued = {
             let mut chain = lock(&self.stable);
-            if !chain.minute.take(Clock::quota_minute(now), STABLE_MINUTE_LIMIT) {
-                return Err(WxError::with(errcode::MINUTE_QUOTA, "stable_token minute limit"));
+            if !chain
+                .minute
+                .take(Clock::quota_minute(now), STABLE_MINUTE_LIMIT)
+            {
+                return Err(WxError::with(
+                    errcode::MINUTE_QUOTA,
+                    "stable_token minute limit",
+                ));
             }
             if !chain.daily.take(Clock::quota_day(now), STABLE_DAILY_LIMIT) {
-                return Err(WxError::with(errcode::DAILY_QUOTA, "stable_token daily limit"));
+                return Err(WxError::with(
+                    errcode::DAILY_QUOTA,
+                    "stable_token daily limit",
+                ));
             }
             let mut refresh = false;
             if force_refresh {
-                if !chain.force_daily.take(Clock::quota_day(now), rules.force_refresh_daily_limit) {
-                    return Err(WxError::with(errcode::DAILY_QUOTA, "force_refresh daily limit"));
+                if !chain
+                    .force_daily
+                    .take(Clock::quota_day(now), rules.force_refresh_daily_limit)
+                {
+                    return Err(WxError::with(
+                        errcode::DAILY_QUOTA,
+                        "force_refresh daily limit",
+                    ));
                 }
                 // Closer than 30 s to the previous force call: "no refresh happens".
-                refresh = chain.last_force_at.is_none_or(|t| now - t >= FORCE_MIN_GAP_SECS);
+                refresh = chain
+                    .last_force_at
+                    .is_none_or(|t| now - t >= FORCE_MIN_GAP_SECS);
                 if refresh {
                     chain.last_force_at = Some(now);
                 }
             }
-            let current = chain.live.last().and_then(|t| self.tokens.get(t).map(|e| (t.clone(), *e)));
+            let current = chain
+                .live
+                .last()
+                .and_then(|t| self.tokens.get(t).map(|e| (t.clone(), *e)));
             match current {
-                Some((token, entry)) if !refresh && entry.valid_at(now) && entry.expires_at - now > rules.overlap_secs => {
-                    Issued { access_token: token, expires_in: entry.expires_at - now }
+                Some((token, entry))
+                    if !refresh
+                        && entry.valid_at(now)
+                        && entry.expires_at - now > rules.overlap_secs =>
+                {
+                    Issued {
+                        access_token: token,
+                        expires_in: entry.expires_at - now,
+                    }
                 }
                 // Normal mode in the last overlap window renews: the old token simply runs out.
-                Some((_, entry)) if !refresh && entry.valid_at(now) => self.issue(&mut chain, rules, now, entry.expires_at),
+                Some((_, entry)) if !refresh && entry.valid_at(now) => {
+                    self.issue(&mut chain, rules, now, entry.expires_at)
+                }
                 _ => self.issue(&mut chain, rules, now, now + rules.overlap_secs),
             }
         };
@@ -164,24 +204,47 @@ impl TokenBook {
 
     /// Issues a new current token: the previous current one stops at `previous_until` (or
     /// earlier, by its own lifetime), every older one stops now. Caller holds the chain lock.
-    fn issue(&self, chain: &mut Chain, rules: &TokenRules, now: i64, previous_until: i64) -> Issued {
+    fn issue(
+        &self,
+        chain: &mut Chain,
+        rules: &TokenRules,
+        now: i64,
+        previous_until: i64,
+    ) -> Issued {
         let newest = chain.live.len().checked_sub(1);
         for (i, t) in chain.live.iter().enumerate() {
-            let until = if Some(i) == newest { previous_until } else { now };
+            let until = if Some(i) == newest {
+                previous_until
+            } else {
+                now
+            };
             if let Some(mut e) = self.tokens.get_mut(t) {
                 e.retired_at = Some(e.retired_at.map_or(until, |r| r.min(until)));
             }
         }
         let token = new_token();
-        self.tokens.insert(token.clone(), TokenEntry { expires_at: now + rules.ttl_secs, retired_at: None });
-        chain.live.retain(|t| self.tokens.get(t).is_some_and(|e| e.valid_at(now)));
+        self.tokens.insert(
+            token.clone(),
+            TokenEntry {
+                expires_at: now + rules.ttl_secs,
+                retired_at: None,
+            },
+        );
+        chain
+            .live
+            .retain(|t| self.tokens.get(t).is_some_and(|e| e.valid_at(now)));
         chain.live.push(token.clone());
-        Issued { access_token: token, expires_in: rules.ttl_secs }
+        Issued {
+            access_token: token,
+            expires_in: rules.ttl_secs,
+        }
     }
 
     fn forget_old(&self, now: i64) {
         // Cheap enough: the maps hold at most a few thousand tokens a day.
-        self.tokens.retain(|_, e| e.expires_at.min(e.retired_at.unwrap_or(i64::MAX)) > now - FORGET_AFTER_SECS);
+        self.tokens.retain(|_, e| {
+            e.expires_at.min(e.retired_at.unwrap_or(i64::MAX)) > now - FORGET_AFTER_SECS
+        });
     }
 
     pub fn reset(&self) {
@@ -200,7 +263,12 @@ fn lock(m: &Mutex<Chain>) -> std::sync::MutexGuard<'_, Chain> {
 fn new_token() -> String {
     let mut s = String::with_capacity(TOKEN_LEN);
     s.push_str("86_");
-    s.extend(rand::thread_rng().sample_iter(&Alphanumeric).take(TOKEN_LEN - 3).map(char::from));
+    s.extend(
+        rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(TOKEN_LEN - 3)
+            .map(char::from),
+    );
     s
 }
 
@@ -208,7 +276,12 @@ fn new_token() -> String {
 mod tests {
     use super::*;
 
-    const RULES: TokenRules = TokenRules { ttl_secs: 7200, overlap_secs: 300, token_daily_limit: 3, force_refresh_daily_limit: 2 };
+    const RULES: TokenRules = TokenRules {
+        ttl_secs: 7200,
+        overlap_secs: 300,
+        token_daily_limit: 3,
+        force_refresh_daily_limit: 2,
+    };
 
     #[test]
     fn classic_previous_token_overlaps_then_is_invalid() {
@@ -259,22 +332,32 @@ mod tests {
     #[test]
     fn stable_force_refresh_overlaps_is_throttled_and_limited() {
         let b = TokenBook::default();
-        let a = b.issue_stable(&RULES, 0, false).unwrap().access_token;
+        let leaked = b.issue_stable(&RULES, 0, false).unwrap().access_token;
         let f1 = b.issue_stable(&RULES, 10, true).unwrap().access_token;
-        assert_ne!(a, f1);
-        assert!(b.check(&a, 309).is_ok());
-        // 20 s later: no refresh happens, the current token comes back.
-        assert_eq!(b.issue_stable(&RULES, 30, true).unwrap_err().errcode, 45009, "the limit of 2 counts throttled calls too");
+        assert_ne!(leaked, f1);
+        assert!(
+            b.check(&leaked, 309).is_ok(),
+            "one force call keeps the overlap"
+        );
+        assert_eq!(
+            b.issue_stable(&RULES, 20, true).unwrap().access_token,
+            f1,
+            "within 30 s nothing is refreshed"
+        );
+        assert_eq!(
+            b.issue_stable(&RULES, 40, true).unwrap_err().errcode,
+            45009,
+            "the limit of 2 counts throttled calls too"
+        );
         let b = TokenBook::default();
-        let a = b.issue_stable(&RULES, 0, false).unwrap().access_token;
-        let f1 = b.issue_stable(&RULES, 10, true).unwrap().access_token;
-        assert_eq!(b.issue_stable(&RULES, 20, true).unwrap().access_token, f1, "within 30 s nothing is refreshed");
-        let b2 = TokenBook::default();
-        let l = b2.issue_stable(&RULES, 0, false).unwrap().access_token;
-        b2.issue_stable(&RULES, 10, true).unwrap();
-        b2.issue_stable(&RULES, 40, true).unwrap();
-        assert_eq!(b2.check(&l, 41).unwrap_err().errcode, 40001, "two force calls 30 s apart kill the leaked token");
-        assert!(b.check(&a, 20).is_ok());
+        let leaked = b.issue_stable(&RULES, 0, false).unwrap().access_token;
+        b.issue_stable(&RULES, 10, true).unwrap();
+        b.issue_stable(&RULES, 40, true).unwrap();
+        assert_eq!(
+            b.check(&leaked, 41).unwrap_err().errcode,
+            40001,
+            "two force calls 30 s apart kill the leaked token"
+        );
     }
 
     #[test]

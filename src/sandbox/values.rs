@@ -98,12 +98,16 @@ pub fn check(kind: KeywordType, value: &str, enum_values: Option<&[String]>) -> 
         }
         KeywordType::Time => {
             if !range(value, is_time_value) {
-                return fail("time: not a 24-hour time, optionally with a date, or a range of those");
+                return fail(
+                    "time: not a 24-hour time, optionally with a date, or a range of those",
+                );
             }
         }
         KeywordType::Date => {
             if !range(value, is_date_value) {
-                return fail("date: not a date, optionally with a 24-hour time, or a range of those");
+                return fail(
+                    "date: not a date, optionally with a 24-hour time, or a range of those",
+                );
             }
         }
         KeywordType::Amount => {
@@ -117,16 +121,24 @@ pub fn check(kind: KeywordType, value: &str, enum_values: Option<&[String]>) -> 
             }
         }
         KeywordType::CarNumber => {
-            let inner_ok = chars.iter().enumerate().all(|(i, c)| c.is_ascii_alphanumeric() || ((i == 0 || i == n - 1) && is_chinese(*c)));
+            let inner_ok = chars.iter().enumerate().all(|(i, c)| {
+                c.is_ascii_alphanumeric() || ((i == 0 || i == n - 1) && is_chinese(*c))
+            });
             if n > 8 || !inner_ok {
                 return fail("car_number: not a licence plate of at most 8 characters");
             }
         }
         KeywordType::Name => {
             let ok = if chars.iter().any(|c| is_chinese(*c)) {
-                n <= 10 && chars.iter().all(|c| is_chinese(*c) || c.is_ascii_alphabetic() || is_symbol(*c) || *c == '·')
+                n <= 10
+                    && chars.iter().all(|c| {
+                        is_chinese(*c) || c.is_ascii_alphabetic() || is_symbol(*c) || *c == '·'
+                    })
             } else {
-                n <= 20 && chars.iter().all(|c| c.is_ascii_alphabetic() || is_symbol(*c) || *c == ' ')
+                n <= 20
+                    && chars
+                        .iter()
+                        .all(|c| c.is_ascii_alphabetic() || is_symbol(*c) || *c == ' ')
             };
             if !ok {
                 return fail("name: not at most 10 Chinese characters or 20 letters");
@@ -183,7 +195,8 @@ fn is_date_value(s: &str) -> bool {
 
 /// `2019年10月1日15:01`: the Chinese form may omit the space.
 fn is_chinese_date_time(s: &str) -> bool {
-    s.split_once('日').is_some_and(|(d, t)| is_date(&format!("{d}日")) && is_clock(t))
+    s.split_once('日')
+        .is_some_and(|(d, t)| is_date(&format!("{d}日")) && is_clock(t))
 }
 
 fn is_clock(s: &str) -> bool {
@@ -198,7 +211,8 @@ fn is_clock(s: &str) -> bool {
 
 fn is_date(s: &str) -> bool {
     let parts: Option<(&str, &str, &str)> = if let Some(rest) = s.strip_suffix('日') {
-        rest.split_once('年').and_then(|(y, md)| md.split_once('月').map(|(m, d)| (y, m, d)))
+        rest.split_once('年')
+            .and_then(|(y, md)| md.split_once('月').map(|(m, d)| (y, m, d)))
     } else {
         let sep = if s.contains('-') { '-' } else { '/' };
         let v: Vec<&str> = s.split(sep).collect();
@@ -221,7 +235,10 @@ mod tests {
 
     #[test]
     fn keys_name_their_type() {
-        assert_eq!(KeywordType::of_key("character_string1"), Some(K::CharacterString));
+        assert_eq!(
+            KeywordType::of_key("character_string1"),
+            Some(K::CharacterString)
+        );
         assert_eq!(KeywordType::of_key("thing12"), Some(K::Thing));
         assert_eq!(KeywordType::of_key("thing"), None);
         assert_eq!(KeywordType::of_key("keyword1"), None);

@@ -1,14 +1,24 @@
 //! The `events` table: tracking steps, deduplicated on (waybill_id, action_type, action_time).
+//!
+//! A new event and its outbox entry (with its waybill made due in `push_queue`) are written
+//! in one transaction, so an accepted event is never without its notification; a duplicate
+//! writes nothing.
+
+use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Connection};
 
-use super::{waybills, EventInsert, EventRecord, NewEvent, Store, StoreError, WaybillRecord};
+use super::{outbox, push_queue, waybills};
+use super::{EventInsert, EventRecord, NewEvent, Store, StoreError, WaybillRecord};
 
 impl Store {
     /// Records one event, in one transaction: upserts `waybill` if given, fails with
     /// [`StoreError::UnknownWaybill`] (storing nothing) if the event's waybill then does not
     /// exist, and inserts the event unless the same (waybill_id, action_type, action_time)
     /// is already stored, in which case the stored row's id comes back as a duplicate.
+    ///
+    /// A new event also gets its `pathnotify` outbox entry (pending, due at `received_at`)
+    /// and makes its waybill due in `push_queue` by `received_at`.
     pub async fn record_event(
         &self,
         waybill: Option<&WaybillRecord>,
@@ -16,6 +26,9 @@ impl Store {
     ) -> Result<EventInsert, StoreError> {
         let mut tx = self.begin_write().await?;
         let outcome = record_in(&mut tx, waybill, event).await?;
+        if let EventInsert::Inserted { .. } = outcome {
+            push_queue::mark_due_in(&mut tx, &event.waybill_id, event.received_at).await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -30,6 +43,9 @@ impl Store {
     ) -> Result<Vec<Result<EventInsert, StoreError>>, StoreError> {
         let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(items.len());
+        // Waybill -> earliest received_at of its new events, made due once at the end: the
+        // push_queue row locks are then held briefly and taken in waybill order.
+        let mut due: BTreeMap<&str, i64> = BTreeMap::new();
         for (waybill, event) in items {
             // A savepoint per item: on PostgreSQL a failed statement aborts the whole
             // transaction unless it is rolled back to a savepoint taken before it.
@@ -37,6 +53,11 @@ impl Store {
             match record_in(&mut item, waybill.as_ref(), event).await {
                 Ok(outcome) => {
                     item.commit().await?;
+                    if let EventInsert::Inserted { .. } = outcome {
+                        due.entry(&event.waybill_id)
+                            .and_modify(|at| *at = (*at).min(event.received_at))
+                            .or_insert(event.received_at);
+                    }
                     outcomes.push(Ok(outcome));
                 }
                 Err(error) => {
@@ -44,6 +65,9 @@ impl Store {
                     outcomes.push(Err(error));
                 }
             }
+        }
+        for (waybill_id, at) in due {
+            push_queue::mark_due_in(&mut tx, waybill_id, at).await?;
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -70,7 +94,8 @@ impl Store {
     }
 }
 
-/// One event inside the caller's transaction (see [`Store::record_event`]).
+/// One event and, if new, its outbox entry, inside the caller's transaction (see
+/// [`Store::record_event`]). The caller makes the waybill due in `push_queue`.
 async fn record_in(
     conn: &mut AnyConnection,
     waybill: Option<&WaybillRecord>,
@@ -111,8 +136,7 @@ async fn record_in(
 
     match inserted {
         Some(id) => {
-            // The outbox lives here: a later issue writes the event's outbox row (the
-            // notification to push) in this same transaction, only for a new event.
+            outbox::insert_for_event_in(conn, id, event).await?;
             Ok(EventInsert::Inserted { id })
         }
         None => {

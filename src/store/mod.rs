@@ -6,8 +6,14 @@
 //! - `connect.rs`: URL → backend, pool options, SQLite file setup and pragmas.
 //! - `migrate.rs`: the embedded migrations (`migrations/sqlite`, `migrations/postgres`) and
 //!   the readiness check.
-//! - `records.rs`: the rows read and written ([`WaybillRecord`], [`NewEvent`], …).
+//! - `records.rs`: the rows read and written ([`WaybillRecord`], [`NewEvent`],
+//!   [`OutboxEntry`], …).
 //! - `waybills.rs`, `events.rs`, `exchanges.rs`, `meta.rs`: one table each.
+//! - The push pipeline, one table each: `outbox.rs` (notifications to send, written with
+//!   their event), `attempts.rs` (one row per try), `push_queue.rs` (per-waybill due time
+//!   and lease: at most one push in flight per waybill), `bindings.rs` (userquery cache),
+//!   `tokens.rs` (access token and its refresher's lease), `pauses.rs` (APIs paused by
+//!   WeChat's quota).
 //!
 //! # Rules
 //!
@@ -15,16 +21,27 @@
 //!   runtime-checked and portable (`$n` placeholders, `ON CONFLICT`, `RETURNING`); the shared
 //!   test suite (`tests/store.rs`) runs every one of them on both databases.
 //! - Every multi-statement write is one transaction, so nothing is ever half-stored.
+//! - Timestamps are Unix ms (`*_at`, `*_until`), except a tracking event's `action_time`
+//!   (Unix s, as WeChat takes it). The caller passes `now`: the store never reads a clock,
+//!   so tests control time.
+//! - PostgreSQL lock order: `outbox` rows before `push_queue` rows, several `push_queue`
+//!   rows in `waybill_id` order.
 //! - Personal data arrives already protected (AEAD blobs, HMAC hex); the store never logs a
 //!   blob nor prints the database URL (it may hold a password).
 //! - Depends on nothing else in the crate: callers convert to and from domain types.
 
+mod attempts;
+mod bindings;
 mod connect;
 mod events;
 mod exchanges;
 mod meta;
 mod migrate;
+mod outbox;
+mod pauses;
+mod push_queue;
 mod records;
+mod tokens;
 mod waybills;
 
 use std::fmt;
@@ -32,7 +49,8 @@ use std::fmt;
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use records::{
-    EventInsert, EventRecord, ExchangeInsert, ExchangeRecord, NewEvent, NewExchange, WaybillRecord,
+    AttemptRecord, Completion, EventInsert, EventRecord, ExchangeInsert, ExchangeRecord, InFlight,
+    NewAttempt, NewEvent, NewExchange, OutboxEntry, PushWork, TokenRow, WaybillRecord,
 };
 
 /// The database behind a [`Store`], chosen from the URL scheme.
@@ -60,6 +78,9 @@ pub enum StoreError {
     /// bug, rejected before anything is written.
     #[error("event for waybill {event} came with the record of waybill {waybill}")]
     WaybillMismatch { waybill: String, event: String },
+    /// [`Store::complete_entry`] was given an id with no outbox row; nothing was written.
+    #[error("outbox entry {0} does not exist")]
+    UnknownOutboxEntry(i64),
 }
 
 /// Handle to the database: cheap to clone (the pool is shared).
@@ -84,8 +105,7 @@ impl Store {
         self.backend
     }
 
-    /// The pool, for later modules inside `store/` (the outbox); nothing outside `store/`
-    /// should write SQL.
+    /// The pool, for tests that inspect the schema; nothing outside `store/` should write SQL.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -101,4 +121,13 @@ impl Store {
             Backend::Postgres => self.pool.begin().await,
         }
     }
+}
+
+/// `$start, $start+1, …` (`n` of them), for a list of values inlined in `IN (…)`: the `Any`
+/// driver binds no arrays.
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

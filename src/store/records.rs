@@ -2,7 +2,8 @@
 //!
 //! Personal data arrives here already protected: contacts and event payloads are AEAD blobs
 //! and phones are HMAC hex strings, all produced by the caller. The store never looks inside
-//! a blob, and the `Debug` output of these records shows a blob's length, never its bytes.
+//! a blob, and the `Debug` output of these records shows a blob's length, never its bytes
+//! (and, for a token, not even its hash).
 
 use std::fmt;
 
@@ -108,6 +109,124 @@ pub enum ExchangeInsert {
     Duplicate(ExchangeRecord),
 }
 
+/// One notification to send (a row of `outbox`). Written with its event, in the same
+/// transaction; moves from `pending` to `delivered`, `skipped` or `dead`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxEntry {
+    pub id: i64,
+    /// `pathnotify` (later `subscribe`, `template`).
+    pub kind: String,
+    pub waybill_id: String,
+    pub event_id: Option<i64>,
+    /// Unix s, the event's: the order in which a waybill's nodes are pushed.
+    pub action_time: i64,
+    /// `None`: the waybill's receiver.
+    pub recipient: Option<String>,
+    /// `pending`, `delivered`, `skipped` or `dead`.
+    pub state: String,
+    /// Why an entry was skipped (`stale`, `coalesced`, `unbound`, …), set by the caller.
+    pub skip_reason: Option<String>,
+    /// Failed tries so far; reset to 0 by a redrive.
+    pub tries: i64,
+    /// Unix ms; a pending entry is not tried before.
+    pub next_attempt_at: i64,
+    /// Unix ms of the first reverse query WeChat made for this node while it was in flight:
+    /// WeChat's receipt, so a crash after it never pushes the node again.
+    pub receipt_at: Option<i64>,
+    /// Already masked by the caller.
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Unix ms at which the entry left `pending` for good (delivered, skipped or dead).
+    pub done_at: Option<i64>,
+}
+
+/// What a worker holding a waybill's lease needs to decide its next push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushWork {
+    pub waybill_id: String,
+    /// The newest node WeChat accepted, as (action_time, event_id): a pending entry at or
+    /// below it is stale and is not pushed.
+    pub last_pushed_action_time: Option<i64>,
+    pub last_pushed_event_id: Option<i64>,
+    /// Set when a push began and never completed (a crash): its receipt tells whether
+    /// WeChat got it.
+    pub inflight_outbox_id: Option<i64>,
+    /// Pending `pathnotify` entries, by (action_time, event_id) ascending.
+    pub pending: Vec<OutboxEntry>,
+}
+
+/// The node being pushed for a waybill right now: the reverse query answers as of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct InFlight {
+    pub outbox_id: i64,
+    pub event_id: i64,
+    /// Unix s.
+    pub action_time: i64,
+}
+
+/// One try of an outbox entry, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttempt {
+    pub outbox_id: i64,
+    /// Unix ms.
+    pub started_at: i64,
+    pub duration_ms: i64,
+    /// `None`: no HTTP answer (network error, timeout).
+    pub http_status: Option<i64>,
+    /// WeChat's `errcode`, when it answered one.
+    pub errcode: Option<i64>,
+    /// The classified outcome (`delivered`, `retry`, `dead`, …), set by the caller.
+    pub outcome: String,
+    /// Human-readable, already masked by the caller.
+    pub detail: String,
+}
+
+/// A stored try of an outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptRecord {
+    pub id: i64,
+    pub outbox_id: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub http_status: Option<i64>,
+    pub errcode: Option<i64>,
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// How an outbox entry's try ended (see [`crate::store::Store::complete_entry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// WeChat accepted the node.
+    Delivered,
+    /// Transient failure: stays pending, tried again at `next_attempt_at` (Unix ms).
+    Retry { next_attempt_at: i64, error: String },
+    /// Permanent failure or schedule spent: kept for a redrive.
+    Dead { error: String },
+    /// Not to be pushed (stale, coalesced, unbound receiver, …).
+    Skipped { reason: String },
+}
+
+/// The stored access token of one appid and its refresher's lease. `Debug` hides the token
+/// blob and its hash.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenRow {
+    pub appid: String,
+    /// AEAD blob of the token, sealed by the caller.
+    pub token_sealed: Option<Vec<u8>>,
+    /// Keyed hash of the token: lets instances invalidate "the token that failed" only if it
+    /// is still the current one, without comparing secrets.
+    pub token_hash: Option<String>,
+    /// Unix ms; 0 = none or invalidated.
+    pub expires_at: i64,
+    /// Unix ms of the last fetch; 0 = never.
+    pub fetched_at: i64,
+    /// The instance refreshing the token right now, until `lease_until` (Unix ms).
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+}
+
 /// Shows a blob's size only: its bytes are ciphertext of personal data.
 struct Blob<'a>(&'a [u8]);
 
@@ -191,6 +310,20 @@ impl fmt::Debug for ExchangeRecord {
     }
 }
 
+impl fmt::Debug for TokenRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRow")
+            .field("appid", &self.appid)
+            .field("token_sealed", &self.token_sealed.as_deref().map(Blob))
+            .field("token_hash", &self.token_hash.as_ref().map(|_| "<hidden>"))
+            .field("expires_at", &self.expires_at)
+            .field("fetched_at", &self.fetched_at)
+            .field("lease_owner", &self.lease_owner)
+            .field("lease_until", &self.lease_until)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +340,23 @@ mod tests {
         let shown = format!("{event:?}");
         assert!(shown.contains("payload: <3 bytes>"), "{shown}");
         assert!(!shown.contains("171"), "{shown}");
+    }
+
+    #[test]
+    fn token_row_debug_output_hides_the_token_and_its_hash() {
+        let row = TokenRow {
+            appid: "wx123".into(),
+            token_sealed: Some(vec![0xCD; 5]),
+            token_hash: Some("deadbeefcafe".into()),
+            expires_at: 10,
+            fetched_at: 5,
+            lease_owner: Some("node-a".into()),
+            lease_until: Some(20),
+        };
+        let shown = format!("{row:?}");
+        assert!(shown.contains("<5 bytes>"), "{shown}");
+        assert!(!shown.contains("205"), "{shown}");
+        assert!(!shown.contains("deadbeef"), "{shown}");
+        assert!(shown.contains("node-a"), "{shown}");
     }
 }

@@ -98,14 +98,23 @@ impl WechatClient {
             .pool_max_idle_per_host(64)
             .build()
             .expect("a reqwest client with rustls and a timeout can be built");
-        WechatClient { http, base: base.trim_end_matches('/').to_string() }
+        WechatClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
     }
 
     pub fn base(&self) -> &str {
         &self.base
     }
 
-    pub async fn fetch_token(&self, endpoint: TokenEndpoint, appid: &str, secret: &str, force_refresh: bool) -> Call<TokenAnswer> {
+    pub async fn fetch_token(
+        &self,
+        endpoint: TokenEndpoint,
+        appid: &str,
+        secret: &str,
+        force_refresh: bool,
+    ) -> Call<TokenAnswer> {
         let req = match endpoint {
             TokenEndpoint::Stable => self.http.post(format!("{}/cgi-bin/stable_token", self.base)).json(&serde_json::json!({
                 "grant_type": "client_credential", "appid": appid, "secret": secret, "force_refresh": force_refresh
@@ -137,8 +146,17 @@ impl WechatClient {
     }
 
     /// POST any JSON body to a WeChat path with the token (subscribe/template messages).
-    pub async fn post_json(&self, path: &str, token: &str, body: &serde_json::Value) -> Call<serde_json::Value> {
-        let req = self.http.post(format!("{}{}", self.base, path)).query(&[("access_token", token)]).json(body);
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> Call<serde_json::Value> {
+        let req = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .query(&[("access_token", token)])
+            .json(body);
         self.send(req).await
     }
 
@@ -158,7 +176,11 @@ impl WechatClient {
                 }
             }
         };
-        Call { result, http_status, duration: started.elapsed() }
+        Call {
+            result,
+            http_status,
+            duration: started.elapsed(),
+        }
     }
 }
 
@@ -172,9 +194,13 @@ fn transport_error(e: reqwest::Error) -> ApiError {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))?;
+    let env: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))?;
     if env.errcode != 0 {
-        return Err(ApiError::WeChat { errcode: env.errcode, errmsg: env.errmsg.chars().take(200).collect() });
+        return Err(ApiError::WeChat {
+            errcode: env.errcode,
+            errmsg: env.errmsg.chars().take(200).collect(),
+        });
     }
     serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))
 }

@@ -1,6 +1,8 @@
 //! Everything that speaks WeChat's protocol: message crypto (pure), envelopes, replies.
 
+pub mod client;
 pub mod crypto;
 pub mod envelope;
+pub mod push;
 pub mod reverse_query;
-pub mod client;
+pub mod token;

@@ -37,7 +37,13 @@ impl std::fmt::Debug for Query {
         f.debug_struct("Query")
             .field("waybill_id", &self.waybill_id)
             .field("create_time", &self.create_time)
-            .field("receiver_phone", &self.receiver_phone.as_deref().map(crate::domain::mask_phones_in_text))
+            .field(
+                "receiver_phone",
+                &self
+                    .receiver_phone
+                    .as_deref()
+                    .map(crate::domain::mask_phones_in_text),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -45,7 +51,12 @@ impl std::fmt::Debug for Query {
 impl Query {
     /// `None` when a field WeChat always sends is missing.
     pub fn from_document(doc: &Document) -> Option<Query> {
-        let nonempty = |k: &str| get_str(doc, k).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        let nonempty = |k: &str| {
+            get_str(doc, k)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
         Some(Query {
             to_user_name: get_str(doc, "ToUserName").unwrap_or_default().to_string(),
             from_user_name: get_str(doc, "FromUserName").unwrap_or_default().to_string(),
@@ -58,7 +69,10 @@ impl Query {
 
     /// Retry deduplication key: `FromUserName + CreateTime + WaybillId` (crypto spec §5).
     pub fn dedupe_key(&self) -> String {
-        format!("wnq:{}:{}:{}", self.from_user_name, self.create_time, self.waybill_id)
+        format!(
+            "wnq:{}:{}:{}",
+            self.from_user_name, self.create_time, self.waybill_id
+        )
     }
 }
 
@@ -77,16 +91,31 @@ pub enum Lookup {
     PhoneMismatch,
     BadRequest,
     /// `path` newest first.
-    Found { create_time: i64, path: Vec<Node> },
+    Found {
+        create_time: i64,
+        path: Vec<Node>,
+    },
 }
 
 /// Build the reply document (before sealing).
 pub fn build_reply(query: &Query, our_original_id: &str, now: i64, lookup: &Lookup) -> Document {
     let (code, msg, create_time, path): (i64, &str, i64, &[Node]) = match lookup {
         Lookup::UnknownWaybill => (result_code::UNKNOWN_WAYBILL, "waybill not found", 0, &[]),
-        Lookup::PhoneMismatch => (result_code::PHONE_MISMATCH, "phone does not match the waybill", 0, &[]),
-        Lookup::BadRequest => (result_code::BAD_REQUEST, "WaybillId and ReceiverPhone are required", 0, &[]),
-        Lookup::Found { create_time, path } => (result_code::OK, "OK", *create_time, path.as_slice()),
+        Lookup::PhoneMismatch => (
+            result_code::PHONE_MISMATCH,
+            "phone does not match the waybill",
+            0,
+            &[],
+        ),
+        Lookup::BadRequest => (
+            result_code::BAD_REQUEST,
+            "WaybillId and ReceiverPhone are required",
+            0,
+            &[],
+        ),
+        Lookup::Found { create_time, path } => {
+            (result_code::OK, "OK", *create_time, path.as_slice())
+        }
     };
     let mut doc = Document::new();
     doc.insert("ToUserName".into(), json!(query.from_user_name));
@@ -98,7 +127,10 @@ pub fn build_reply(query: &Query, our_original_id: &str, now: i64, lookup: &Look
     doc.insert("ResultMsg".into(), json!(msg));
     doc.insert("WaybillCreateTime".into(), json!(create_time));
     if code == result_code::OK {
-        doc.insert("Path".into(), Value::Array(path.iter().map(node_value).collect()));
+        doc.insert(
+            "Path".into(),
+            Value::Array(path.iter().map(node_value).collect()),
+        );
     }
     doc
 }
@@ -137,10 +169,34 @@ mod tests {
     #[test]
     fn found_waybill_lists_every_node_and_swaps_the_user_names() {
         let path = vec![
-            Node { action_type: 300002, action_time: 1600100000, text: NodeText { action_msg: "派送中".into(), delivery_courier_name: Some("张三".into()), delivery_courier_phone: Some("13800000000".into()), ..Default::default() } },
-            Node { action_type: 100001, action_time: 1600000000, text: NodeText { action_msg: "已揽件".into(), ..Default::default() } },
+            Node {
+                action_type: 300002,
+                action_time: 1600100000,
+                text: NodeText {
+                    action_msg: "派送中".into(),
+                    delivery_courier_name: Some("张三".into()),
+                    delivery_courier_phone: Some("13800000000".into()),
+                    ..Default::default()
+                },
+            },
+            Node {
+                action_type: 100001,
+                action_time: 1600000000,
+                text: NodeText {
+                    action_msg: "已揽件".into(),
+                    ..Default::default()
+                },
+            },
         ];
-        let doc = build_reply(&query(), "gh_ea48699fb159", 1600152166, &Lookup::Found { create_time: 1600000000, path });
+        let doc = build_reply(
+            &query(),
+            "gh_ea48699fb159",
+            1600152166,
+            &Lookup::Found {
+                create_time: 1600000000,
+                path,
+            },
+        );
         assert_eq!(
             serde_json::to_string(&doc).unwrap(),
             r#"{"ToUserName":"oHt_80DRclK4qjKfdYnPg6RxxsNI","FromUserName":"gh_ea48699fb159","CreateTime":1600152166,"MsgType":"event","Event":"waybill_notify_query","ResultCode":0,"ResultMsg":"OK","WaybillCreateTime":1600000000,"Path":[{"ActionType":300002,"ActionTime":1600100000,"ActionMsg":"派送中","DeliveryCourierName":"张三","DeliveryCourierPhone":"13800000000"},{"ActionType":100001,"ActionTime":1600000000,"ActionMsg":"已揽件"}]}"#
@@ -157,6 +213,9 @@ mod tests {
 
     #[test]
     fn dedupe_key_uses_sender_time_and_waybill() {
-        assert_eq!(query().dedupe_key(), "wnq:oHt_80DRclK4qjKfdYnPg6RxxsNI:1600152165:557007127498128");
+        assert_eq!(
+            query().dedupe_key(),
+            "wnq:oHt_80DRclK4qjKfdYnPg6RxxsNI:1600152165:557007127498128"
+        );
     }
 }

@@ -25,7 +25,11 @@ pub struct AccessToken {
 
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AccessToken(<redacted>, expires_at_ms={})", self.expires_at_ms)
+        write!(
+            f,
+            "AccessToken(<redacted>, expires_at_ms={})",
+            self.expires_at_ms
+        )
     }
 }
 
@@ -76,7 +80,15 @@ pub struct TokenManager {
 }
 
 impl TokenManager {
-    pub fn new(store: Store, client: WechatClient, privacy: Privacy, appid: &str, secret: crate::config::Secret, settings: TokenSettings, owner: &str) -> Arc<TokenManager> {
+    pub fn new(
+        store: Store,
+        client: WechatClient,
+        privacy: Privacy,
+        appid: &str,
+        secret: crate::config::Secret,
+        settings: TokenSettings,
+        owner: &str,
+    ) -> Arc<TokenManager> {
         Arc::new(TokenManager {
             store,
             client,
@@ -114,7 +126,9 @@ impl TokenManager {
         }
         // Loop guard: a token fetched moments ago is used even inside the margin.
         if let Some((t, row)) = stored.as_ref() {
-            if now - row.fetched_at < self.settings.min_refresh_interval.as_millis() as i64 && t.expires_at_ms > now {
+            if now - row.fetched_at < self.settings.min_refresh_interval.as_millis() as i64
+                && t.expires_at_ms > now
+            {
                 *cache = Some(t.clone());
                 return Ok(t.clone());
             }
@@ -125,22 +139,43 @@ impl TokenManager {
     }
 
     async fn load(&self) -> Result<Option<(AccessToken, TokenRow)>, TokenError> {
-        let Some(row) = self.store.get_token(&self.appid).await? else { return Ok(None) };
-        let Some(sealed) = row.token_sealed.as_deref() else { return Ok(None) };
+        let Some(row) = self.store.get_token(&self.appid).await? else {
+            return Ok(None);
+        };
+        let Some(sealed) = row.token_sealed.as_deref() else {
+            return Ok(None);
+        };
         let Ok(token) = self.privacy.open(sealed) else {
             tracing::warn!(appid = %self.appid, "stored access token cannot be opened (data key changed?); fetching a new one");
             return Ok(None);
         };
         let token = String::from_utf8_lossy(&token).into_owned();
-        Ok(Some((AccessToken { token, hash: row.token_hash.clone().unwrap_or_default(), expires_at_ms: row.expires_at }, row)))
+        Ok(Some((
+            AccessToken {
+                token,
+                hash: row.token_hash.clone().unwrap_or_default(),
+                expires_at_ms: row.expires_at,
+            },
+            row,
+        )))
     }
 
-    async fn refresh_or_wait(&self, stale: Option<AccessToken>, now: i64) -> Result<AccessToken, TokenError> {
+    async fn refresh_or_wait(
+        &self,
+        stale: Option<AccessToken>,
+        now: i64,
+    ) -> Result<AccessToken, TokenError> {
         let lease_ms = self.settings.lease.as_millis() as i64;
-        if self.store.try_token_lease(&self.appid, &self.owner, now, lease_ms).await? {
+        if self
+            .store
+            .try_token_lease(&self.appid, &self.owner, now, lease_ms)
+            .await?
+        {
             let result = self.fetch().await;
             if result.is_err() {
-                self.store.release_token_lease(&self.appid, &self.owner).await?;
+                self.store
+                    .release_token_lease(&self.appid, &self.owner)
+                    .await?;
             }
             return result;
         }
@@ -148,7 +183,9 @@ impl TokenManager {
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if let Some((t, _)) = self.load().await? {
-                if stale.as_ref().is_none_or(|s| s.hash != t.hash) && t.expires_at_ms > crate::codec::now_ms() {
+                if stale.as_ref().is_none_or(|s| s.hash != t.hash)
+                    && t.expires_at_ms > crate::codec::now_ms()
+                {
                     return Ok(t);
                 }
             }
@@ -161,7 +198,15 @@ impl TokenManager {
 
     async fn fetch(&self) -> Result<AccessToken, TokenError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let call = self.client.fetch_token(self.settings.endpoint, &self.appid, self.secret.expose(), false).await;
+        let call = self
+            .client
+            .fetch_token(
+                self.settings.endpoint,
+                &self.appid,
+                self.secret.expose(),
+                false,
+            )
+            .await;
         let answer = call.result.map_err(|e| {
             tracing::warn!(appid = %self.appid, error = %e, "access token fetch failed");
             e
@@ -172,7 +217,15 @@ impl TokenManager {
             expires_at_ms: now + answer.expires_in.max(0) * 1000,
             token: answer.access_token,
         };
-        self.store.save_token(&self.appid, &self.privacy.seal(t.token.as_bytes()), &t.hash, t.expires_at_ms, now).await?;
+        self.store
+            .save_token(
+                &self.appid,
+                &self.privacy.seal(t.token.as_bytes()),
+                &t.hash,
+                t.expires_at_ms,
+                now,
+            )
+            .await?;
         tracing::info!(appid = %self.appid, expires_in = answer.expires_in, "access token refreshed");
         Ok(t)
     }
@@ -184,7 +237,10 @@ impl TokenManager {
         if cache.as_ref().is_some_and(|c| c.hash == failed.hash) {
             *cache = None;
         }
-        let changed = self.store.invalidate_token(&self.appid, &failed.hash).await?;
+        let changed = self
+            .store
+            .invalidate_token(&self.appid, &failed.hash)
+            .await?;
         tracing::info!(appid = %self.appid, invalidated = changed, "access token reported invalid");
         Ok(())
     }

@@ -28,12 +28,16 @@ async fn events_are_stored_once_and_read_back_with_masked_phones() {
     let again: Value = r.json().await.unwrap();
     assert_eq!(again["duplicate"], true);
     assert_eq!(again["event_id"], first["event_id"]);
-    app.post_event("SF1002", &event_body(100001, 1_700_000_100, "已揽件")).await;
+    app.post_event("SF1002", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
 
     let r = app.get_waybill("SF1002").await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    assert!(!text.contains("13800138000") && !text.contains("13800000000"), "a phone leaked: {text}");
+    assert!(
+        !text.contains("13800138000") && !text.contains("13800000000"),
+        "a phone leaked: {text}"
+    );
     let w: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(w["receiver"]["phone"], "138****8000");
     assert_eq!(w["sender"]["phone"], "138****8001");
@@ -47,8 +51,16 @@ async fn events_are_stored_once_and_read_back_with_masked_phones() {
 #[tokio::test]
 async fn requests_without_a_valid_key_are_refused_and_change_nothing() {
     let app = spawn_app().await;
-    for auth in [None, Some("Bearer wrong-key-0000000000"), Some("Basic dXNlcjpwYXNz"), Some(&format!("Bearer {API_KEY}x") as &str)] {
-        let mut req = app.client.put(app.url("/v1/waybills/SF1003")).json(&waybill_body());
+    for auth in [
+        None,
+        Some("Bearer wrong-key-0000000000"),
+        Some("Basic dXNlcjpwYXNz"),
+        Some(&format!("Bearer {API_KEY}x") as &str),
+    ] {
+        let mut req = app
+            .client
+            .put(app.url("/v1/waybills/SF1003"))
+            .json(&waybill_body());
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
@@ -57,7 +69,12 @@ async fn requests_without_a_valid_key_are_refused_and_change_nothing() {
         assert_eq!(r.headers()["content-type"], "application/problem+json");
         assert_eq!(r.headers()["www-authenticate"], "Bearer");
     }
-    let r = app.client.get(app.url("/v1/waybills/SF1003")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/v1/waybills/SF1003"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(app.store.count_waybills().await.unwrap(), 0);
 }
@@ -74,15 +91,30 @@ async fn invalid_fields_are_each_named_and_nothing_is_stored() {
     assert_eq!(r.status(), 422);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let p: Value = r.json().await.unwrap();
-    let fields: Vec<&str> = p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
-    for f in ["receiver.phone", "sender.province", "create_time", "receiver.address"] {
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for f in [
+        "receiver.phone",
+        "sender.province",
+        "create_time",
+        "receiver.address",
+    ] {
         assert!(fields.contains(&f), "{f} not named in {p}");
     }
     assert_eq!(p["status"], 422);
     assert_eq!(app.store.count_waybills().await.unwrap(), 0);
 
     app.put_waybill("SF1004", &waybill_body()).await;
-    let r = app.post_event("SF1004", &json!({ "action_type": 300001, "action_time": 1_700_000_000, "action_msg": "" })).await;
+    let r = app
+        .post_event(
+            "SF1004",
+            &json!({ "action_type": 300001, "action_time": 1_700_000_000, "action_msg": "" }),
+        )
+        .await;
     assert_eq!(r.status(), 422);
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["errors"].as_array().unwrap().len(), 2, "{p}");
@@ -95,13 +127,47 @@ async fn invalid_fields_are_each_named_and_nothing_is_stored() {
 async fn malformed_oversized_and_mistyped_bodies_are_refused() {
     let app = spawn_app().await;
     let url = app.url("/v1/waybills/SF1005");
-    let send = |body: Vec<u8>, ct: &'static str| app.client.put(&url).bearer_auth(API_KEY).header("content-type", ct).body(body).send();
-    assert_eq!(send(b"{not json".to_vec(), "application/json").await.unwrap().status(), 400);
-    assert_eq!(send(br#"{"create_time":1700000000,"surprise":1}"#.to_vec(), "application/json").await.unwrap().status(), 400);
-    assert_eq!(send(serde_json::to_vec(&waybill_body()).unwrap(), "text/plain").await.unwrap().status(), 415);
+    let send = |body: Vec<u8>, ct: &'static str| {
+        app.client
+            .put(&url)
+            .bearer_auth(API_KEY)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        send(b"{not json".to_vec(), "application/json")
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        send(
+            br#"{"create_time":1700000000,"surprise":1}"#.to_vec(),
+            "application/json"
+        )
+        .await
+        .unwrap()
+        .status(),
+        400
+    );
+    assert_eq!(
+        send(serde_json::to_vec(&waybill_body()).unwrap(), "text/plain")
+            .await
+            .unwrap()
+            .status(),
+        415
+    );
     let mut big = waybill_body();
     big["sender"]["address"] = json!("x".repeat(100_000));
-    assert_eq!(send(serde_json::to_vec(&big).unwrap(), "application/json").await.unwrap().status(), 413);
+    assert_eq!(
+        send(serde_json::to_vec(&big).unwrap(), "application/json")
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
     let r = app.put_waybill(&"9".repeat(65), &waybill_body()).await;
     assert_eq!(r.status(), 422);
     let r = app.put_waybill("SF%20bad", &waybill_body()).await;
@@ -112,7 +178,9 @@ async fn malformed_oversized_and_mistyped_bodies_are_refused() {
 #[tokio::test]
 async fn an_event_for_an_unknown_waybill_is_404_and_stores_nothing() {
     let app = spawn_app().await;
-    let r = app.post_event("NOPE1", &event_body(100001, 1_700_000_000, "已揽件")).await;
+    let r = app
+        .post_event("NOPE1", &event_body(100001, 1_700_000_000, "已揽件"))
+        .await;
     assert_eq!(r.status(), 404);
     assert_eq!(app.store.count_events().await.unwrap(), 0);
 }
@@ -122,13 +190,19 @@ async fn a_batch_stores_good_lines_and_reports_bad_ones_by_number() {
     let app = spawn_app().await;
     let line = |v: Value| serde_json::to_string(&v).unwrap();
     let lines = [
-        line(json!({ "waybill_id": "B1", "waybill": waybill_body(), "event": event_body(100001, 1_700_000_100, "已揽件") })),
-        line(json!({ "waybill_id": "B1", "event": event_body(200001, 1_700_000_200, "到达【杭州转运中心】") })),
+        line(
+            json!({ "waybill_id": "B1", "waybill": waybill_body(), "event": event_body(100001, 1_700_000_100, "已揽件") }),
+        ),
+        line(
+            json!({ "waybill_id": "B1", "event": event_body(200001, 1_700_000_200, "到达【杭州转运中心】") }),
+        ),
         "{broken".to_string(),
         line(json!({ "waybill_id": "B2", "event": event_body(100001, 1_700_000_100, "已揽件") })),
         String::new(),
         line(json!({ "waybill_id": "B1", "event": event_body(100001, 1_700_000_100, "已揽件") })),
-        line(json!({ "waybill_id": "B3", "waybill": { "create_time": 1_700_000_000 }, "event": event_body(999, 1_700_000_100, "x") })),
+        line(
+            json!({ "waybill_id": "B3", "waybill": { "create_time": 1_700_000_000 }, "event": event_body(999, 1_700_000_100, "x") }),
+        ),
     ];
     let r = app.post_batch(lines.join("\n")).await;
     assert_eq!(r.status(), 200);
@@ -136,18 +210,41 @@ async fn a_batch_stores_good_lines_and_reports_bad_ones_by_number() {
     assert_eq!(v["accepted"], 2, "{v}");
     assert_eq!(v["duplicates"], 1, "{v}");
     assert_eq!(v["rejected"], 3, "{v}");
-    let bad: Vec<u64> = v["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+    let bad: Vec<u64> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
     assert_eq!(bad, vec![3, 4, 7]);
     assert_eq!(app.store.count_events().await.unwrap(), 2);
-    assert_eq!(app.store.count_waybills().await.unwrap(), 1, "the invalid B3 waybill was not stored");
+    assert_eq!(
+        app.store.count_waybills().await.unwrap(),
+        1,
+        "the invalid B3 waybill was not stored"
+    );
 }
 
 #[tokio::test]
 async fn a_batch_needs_ndjson_a_key_and_a_bounded_size() {
     let app = spawn_app_with(&[("WXEXPRESS_SERVER__BATCH_LIMIT_BYTES", "2048")]).await;
-    let r = app.client.post(app.url("/v1/events/batch")).header("content-type", "application/x-ndjson").body("{}").send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/events/batch"))
+        .header("content-type", "application/x-ndjson")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = app.client.post(app.url("/v1/events/batch")).bearer_auth(API_KEY).json(&json!({})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/events/batch"))
+        .bearer_auth(API_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     let r = app.post_batch("x".repeat(3000)).await;
     assert_eq!(r.status(), 413);
@@ -158,7 +255,15 @@ async fn a_batch_needs_ndjson_a_key_and_a_bounded_size() {
 #[tokio::test]
 async fn health_and_readiness_answer() {
     let app = spawn_app().await;
-    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let r = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }

@@ -12,7 +12,14 @@ use crate::peer;
 const MODES: [&str; 3] = ["plaintext", "compatible", "secure"];
 
 async fn app_in(mode: &str, xml: bool) -> TestApp {
-    spawn_app_with(&[("WXEXPRESS_WECHAT__MESSAGE_MODE", mode), ("WXEXPRESS_WECHAT__MESSAGE_FORMAT", if xml { "xml" } else { "json" })]).await
+    spawn_app_with(&[
+        ("WXEXPRESS_WECHAT__MESSAGE_MODE", mode),
+        (
+            "WXEXPRESS_WECHAT__MESSAGE_FORMAT",
+            if xml { "xml" } else { "json" },
+        ),
+    ])
+    .await
 }
 
 /// A waybill with two events, the older one with a courier.
@@ -20,13 +27,24 @@ async fn seed(app: &TestApp, id: &str) {
     assert_eq!(app.put_waybill(id, &waybill_body()).await.status(), 201);
     let pickup = serde_json::json!({ "action_type": 100001, "action_time": 1_700_000_100, "action_msg": "已揽件，揽件员王五 13900000000", "pickup_courier_name": "王五", "pickup_courier_phone": "13900000000" });
     assert_eq!(app.post_event(id, &pickup).await.status(), 202);
-    assert_eq!(app.post_event(id, &event_body(200001, 1_700_000_200, "快件到达 【泉州磁灶集散中心】")).await.status(), 202);
+    assert_eq!(
+        app.post_event(
+            id,
+            &event_body(200001, 1_700_000_200, "快件到达 【泉州磁灶集散中心】")
+        )
+        .await
+        .status(),
+        202
+    );
 }
 
 async fn post(app: &TestApp, query: &str, body: String, xml: bool) -> reqwest::Response {
     app.client
         .post(app.url(&format!("/wechat/callback?{query}")))
-        .header("content-type", if xml { "text/xml" } else { "application/json" })
+        .header(
+            "content-type",
+            if xml { "text/xml" } else { "application/json" },
+        )
         .body(body)
         .send()
         .await
@@ -36,15 +54,34 @@ async fn post(app: &TestApp, query: &str, body: String, xml: bool) -> reqwest::R
 /// Check the reply document (plaintext) lists both nodes exactly, newest first.
 fn assert_full_path(doc: &str, xml: bool) {
     if xml {
-        assert_eq!(peer::xml_field(doc, "ResultCode").as_deref(), Some("0"), "{doc}");
-        assert_eq!(peer::xml_field(doc, "WaybillCreateTime").as_deref(), Some("1700000000"));
-        assert_eq!(peer::xml_field(doc, "ToUserName").as_deref(), Some("oHt_80DRclK4qjKfdYnPg6RxxsNI"));
+        assert_eq!(
+            peer::xml_field(doc, "ResultCode").as_deref(),
+            Some("0"),
+            "{doc}"
+        );
+        assert_eq!(
+            peer::xml_field(doc, "WaybillCreateTime").as_deref(),
+            Some("1700000000")
+        );
+        assert_eq!(
+            peer::xml_field(doc, "ToUserName").as_deref(),
+            Some("oHt_80DRclK4qjKfdYnPg6RxxsNI")
+        );
         assert_eq!(doc.matches("<Path>").count(), 2, "{doc}");
         let first = &doc[doc.find("<Path>").unwrap()..];
-        assert_eq!(peer::xml_field(first, "ActionMsg").as_deref(), Some("快件到达 【泉州磁灶集散中心】"));
+        assert_eq!(
+            peer::xml_field(first, "ActionMsg").as_deref(),
+            Some("快件到达 【泉州磁灶集散中心】")
+        );
         let second = &first[first[1..].find("<Path>").unwrap() + 1..];
-        assert_eq!(peer::xml_field(second, "ActionMsg").as_deref(), Some("已揽件，揽件员王五 13900000000"));
-        assert_eq!(peer::xml_field(second, "PickupCourierPhone").as_deref(), Some("13900000000"));
+        assert_eq!(
+            peer::xml_field(second, "ActionMsg").as_deref(),
+            Some("已揽件，揽件员王五 13900000000")
+        );
+        assert_eq!(
+            peer::xml_field(second, "PickupCourierPhone").as_deref(),
+            Some("13900000000")
+        );
     } else {
         let v: Value = serde_json::from_str(doc).unwrap();
         assert_eq!(v["ResultCode"], 0, "{doc}");
@@ -53,7 +90,10 @@ fn assert_full_path(doc: &str, xml: bool) {
         assert_eq!(v["FromUserName"], ORIGINAL_ID);
         let path = v["Path"].as_array().unwrap();
         assert_eq!(path.len(), 2);
-        assert_eq!(path[0], serde_json::json!({ "ActionType": 200001, "ActionTime": 1_700_000_200, "ActionMsg": "快件到达 【泉州磁灶集散中心】" }));
+        assert_eq!(
+            path[0],
+            serde_json::json!({ "ActionType": 200001, "ActionTime": 1_700_000_200, "ActionMsg": "快件到达 【泉州磁灶集散中心】" })
+        );
         assert_eq!(
             path[1],
             serde_json::json!({ "ActionType": 100001, "ActionTime": 1_700_000_100, "ActionMsg": "已揽件，揽件员王五 13900000000", "PickupCourierName": "王五", "PickupCourierPhone": "13900000000" })
@@ -68,7 +108,16 @@ async fn the_reverse_query_round_trips_in_every_mode_and_format_with_an_independ
             let app = app_in(mode, xml).await;
             seed(&app, "RQ1").await;
             let doc = peer::query_doc(xml, "RQ1", "13800138000", "13800138001", peer::now());
-            let (q, body) = peer::seal(mode, xml, TOKEN, AES_KEY, APPID, &doc, peer::now(), "415670741");
+            let (q, body) = peer::seal(
+                mode,
+                xml,
+                TOKEN,
+                AES_KEY,
+                APPID,
+                &doc,
+                peer::now(),
+                "415670741",
+            );
             let r = post(&app, &q, body, xml).await;
             assert_eq!(r.status(), 200, "{mode} xml={xml}");
             let reply = r.text().await.unwrap();
@@ -81,19 +130,36 @@ async fn the_reverse_query_round_trips_in_every_mode_and_format_with_an_independ
 #[tokio::test]
 async fn the_reverse_query_round_trips_in_every_mode_and_format_with_the_crate_helpers() {
     let crypto = MessageCrypto::new(TOKEN, APPID, AES_KEY, None).unwrap();
-    for (mode, m) in [("plaintext", MessageMode::Plaintext), ("compatible", MessageMode::Compatible), ("secure", MessageMode::Secure)] {
+    for (mode, m) in [
+        ("plaintext", MessageMode::Plaintext),
+        ("compatible", MessageMode::Compatible),
+        ("secure", MessageMode::Secure),
+    ] {
         for (xml, f) in [(false, MessageFormat::Json), (true, MessageFormat::Xml)] {
             let app = app_in(mode, xml).await;
             seed(&app, "RQ2").await;
-            let doc = envelope::parse_document(f, peer::query_doc(xml, "RQ2", "13800138000", "13800138001", peer::now()).as_bytes()).unwrap();
-            let (q, body) = envelope::seal_request(&crypto, m, f, &doc, peer::now(), "98765").unwrap();
+            let doc = envelope::parse_document(
+                f,
+                peer::query_doc(xml, "RQ2", "13800138000", "13800138001", peer::now()).as_bytes(),
+            )
+            .unwrap();
+            let (q, body) =
+                envelope::seal_request(&crypto, m, f, &doc, peer::now(), "98765").unwrap();
             let r = post(&app, &q, body, xml).await;
             assert_eq!(r.status(), 200, "{mode} xml={xml}");
-            let reply = envelope::open_reply(&crypto, m, f, r.text().await.unwrap().as_bytes(), "98765").unwrap();
+            let reply =
+                envelope::open_reply(&crypto, m, f, r.text().await.unwrap().as_bytes(), "98765")
+                    .unwrap();
             let path = reply["Path"].as_array().unwrap();
             assert_eq!(path.len(), 2);
-            assert_eq!(envelope::get_i64(path[0].as_object().unwrap(), "ActionType"), Some(200001));
-            assert_eq!(envelope::get_str(path[1].as_object().unwrap(), "PickupCourierName"), Some("王五"));
+            assert_eq!(
+                envelope::get_i64(path[0].as_object().unwrap(), "ActionType"),
+                Some(200001)
+            );
+            assert_eq!(
+                envelope::get_str(path[1].as_object().unwrap(), "PickupCourierName"),
+                Some("王五")
+            );
         }
     }
 }
@@ -105,29 +171,73 @@ async fn a_repeated_delivery_gets_the_same_answer_and_is_logged_once() {
     let created = peer::now();
     let doc = peer::query_doc(false, "RQ3", "13800138000", "13800138001", created);
     let (q, body) = peer::seal("secure", false, TOKEN, AES_KEY, APPID, &doc, created, "111");
-    let first = peer::open_reply("secure", false, TOKEN, AES_KEY, APPID, &post(&app, &q, body.clone(), false).await.text().await.unwrap(), "111");
+    let first = peer::open_reply(
+        "secure",
+        false,
+        TOKEN,
+        AES_KEY,
+        APPID,
+        &post(&app, &q, body.clone(), false)
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "111",
+    );
     // A new event arrives between WeChat's first try and its retry: the retry still gets the first answer.
-    app.post_event("RQ3", &event_body(300002, 1_700_000_300, "派送中")).await;
-    let second = peer::open_reply("secure", false, TOKEN, AES_KEY, APPID, &post(&app, &q, body, false).await.text().await.unwrap(), "111");
-    let (a, b): (Value, Value) = (serde_json::from_str(&first).unwrap(), serde_json::from_str(&second).unwrap());
+    app.post_event("RQ3", &event_body(300002, 1_700_000_300, "派送中"))
+        .await;
+    let second = peer::open_reply(
+        "secure",
+        false,
+        TOKEN,
+        AES_KEY,
+        APPID,
+        &post(&app, &q, body, false).await.text().await.unwrap(),
+        "111",
+    );
+    let (a, b): (Value, Value) = (
+        serde_json::from_str(&first).unwrap(),
+        serde_json::from_str(&second).unwrap(),
+    );
     assert_eq!(a["Path"], b["Path"]);
     assert_eq!(a["ResultCode"], b["ResultCode"]);
     let w: Value = app.get_waybill("RQ3").await.json().await.unwrap();
     assert_eq!(w["callbacks"].as_array().unwrap().len(), 1, "{w}");
     let summary = w["callbacks"][0]["summary"].as_str().unwrap();
-    assert!(summary.contains("138****8000") && !summary.contains("13800138000"), "{summary}");
+    assert!(
+        summary.contains("138****8000") && !summary.contains("13800138000"),
+        "{summary}"
+    );
 }
 
 #[tokio::test]
 async fn unknown_waybills_and_foreign_phones_get_an_error_code_and_no_path() {
     let app = app_in("secure", true).await;
     seed(&app, "RQ4").await;
-    for (id, receiver, sender, code) in [("NOPE", "13800138000", "13800138001", "1001"), ("RQ4", "13700000000", "13800138001", "1002"), ("RQ4", "13800138000", "13700000000", "1002")] {
+    for (id, receiver, sender, code) in [
+        ("NOPE", "13800138000", "13800138001", "1001"),
+        ("RQ4", "13700000000", "13800138001", "1002"),
+        ("RQ4", "13800138000", "13700000000", "1002"),
+    ] {
         let doc = peer::query_doc(true, id, receiver, sender, peer::now());
-        let (q, body) = peer::seal("secure", true, TOKEN, AES_KEY, APPID, &doc, peer::now(), "7");
+        let (q, body) = peer::seal(
+            "secure",
+            true,
+            TOKEN,
+            AES_KEY,
+            APPID,
+            &doc,
+            peer::now(),
+            "7",
+        );
         let reply = post(&app, &q, body, true).await.text().await.unwrap();
         let plain = peer::open_reply("secure", true, TOKEN, AES_KEY, APPID, &reply, "7");
-        assert_eq!(peer::xml_field(&plain, "ResultCode").as_deref(), Some(code), "{plain}");
+        assert_eq!(
+            peer::xml_field(&plain, "ResultCode").as_deref(),
+            Some(code),
+            "{plain}"
+        );
         assert!(!plain.contains("<Path>"), "no path data: {plain}");
     }
 }
@@ -137,33 +247,124 @@ async fn forged_stale_and_malformed_pushes_are_rejected() {
     let app = app_in("secure", false).await;
     seed(&app, "RQ5").await;
     let doc = peer::query_doc(false, "RQ5", "13800138000", "13800138001", peer::now());
-    let (q, body) = peer::seal("secure", false, TOKEN, AES_KEY, APPID, &doc, peer::now(), "5");
+    let (q, body) = peer::seal(
+        "secure",
+        false,
+        TOKEN,
+        AES_KEY,
+        APPID,
+        &doc,
+        peer::now(),
+        "5",
+    );
 
     let forged_sig = q.replace("msg_signature=", "msg_signature=0");
-    assert_eq!(post(&app, &forged_sig, body.clone(), false).await.status(), 401);
-    let (q_wrong_token, b_wrong_token) = peer::seal("secure", false, "BBBBB", AES_KEY, APPID, &doc, peer::now(), "5");
-    assert_eq!(post(&app, &q_wrong_token, b_wrong_token, false).await.status(), 401);
-    let (q_old, b_old) = peer::seal("secure", false, TOKEN, AES_KEY, APPID, &doc, peer::now() - 3600, "5");
-    assert_eq!(post(&app, &q_old, b_old, false).await.status(), 401, "replayed an hour later");
-    let (q_appid, b_appid) = peer::seal("secure", false, TOKEN, AES_KEY, "wx0000000000000000", &doc, peer::now(), "5");
+    assert_eq!(
+        post(&app, &forged_sig, body.clone(), false).await.status(),
+        401
+    );
+    let (q_wrong_token, b_wrong_token) = peer::seal(
+        "secure",
+        false,
+        "BBBBB",
+        AES_KEY,
+        APPID,
+        &doc,
+        peer::now(),
+        "5",
+    );
+    assert_eq!(
+        post(&app, &q_wrong_token, b_wrong_token, false)
+            .await
+            .status(),
+        401
+    );
+    let (q_old, b_old) = peer::seal(
+        "secure",
+        false,
+        TOKEN,
+        AES_KEY,
+        APPID,
+        &doc,
+        peer::now() - 3600,
+        "5",
+    );
+    assert_eq!(
+        post(&app, &q_old, b_old, false).await.status(),
+        401,
+        "replayed an hour later"
+    );
+    let (q_appid, b_appid) = peer::seal(
+        "secure",
+        false,
+        TOKEN,
+        AES_KEY,
+        "wx0000000000000000",
+        &doc,
+        peer::now(),
+        "5",
+    );
     assert_eq!(post(&app, &q_appid, b_appid, false).await.status(), 403);
     let other_key = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA";
-    let (q_key, b_key) = peer::seal("secure", false, TOKEN, other_key, APPID, &doc, peer::now(), "5");
+    let (q_key, b_key) = peer::seal(
+        "secure",
+        false,
+        TOKEN,
+        other_key,
+        APPID,
+        &doc,
+        peer::now(),
+        "5",
+    );
     assert_eq!(post(&app, &q_key, b_key, false).await.status(), 400);
-    let (q_plain, b_plain) = peer::seal("plaintext", false, TOKEN, AES_KEY, APPID, &doc, peer::now(), "5");
-    assert!(post(&app, &q_plain, b_plain, false).await.status().is_client_error(), "plaintext is refused in secure mode");
-    assert_eq!(post(&app, &q, "{not json".into(), false).await.status(), 400);
+    let (q_plain, b_plain) = peer::seal(
+        "plaintext",
+        false,
+        TOKEN,
+        AES_KEY,
+        APPID,
+        &doc,
+        peer::now(),
+        "5",
+    );
+    assert!(
+        post(&app, &q_plain, b_plain, false)
+            .await
+            .status()
+            .is_client_error(),
+        "plaintext is refused in secure mode"
+    );
+    assert_eq!(
+        post(&app, &q, "{not json".into(), false).await.status(),
+        400
+    );
     assert_eq!(post(&app, "", body.clone(), false).await.status(), 400);
-    assert_eq!(post(&app, &q, "x".repeat(200_000), false).await.status(), 413);
+    assert_eq!(
+        post(&app, &q, "x".repeat(200_000), false).await.status(),
+        413
+    );
     let w: Value = app.get_waybill("RQ5").await.json().await.unwrap();
-    assert_eq!(w["callbacks"].as_array().unwrap().len(), 0, "nothing rejected was logged as an exchange");
+    assert_eq!(
+        w["callbacks"].as_array().unwrap().len(),
+        0,
+        "nothing rejected was logged as an exchange"
+    );
 }
 
 #[tokio::test]
 async fn events_we_do_not_handle_are_answered_success() {
     let app = app_in("secure", false).await;
     let doc = serde_json::json!({ "ToUserName": ORIGINAL_ID, "FromUserName": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "CreateTime": peer::now(), "MsgType": "event", "Event": "debug_demo", "debug_str": "hello world" }).to_string();
-    let (q, body) = peer::seal("secure", false, TOKEN, AES_KEY, APPID, &doc, peer::now(), "1");
+    let (q, body) = peer::seal(
+        "secure",
+        false,
+        TOKEN,
+        AES_KEY,
+        APPID,
+        &doc,
+        peer::now(),
+        "1",
+    );
     let r = post(&app, &q, body, false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "success");
@@ -177,11 +378,24 @@ async fn url_verification_echoes_only_for_a_valid_signature() {
     let r = app.client.get(app.url(&format!("/wechat/callback?signature={sig}&timestamp={ts}&nonce=1514711492&echostr=4375120948345356249"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "4375120948345356249");
-    let r = app.client.get(app.url(&format!("/wechat/callback?signature={}&timestamp={ts}&nonce=1514711492&echostr=1", "f".repeat(40)))).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/wechat/callback?signature={}&timestamp={ts}&nonce=1514711492&echostr=1",
+            "f".repeat(40)
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // The official vector's signature is right but its timestamp is from 2024: stale.
     let r = app.client.get(app.url("/wechat/callback?signature=f464b24fc39322e44b38aa78f5edd27bd1441696&timestamp=1714036504&nonce=1514711492&echostr=4375120948345356249")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = app.client.get(app.url("/wechat/callback?timestamp=1")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/wechat/callback?timestamp=1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }

@@ -18,6 +18,10 @@ pub struct TestApp {
     #[allow(dead_code)]
     pub settings: Settings,
     pub store: wxexpress::store::Store,
+    /// The in-process WeChat sandbox (sandbox-mode apps only).
+    pub sandbox: Option<wxexpress::sandbox::Sandbox>,
+    #[allow(dead_code)]
+    pub stats: Option<std::sync::Arc<wxexpress::outbox::worker::WorkerStats>>,
     _dir: tempfile::TempDir,
 }
 
@@ -41,20 +45,53 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ("WXEXPRESS_WECHAT__ENCODING_AES_KEY", AES_KEY),
         ("WXEXPRESS_WECHAT__API_BASE", "http://127.0.0.1:9"),
         ("WXEXPRESS_BACKOFFICE__API_KEYS", API_KEY),
-        ("WXEXPRESS_PRIVACY__DATA_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+        (
+            "WXEXPRESS_PRIVACY__DATA_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
+        if v.is_empty() {
+            env.remove(*k);
+        } else {
+            env.insert(k.to_string(), v.to_string());
+        }
     }
     let settings = config::load_from(None, &env, false).expect("test settings are valid");
-    let app = Application::build(settings.clone()).await.expect("app builds");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("app builds");
     let base = format!("http://{}", app.addr());
     let store = app.store().clone();
+    let sandbox = app.sandbox().cloned();
+    let stats = app.worker_stats();
     tokio::spawn(app.run_until_stopped());
-    TestApp { base, client: reqwest::Client::new(), settings, store, _dir: dir }
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        settings,
+        store,
+        sandbox,
+        stats,
+        _dir: dir,
+    }
+}
+
+/// The gateway with no WeChat secret: it starts the in-process sandbox and pushes to it.
+/// Fast polling and a short retry schedule keep the tests quick. An empty value removes a key.
+#[allow(dead_code)]
+pub async fn spawn_sandboxed_app(extra: &[(&str, &str)]) -> TestApp {
+    let mut all: Vec<(&str, &str)> = vec![
+        ("WXEXPRESS_WECHAT__SECRET", ""),
+        ("WXEXPRESS_WECHAT__API_BASE", ""),
+        ("WXEXPRESS_OUTBOX__POLL_INTERVAL_MS", "20"),
+        ("WXEXPRESS_OUTBOX__RETRY_SCHEDULE", "0.05,0.1,0.2"),
+    ];
+    all.extend_from_slice(extra);
+    spawn_app_with(&all).await
 }
 
 impl TestApp {
@@ -63,15 +100,32 @@ impl TestApp {
     }
 
     pub async fn put_waybill(&self, id: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client.put(self.url(&format!("/v1/waybills/{id}"))).bearer_auth(API_KEY).json(body).send().await.expect("request")
+        self.client
+            .put(self.url(&format!("/v1/waybills/{id}")))
+            .bearer_auth(API_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn post_event(&self, id: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client.post(self.url(&format!("/v1/waybills/{id}/events"))).bearer_auth(API_KEY).json(body).send().await.expect("request")
+        self.client
+            .post(self.url(&format!("/v1/waybills/{id}/events")))
+            .bearer_auth(API_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn get_waybill(&self, id: &str) -> reqwest::Response {
-        self.client.get(self.url(&format!("/v1/waybills/{id}"))).bearer_auth(API_KEY).send().await.expect("request")
+        self.client
+            .get(self.url(&format!("/v1/waybills/{id}")))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn post_batch(&self, ndjson: String) -> reqwest::Response {
@@ -83,6 +137,44 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+}
+
+impl TestApp {
+    #[allow(dead_code)]
+    pub fn sandbox(&self) -> &wxexpress::sandbox::Sandbox {
+        self.sandbox.as_ref().expect("a sandbox-mode app")
+    }
+
+    /// Poll (bounded) until `f` holds; the pipeline is asynchronous.
+    #[allow(dead_code)]
+    pub async fn eventually<F: Fn() -> bool>(&self, what: &str, f: F) {
+        for _ in 0..300 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    /// Wait until no outbox entry is pending.
+    #[allow(dead_code)]
+    pub async fn drained(&self) {
+        for _ in 0..300 {
+            let counts = self.store.outbox_counts().await.unwrap();
+            if !counts
+                .iter()
+                .any(|(state, _, n)| state == "pending" && *n > 0)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!(
+            "the outbox did not drain: {:?}",
+            self.store.outbox_counts().await.unwrap()
+        );
     }
 }
 

@@ -4,3 +4,4 @@ mod backoffice;
 mod callback;
 mod helpers;
 mod peer;
+mod pipeline;

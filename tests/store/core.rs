@@ -1,57 +1,12 @@
-//! The store suite: every test body runs on SQLite, and on PostgreSQL too when
-//! `TEST_DATABASE_URL` is set (each PostgreSQL test in a fresh database of its own).
+//! Waybills, events, callback exchanges, meta, migrations and the committed schema.
 
 use wxexpress::store::{
     Backend, EventInsert, ExchangeInsert, NewEvent, NewExchange, Store, StoreError, WaybillRecord,
 };
 
-/// Generates, for each test body `async fn name(store: Store)`, a `sqlite::name` and a
-/// `postgres::name` test that hand it a fresh, unmigrated store.
-macro_rules! store_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = crate::support::TestDb::sqlite().await;
-                    super::$name(db.store.clone()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = crate::support::TestDb::postgres().await else {
-                        return;
-                    };
-                    super::$name(db.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
+use crate::{event, exchange, migrated, waybill};
 
-store_tests! {
-    migrating_twice_is_harmless,
-    check_ready_fails_before_migrate_and_passes_after,
-    a_waybill_is_created_then_updated_keeping_its_created_at,
-    a_duplicate_event_returns_the_same_id_and_is_stored_once,
-    an_event_for_an_unknown_waybill_stores_nothing,
-    an_event_with_its_waybill_in_the_same_call_stores_both,
-    an_event_with_the_record_of_another_waybill_stores_nothing,
-    a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_waybills,
-    events_are_listed_newest_first_with_ties_broken_by_id,
-    a_repeated_exchange_dedupe_key_returns_the_existing_row,
-    exchanges_without_a_dedupe_key_are_all_kept_and_listed_oldest_first,
-    meta_values_can_be_set_read_and_overwritten,
-    twenty_concurrent_records_of_one_event_store_exactly_one_row,
-    the_migrated_schema_has_the_same_columns_on_every_backend,
-}
-
-// ---- test bodies -------------------------------------------------------------------------
-
-async fn migrating_twice_is_harmless(store: Store) {
+pub async fn migrating_twice_is_harmless(store: Store) {
     store.migrate().await.expect("first migrate");
     store.migrate().await.expect("second migrate");
     store
@@ -61,7 +16,7 @@ async fn migrating_twice_is_harmless(store: Store) {
     assert!(store.upsert_waybill(&waybill("SF1")).await.unwrap());
 }
 
-async fn check_ready_fails_before_migrate_and_passes_after(store: Store) {
+pub async fn check_ready_fails_before_migrate_and_passes_after(store: Store) {
     let before = store.check_ready().await;
     assert!(
         matches!(before, Err(StoreError::NotMigrated)),
@@ -71,7 +26,7 @@ async fn check_ready_fails_before_migrate_and_passes_after(store: Store) {
     store.check_ready().await.expect("ready after migrate");
 }
 
-async fn a_waybill_is_created_then_updated_keeping_its_created_at(store: Store) {
+pub async fn a_waybill_is_created_then_updated_keeping_its_created_at(store: Store) {
     let store = migrated(store).await;
     let first = waybill("SF100");
     assert!(store.upsert_waybill(&first).await.unwrap(), "created");
@@ -105,7 +60,7 @@ async fn a_waybill_is_created_then_updated_keeping_its_created_at(store: Store) 
     assert_eq!(store.count_waybills().await.unwrap(), 1);
 }
 
-async fn a_duplicate_event_returns_the_same_id_and_is_stored_once(store: Store) {
+pub async fn a_duplicate_event_returns_the_same_id_and_is_stored_once(store: Store) {
     let store = migrated(store).await;
     store.upsert_waybill(&waybill("SF1")).await.unwrap();
     let first = event("SF1", 100001, 1_700_000_000);
@@ -131,7 +86,7 @@ async fn a_duplicate_event_returns_the_same_id_and_is_stored_once(store: Store) 
     );
 }
 
-async fn an_event_for_an_unknown_waybill_stores_nothing(store: Store) {
+pub async fn an_event_for_an_unknown_waybill_stores_nothing(store: Store) {
     let store = migrated(store).await;
     let outcome = store.record_event(None, &event("GHOST", 100001, 1)).await;
     assert!(
@@ -142,7 +97,7 @@ async fn an_event_for_an_unknown_waybill_stores_nothing(store: Store) {
     assert_eq!(store.count_waybills().await.unwrap(), 0);
 }
 
-async fn an_event_with_its_waybill_in_the_same_call_stores_both(store: Store) {
+pub async fn an_event_with_its_waybill_in_the_same_call_stores_both(store: Store) {
     let store = migrated(store).await;
     let w = waybill("SF2");
     let outcome = store
@@ -154,7 +109,7 @@ async fn an_event_with_its_waybill_in_the_same_call_stores_both(store: Store) {
     assert_eq!(store.list_events("SF2").await.unwrap().len(), 1);
 }
 
-async fn an_event_with_the_record_of_another_waybill_stores_nothing(store: Store) {
+pub async fn an_event_with_the_record_of_another_waybill_stores_nothing(store: Store) {
     let store = migrated(store).await;
     let outcome = store
         .record_event(Some(&waybill("SF3")), &event("SF4", 100001, 1))
@@ -167,7 +122,9 @@ async fn an_event_with_the_record_of_another_waybill_stores_nothing(store: Store
     assert_eq!(store.count_events().await.unwrap(), 0);
 }
 
-async fn a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_waybills(store: Store) {
+pub async fn a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_waybills(
+    store: Store,
+) {
     let store = migrated(store).await;
     store.upsert_waybill(&waybill("OLD")).await.unwrap();
     let EventInsert::Inserted { id: old_id } = store
@@ -220,7 +177,7 @@ async fn a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_waybill
     assert_eq!(store.list_events("OLD").await.unwrap().len(), 2);
 }
 
-async fn events_are_listed_newest_first_with_ties_broken_by_id(store: Store) {
+pub async fn events_are_listed_newest_first_with_ties_broken_by_id(store: Store) {
     let store = migrated(store).await;
     store.upsert_waybill(&waybill("SF5")).await.unwrap();
     let mut ids = Vec::new();
@@ -245,7 +202,7 @@ async fn events_are_listed_newest_first_with_ties_broken_by_id(store: Store) {
     assert!(store.list_events("NOPE").await.unwrap().is_empty());
 }
 
-async fn a_repeated_exchange_dedupe_key_returns_the_existing_row(store: Store) {
+pub async fn a_repeated_exchange_dedupe_key_returns_the_existing_row(store: Store) {
     let store = migrated(store).await;
     let first = exchange(Some("SF6"), Some("msg-1"), 1_000);
     let ExchangeInsert::Inserted { id } = store.record_exchange(&first).await.unwrap() else {
@@ -272,7 +229,7 @@ async fn a_repeated_exchange_dedupe_key_returns_the_existing_row(store: Store) {
     assert_eq!(store.list_exchanges("SF6").await.unwrap().len(), 1);
 }
 
-async fn exchanges_without_a_dedupe_key_are_all_kept_and_listed_oldest_first(store: Store) {
+pub async fn exchanges_without_a_dedupe_key_are_all_kept_and_listed_oldest_first(store: Store) {
     let store = migrated(store).await;
     let later = exchange(Some("SF7"), None, 2_000);
     let earlier = NewExchange {
@@ -293,7 +250,7 @@ async fn exchanges_without_a_dedupe_key_are_all_kept_and_listed_oldest_first(sto
     assert_eq!(listed[1].duration_us, later.duration_us);
 }
 
-async fn meta_values_can_be_set_read_and_overwritten(store: Store) {
+pub async fn meta_values_can_be_set_read_and_overwritten(store: Store) {
     let store = migrated(store).await;
     assert_eq!(store.get_meta("schema_note").await.unwrap(), None);
     store.set_meta("schema_note", "one").await.unwrap();
@@ -308,7 +265,7 @@ async fn meta_values_can_be_set_read_and_overwritten(store: Store) {
     );
 }
 
-async fn twenty_concurrent_records_of_one_event_store_exactly_one_row(store: Store) {
+pub async fn twenty_concurrent_records_of_one_event_store_exactly_one_row(store: Store) {
     let store = migrated(store).await;
     let w = waybill("SF8");
     store.upsert_waybill(&w).await.unwrap();
@@ -341,6 +298,20 @@ async fn twenty_concurrent_records_of_one_event_store_exactly_one_row(store: Sto
 /// The committed schema: both migration directories must produce exactly these columns,
 /// in this order, with this nullability (`true` = NOT NULL).
 const SCHEMA: &[(&str, &str, bool)] = &[
+    ("access_tokens", "appid", true),
+    ("access_tokens", "token_sealed", false),
+    ("access_tokens", "token_hash", false),
+    ("access_tokens", "expires_at", true),
+    ("access_tokens", "fetched_at", true),
+    ("access_tokens", "lease_owner", false),
+    ("access_tokens", "lease_until", false),
+    ("api_pauses", "api", true),
+    ("api_pauses", "paused_until", true),
+    ("api_pauses", "reason", true),
+    ("bindings", "phone_hash", true),
+    ("bindings", "bound", true),
+    ("bindings", "checked_at", true),
+    ("bindings", "expires_at", true),
     ("callback_exchanges", "id", true),
     ("callback_exchanges", "waybill_id", false),
     ("callback_exchanges", "dedupe_key", false),
@@ -358,6 +329,36 @@ const SCHEMA: &[(&str, &str, bool)] = &[
     ("events", "received_at", true),
     ("meta", "key", true),
     ("meta", "value", true),
+    ("outbox", "id", true),
+    ("outbox", "kind", true),
+    ("outbox", "waybill_id", true),
+    ("outbox", "event_id", false),
+    ("outbox", "action_time", true),
+    ("outbox", "recipient", false),
+    ("outbox", "state", true),
+    ("outbox", "skip_reason", false),
+    ("outbox", "tries", true),
+    ("outbox", "next_attempt_at", true),
+    ("outbox", "receipt_at", false),
+    ("outbox", "last_error", false),
+    ("outbox", "created_at", true),
+    ("outbox", "updated_at", true),
+    ("outbox", "done_at", false),
+    ("outbox_attempts", "id", true),
+    ("outbox_attempts", "outbox_id", true),
+    ("outbox_attempts", "started_at", true),
+    ("outbox_attempts", "duration_ms", true),
+    ("outbox_attempts", "http_status", false),
+    ("outbox_attempts", "errcode", false),
+    ("outbox_attempts", "outcome", true),
+    ("outbox_attempts", "detail", true),
+    ("push_queue", "waybill_id", true),
+    ("push_queue", "due_at", false),
+    ("push_queue", "lease_owner", false),
+    ("push_queue", "lease_until", false),
+    ("push_queue", "inflight_outbox_id", false),
+    ("push_queue", "last_pushed_action_time", false),
+    ("push_queue", "last_pushed_event_id", false),
     ("waybills", "waybill_id", true),
     ("waybills", "create_time", true),
     ("waybills", "contacts", true),
@@ -371,7 +372,7 @@ const SCHEMA: &[(&str, &str, bool)] = &[
     ("waybills", "updated_at", true),
 ];
 
-async fn the_migrated_schema_has_the_same_columns_on_every_backend(store: Store) {
+pub async fn the_migrated_schema_has_the_same_columns_on_every_backend(store: Store) {
     let store = migrated(store).await;
     let sql = match store.backend() {
         // An INTEGER PRIMARY KEY is the rowid: never null, though not declared NOT NULL.
@@ -463,153 +464,4 @@ async fn a_store_debug_output_shows_the_backend_only() {
     let shown = format!("{store:?}");
     assert!(shown.contains("Sqlite"), "{shown}");
     assert!(!shown.contains("secret-name"), "{shown}");
-}
-
-// ---- fixtures ----------------------------------------------------------------------------
-
-async fn migrated(store: Store) -> Store {
-    store.migrate().await.expect("migrate");
-    store
-}
-
-fn waybill(id: &str) -> WaybillRecord {
-    WaybillRecord {
-        waybill_id: id.to_owned(),
-        create_time: 1_700_000_000,
-        contacts: vec![1, 2, 3, 0, 255],
-        receiver_phone_hash: "a".repeat(64),
-        sender_phone_hash: Some("c".repeat(64)),
-        sender_openid: None,
-        receiver_openid: None,
-        payment_out_trade_no: None,
-        payment_total_fee: None,
-        created_at: 1_700_000_000_000,
-        updated_at: 1_700_000_000_000,
-    }
-}
-
-fn event(waybill_id: &str, action_type: i64, action_time: i64) -> NewEvent {
-    NewEvent {
-        waybill_id: waybill_id.to_owned(),
-        action_type,
-        action_time,
-        payload: vec![0xEE, 0, 1],
-        received_at: action_time * 1_000 + 7,
-    }
-}
-
-fn exchange(waybill_id: Option<&str>, dedupe_key: Option<&str>, received_at: i64) -> NewExchange {
-    NewExchange {
-        waybill_id: waybill_id.map(str::to_owned),
-        dedupe_key: dedupe_key.map(str::to_owned),
-        event: "waybill_notify_query".into(),
-        received_at,
-        result_code: 0,
-        summary: "query for SF6, phone 138****0000".into(),
-        reply: Some(vec![1; 16]),
-        duration_us: 1_234,
-    }
-}
-
-mod support {
-    //! A fresh database per test: a temporary SQLite file, or a PostgreSQL database created
-    //! for the test and dropped (even after a failure) when it ends.
-
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    use sqlx::{Connection, Executor, PgConnection};
-    use wxexpress::store::Store;
-
-    pub struct TestDb {
-        pub store: Store,
-        _dir: Option<tempfile::TempDir>,
-        _pg: Option<PgDatabase>,
-    }
-
-    struct PgDatabase {
-        admin_url: String,
-        name: String,
-    }
-
-    impl TestDb {
-        pub async fn sqlite() -> TestDb {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let url = format!("sqlite://{}/wx.db", dir.path().display());
-            let store = Store::connect(&url).await.expect("connect to sqlite");
-            TestDb {
-                store,
-                _dir: Some(dir),
-                _pg: None,
-            }
-        }
-
-        /// `None` (with a note) when `TEST_DATABASE_URL` is unset.
-        pub async fn postgres() -> Option<TestDb> {
-            let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
-                eprintln!("note: TEST_DATABASE_URL is not set; PostgreSQL run skipped");
-                return None;
-            };
-            let name = unique_name();
-            let mut admin = PgConnection::connect(&admin_url)
-                .await
-                .expect("connect to TEST_DATABASE_URL");
-            admin
-                .execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .expect("create test database");
-            admin.close().await.ok();
-
-            let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
-            url.set_path(&name);
-            let store = Store::connect(url.as_str())
-                .await
-                .expect("connect to test database");
-            Some(TestDb {
-                store,
-                _dir: None,
-                _pg: Some(PgDatabase { admin_url, name }),
-            })
-        }
-    }
-
-    impl Drop for PgDatabase {
-        fn drop(&mut self) {
-            // Drop runs inside the test's runtime, where blocking on a future is not allowed:
-            // a short-lived thread with its own runtime drops the database.
-            let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-            let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async move {
-                    let mut admin = PgConnection::connect(&admin_url).await?;
-                    admin
-                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await?;
-                    admin.close().await
-                })
-            })
-            .join();
-            if !matches!(dropped, Ok(Ok(()))) {
-                eprintln!("note: could not drop test database {}", self.name);
-            }
-        }
-    }
-
-    fn unique_name() -> String {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "wxt_{}_{}_{}",
-            std::process::id(),
-            nanos % 1_000_000_000_000,
-            n
-        )
-    }
 }

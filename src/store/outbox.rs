@@ -1,0 +1,301 @@
+//! The `outbox` table: one row per notification to send, and its life from `pending` to
+//! `delivered`, `skipped` or `dead`.
+//!
+//! Rows are created only by `events.rs`, in the transaction that records their event. Here:
+//! completing a try, receipts, skips, redrives and the counts the backoffice shows. Deciding
+//! what to push, when, and what an error means belongs to the worker (`crate::outbox`).
+
+use std::collections::BTreeSet;
+
+use sqlx::AnyConnection;
+
+use super::{attempts, placeholders, push_queue};
+use super::{Completion, NewAttempt, NewEvent, OutboxEntry, Store, StoreError};
+
+pub(super) const OUTBOX_COLUMNS: &str = "id, kind, waybill_id, event_id, action_time, recipient, \
+                                         state, skip_reason, tries, next_attempt_at, receipt_at, \
+                                         last_error, created_at, updated_at, done_at";
+
+/// The kind of a path-node notification (the only kind so far).
+pub(super) const PATHNOTIFY: &str = "pathnotify";
+pub(super) const PENDING: &str = "pending";
+const DELIVERED: &str = "delivered";
+const SKIPPED: &str = "skipped";
+const DEAD: &str = "dead";
+
+/// Bound parameters per statement when a list of ids is inlined (both databases allow far
+/// more; this keeps statements short).
+const IDS_PER_STATEMENT: usize = 500;
+
+impl Store {
+    /// Applies the outcome of one try in one transaction: records `attempt` (if any), moves
+    /// the entry as `completion` says, and clears the waybill's in-flight marker if it
+    /// points at this entry. `Delivered` also raises the waybill's last pushed node to this
+    /// entry's (action_time, event_id) when that is newer, never lowers it. The entry's
+    /// current state is not checked: the caller holds the waybill's lease.
+    pub async fn complete_entry(
+        &self,
+        outbox_id: i64,
+        attempt: Option<&NewAttempt>,
+        completion: &Completion,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let update = match completion {
+            Completion::Delivered => sqlx::query_as(
+                "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
+                 WHERE id = $1 RETURNING waybill_id, action_time, event_id",
+            )
+            .bind(outbox_id)
+            .bind(now)
+            .bind(DELIVERED),
+            Completion::Retry {
+                next_attempt_at,
+                error,
+            } => sqlx::query_as(
+                "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
+                        last_error = $5, updated_at = $2 \
+                 WHERE id = $1 RETURNING waybill_id, action_time, event_id",
+            )
+            .bind(outbox_id)
+            .bind(now)
+            .bind(PENDING)
+            .bind(*next_attempt_at)
+            .bind(error.as_str()),
+            Completion::Dead { error } => sqlx::query_as(
+                "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
+                        done_at = $2, updated_at = $2 \
+                 WHERE id = $1 RETURNING waybill_id, action_time, event_id",
+            )
+            .bind(outbox_id)
+            .bind(now)
+            .bind(DEAD)
+            .bind(error.as_str()),
+            Completion::Skipped { reason } => sqlx::query_as(
+                "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
+                 WHERE id = $1 RETURNING waybill_id, action_time, event_id",
+            )
+            .bind(outbox_id)
+            .bind(now)
+            .bind(SKIPPED)
+            .bind(reason.as_str()),
+        };
+        let entry: Option<(String, i64, Option<i64>)> = update.fetch_optional(&mut *tx).await?;
+        // Dropping the transaction rolls it back.
+        let Some((waybill_id, action_time, event_id)) = entry else {
+            return Err(StoreError::UnknownOutboxEntry(outbox_id));
+        };
+        if let Some(attempt) = attempt {
+            attempts::insert_in(&mut tx, attempt).await?;
+        }
+        match (completion, event_id) {
+            // Only a path node (an entry with an event) moves the waybill's pushed position.
+            (Completion::Delivered, Some(event_id)) => {
+                sqlx::query(
+                    "UPDATE push_queue SET \
+                        last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
+                            OR $2 > last_pushed_action_time \
+                            OR ($2 = last_pushed_action_time \
+                                AND (last_pushed_event_id IS NULL OR $3 > last_pushed_event_id)) \
+                            THEN $3 ELSE last_pushed_event_id END, \
+                        last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
+                            OR $2 > last_pushed_action_time \
+                            THEN $2 ELSE last_pushed_action_time END, \
+                        inflight_outbox_id = CASE WHEN inflight_outbox_id = $4 \
+                            THEN NULL ELSE inflight_outbox_id END \
+                     WHERE waybill_id = $1",
+                )
+                .bind(&waybill_id)
+                .bind(action_time)
+                .bind(event_id)
+                .bind(outbox_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => clear_inflight_in(&mut tx, &waybill_id, outbox_id).await?,
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// WeChat's reverse query answered for this node while it was in flight: the push reached
+    /// WeChat. Keeps the first receipt time.
+    pub async fn record_receipt(&self, outbox_id: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET receipt_at = COALESCE(receipt_at, $2) WHERE id = $1")
+            .bind(outbox_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the given entries skipped for `reason`, in one transaction; only entries still
+    /// pending change (a delivered or dead entry keeps its state). Unknown ids are ignored.
+    pub async fn mark_skipped(
+        &self,
+        ids: &[i64],
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        let mut skipped: Vec<(String, i64)> = Vec::new();
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE outbox SET state = $1, skip_reason = $2, done_at = $3, updated_at = $3 \
+                 WHERE state = $4 AND id IN ({}) RETURNING waybill_id, id",
+                placeholders(5, chunk.len())
+            );
+            let mut query = sqlx::query_as(&sql)
+                .bind(SKIPPED)
+                .bind(reason)
+                .bind(now)
+                .bind(PENDING);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            let rows: Vec<(String, i64)> = query.fetch_all(&mut *tx).await?;
+            skipped.extend(rows);
+        }
+        // Waybill order: the lock order on push_queue rows.
+        skipped.sort();
+        for (waybill_id, id) in &skipped {
+            clear_inflight_in(&mut tx, waybill_id, *id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The waybill's outbox entries, by id (creation order).
+    pub async fn list_outbox(&self, waybill_id: &str) -> Result<Vec<OutboxEntry>, StoreError> {
+        let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE waybill_id = $1 ORDER BY id");
+        let rows = sqlx::query_as::<_, OutboxEntry>(&sql)
+            .bind(waybill_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    pub async fn get_outbox(&self, id: i64) -> Result<Option<OutboxEntry>, StoreError> {
+        let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1");
+        let row = sqlx::query_as::<_, OutboxEntry>(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row)
+    }
+
+    /// Brings dead entries back: pending, tried again at `now` with `tries` reset (their
+    /// `last_error` kept), and their waybills due by `now`. `waybill_id` narrows it to one
+    /// waybill; `None` redrives every dead entry. Returns how many entries came back.
+    pub async fn redrive_dead(
+        &self,
+        waybill_id: Option<&str>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let set = "UPDATE outbox SET state = $1, next_attempt_at = $2, tries = 0, \
+                   done_at = NULL, updated_at = $2 WHERE state = $3";
+        let waybills: Vec<String> = match waybill_id {
+            Some(w) => {
+                sqlx::query_scalar(&format!("{set} AND waybill_id = $4 RETURNING waybill_id"))
+                    .bind(PENDING)
+                    .bind(now)
+                    .bind(DEAD)
+                    .bind(w)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar(&format!("{set} RETURNING waybill_id"))
+                    .bind(PENDING)
+                    .bind(now)
+                    .bind(DEAD)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        let count = waybills.len() as u64;
+        // Deduplicated and in waybill order: the lock order on push_queue rows.
+        for w in waybills.into_iter().collect::<BTreeSet<_>>() {
+            push_queue::mark_due_in(&mut tx, &w, now).await?;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// [`Store::redrive_dead`] for one entry; `Ok(false)` (nothing changed) if it is not dead.
+    pub async fn retry_entry(&self, outbox_id: i64, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let waybill_id: Option<String> = sqlx::query_scalar(
+            "UPDATE outbox SET state = $1, next_attempt_at = $2, tries = 0, \
+                    done_at = NULL, updated_at = $2 \
+             WHERE id = $3 AND state = $4 RETURNING waybill_id",
+        )
+        .bind(PENDING)
+        .bind(now)
+        .bind(outbox_id)
+        .bind(DEAD)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(waybill_id) = waybill_id else {
+            return Ok(false);
+        };
+        push_queue::mark_due_in(&mut tx, &waybill_id, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Entries counted by (state, skip_reason), sorted by state then reason (none first).
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, Option<String>, i64)>, StoreError> {
+        let mut rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT state, skip_reason, COUNT(*) FROM outbox GROUP BY state, skip_reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        // Sorted here: the databases disagree on where NULLs go.
+        rows.sort();
+        Ok(rows)
+    }
+}
+
+/// Writes the outbox entry of a newly inserted event, inside the caller's transaction.
+pub(super) async fn insert_for_event_in(
+    conn: &mut AnyConnection,
+    event_id: i64,
+    event: &NewEvent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (kind, waybill_id, event_id, action_time, state, tries, \
+                             next_attempt_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $6)",
+    )
+    .bind(PATHNOTIFY)
+    .bind(&event.waybill_id)
+    .bind(event_id)
+    .bind(event.action_time)
+    .bind(PENDING)
+    .bind(event.received_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Clears the waybill's in-flight marker if it points at `outbox_id`.
+async fn clear_inflight_in(
+    conn: &mut AnyConnection,
+    waybill_id: &str,
+    outbox_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE push_queue SET inflight_outbox_id = NULL \
+         WHERE waybill_id = $1 AND inflight_outbox_id = $2",
+    )
+    .bind(waybill_id)
+    .bind(outbox_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The `push_queue` table: one row per waybill that ever had outbox work, and its lease.
+//!
+//! The lease on a waybill's row is what guarantees at most one push in flight per waybill
+//! across every gateway instance: a worker claims the row, pushes that waybill's entries one
+//! at a time, and releases it. `due_at` says when the waybill next needs a worker; every
+//! writer of a pending entry lowers it, and [`Store::release_waybill`] recomputes it from
+//! the entries still pending.
+//!
+//! Lock order on PostgreSQL, everywhere in the store: `outbox` rows before `push_queue` rows,
+//! and several `push_queue` rows in `waybill_id` order, so writers never deadlock.
+
+use sqlx::AnyConnection;
+
+use super::outbox::{OUTBOX_COLUMNS, PATHNOTIFY, PENDING};
+use super::{Backend, InFlight, OutboxEntry, PushWork, Store, StoreError};
+
+impl Store {
+    /// Leases up to `limit` waybills that are due (`due_at <= now`) and whose lease is free
+    /// or expired (`lease_until < now`), to `owner` until `now + lease_ms`, earliest due
+    /// first. Returns their ids; a waybill is never handed to two owners while its lease is
+    /// valid.
+    pub async fn claim_waybills(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let sql = match self.backend {
+            // SKIP LOCKED: concurrent claimers pass over each other's candidates instead of
+            // queueing on them; the WHERE clause is re-checked on rows committed meanwhile.
+            // A CTE with FOR UPDATE is never inlined, so the LIMIT applies once.
+            Backend::Postgres => {
+                "WITH picked AS ( \
+                     SELECT waybill_id FROM push_queue \
+                     WHERE due_at <= $3 \
+                       AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until < $3) \
+                     ORDER BY due_at \
+                     LIMIT $4 \
+                     FOR UPDATE SKIP LOCKED) \
+                 UPDATE push_queue SET lease_owner = $1, lease_until = $2 \
+                 FROM picked WHERE push_queue.waybill_id = picked.waybill_id \
+                 RETURNING push_queue.waybill_id"
+            }
+            // One writer at a time (BEGIN IMMEDIATE): the subquery and the update see the
+            // same rows.
+            Backend::Sqlite => {
+                "UPDATE push_queue SET lease_owner = $1, lease_until = $2 \
+                 WHERE waybill_id IN ( \
+                     SELECT waybill_id FROM push_queue \
+                     WHERE due_at <= $3 \
+                       AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until < $3) \
+                     ORDER BY due_at \
+                     LIMIT $4) \
+                 RETURNING waybill_id"
+            }
+        };
+        let mut tx = self.begin_write().await?;
+        let claimed: Vec<String> = sqlx::query_scalar(sql)
+            .bind(owner)
+            .bind(now.saturating_add(lease_ms))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Moves the lease's end to `until` while `owner` still holds it; `false` if the lease
+    /// was lost (another owner claimed it after it expired, or it was released).
+    pub async fn extend_lease(
+        &self,
+        waybill_id: &str,
+        owner: &str,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE push_queue SET lease_until = $3 WHERE waybill_id = $1 AND lease_owner = $2",
+        )
+        .bind(waybill_id)
+        .bind(owner)
+        .bind(until)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// The waybill's queue row with its pending `pathnotify` entries, by (action_time,
+    /// event_id) ascending; `None` if the waybill never had outbox work.
+    pub async fn load_push_work(&self, waybill_id: &str) -> Result<Option<PushWork>, StoreError> {
+        let row = sqlx::query_as::<_, QueueRow>(
+            "SELECT waybill_id, last_pushed_action_time, last_pushed_event_id, \
+                    inflight_outbox_id \
+             FROM push_queue WHERE waybill_id = $1",
+        )
+        .bind(waybill_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox \
+             WHERE waybill_id = $1 AND state = $2 AND kind = $3 \
+             ORDER BY action_time, event_id, id"
+        );
+        let pending = sqlx::query_as::<_, OutboxEntry>(&sql)
+            .bind(&row.waybill_id)
+            .bind(PENDING)
+            .bind(PATHNOTIFY)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some(PushWork {
+            waybill_id: row.waybill_id,
+            last_pushed_action_time: row.last_pushed_action_time,
+            last_pushed_event_id: row.last_pushed_event_id,
+            inflight_outbox_id: row.inflight_outbox_id,
+            pending,
+        }))
+    }
+
+    /// Records that `outbox_id` is being pushed now (the reverse query will answer as of it),
+    /// only while `owner` holds the waybill's lease; `false` if the lease was lost.
+    pub async fn begin_push(
+        &self,
+        waybill_id: &str,
+        owner: &str,
+        outbox_id: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE push_queue SET inflight_outbox_id = $3 \
+             WHERE waybill_id = $1 AND lease_owner = $2",
+        )
+        .bind(waybill_id)
+        .bind(owner)
+        .bind(outbox_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// What is being pushed for this waybill right now, if anything.
+    pub async fn inflight(&self, waybill_id: &str) -> Result<Option<InFlight>, StoreError> {
+        let row = sqlx::query_as::<_, InFlight>(
+            "SELECT o.id AS outbox_id, o.event_id AS event_id, o.action_time AS action_time \
+             FROM push_queue q JOIN outbox o ON o.id = q.inflight_outbox_id \
+             WHERE q.waybill_id = $1 AND o.event_id IS NOT NULL",
+        )
+        .bind(waybill_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    /// Gives up `owner`'s lease (nothing happens if it does not hold it) and sets `due_at`
+    /// to the earliest `next_attempt_at` of the waybill's pending entries, NULL if none.
+    ///
+    /// An event recorded concurrently is never missed: either its transaction committed
+    /// before the recomputation, which then sees its entry, or it lowers `due_at` after.
+    pub async fn release_waybill(&self, waybill_id: &str, owner: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // In one UPDATE the subquery would read the snapshot taken before waiting on a
+            // concurrent event's row lock and miss that event's entry. Lock the row first;
+            // the next statement then gets a snapshot that includes every writer that held it.
+            let held = sqlx::query(
+                "SELECT waybill_id FROM push_queue \
+                 WHERE waybill_id = $1 AND lease_owner = $2 FOR UPDATE",
+            )
+            .bind(waybill_id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if held.is_none() {
+                tx.commit().await?;
+                return Ok(());
+            }
+        }
+        sqlx::query(
+            "UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
+                    due_at = (SELECT MIN(next_attempt_at) FROM outbox \
+                              WHERE waybill_id = $1 AND state = $3) \
+             WHERE waybill_id = $1 AND lease_owner = $2",
+        )
+        .bind(waybill_id)
+        .bind(owner)
+        .bind(PENDING)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The part of a `push_queue` row that [`Store::load_push_work`] returns.
+#[derive(sqlx::FromRow)]
+struct QueueRow {
+    waybill_id: String,
+    last_pushed_action_time: Option<i64>,
+    last_pushed_event_id: Option<i64>,
+    inflight_outbox_id: Option<i64>,
+}
+
+/// Makes the waybill due at `at` at the latest (creating its row if needed), inside the
+/// caller's transaction: `due_at = MIN(COALESCE(due_at, at), at)`. Leaves the lease alone.
+pub(super) async fn mark_due_in(
+    conn: &mut AnyConnection,
+    waybill_id: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO push_queue (waybill_id, due_at) VALUES ($1, $2) \
+         ON CONFLICT (waybill_id) DO UPDATE SET due_at = \
+             CASE WHEN push_queue.due_at IS NULL OR push_queue.due_at > excluded.due_at \
+                  THEN excluded.due_at ELSE push_queue.due_at END",
+    )
+    .bind(waybill_id)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

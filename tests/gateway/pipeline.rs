@@ -1,0 +1,276 @@
+//! The push pipeline against the in-process sandbox: binding checks, ordering, stale and
+//! coalesced events, retries by errcode class, token expiry, dead entries and redrive.
+
+use serde_json::{json, Value};
+use wxexpress::sandbox::{ApiFault, Faults};
+
+use crate::helpers::*;
+
+const RECEIVER: &str = "13800138000";
+
+fn inbox_types(app: &TestApp) -> Vec<i64> {
+    app.sandbox()
+        .inbox_for_phone(RECEIVER)
+        .iter()
+        .map(|n| n.action_type)
+        .collect()
+}
+
+async fn notifications(app: &TestApp, id: &str) -> Vec<Value> {
+    let w: Value = app.get_waybill(id).await.json().await.unwrap();
+    w["notifications"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_bound_receiver_gets_every_step_in_order() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    app.put_waybill("P1", &waybill_body()).await;
+    app.post_event("P1", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
+    app.eventually("the pickup is delivered", || {
+        inbox_types(&app) == vec![100001]
+    })
+    .await;
+    app.post_event(
+        "P1",
+        &event_body(200001, 1_700_000_200, "快件到达 【泉州磁灶集散中心】"),
+    )
+    .await;
+    app.eventually("the transit scan is delivered", || {
+        inbox_types(&app).len() == 2
+    })
+    .await;
+    app.drained().await;
+    assert_eq!(inbox_types(&app), vec![100001, 200001]);
+    let inbox = app.sandbox().inbox_for_phone(RECEIVER);
+    assert_eq!(inbox[1].action_msg, "快件到达 【泉州磁灶集散中心】");
+    let n = notifications(&app, "P1").await;
+    assert!(n.iter().all(|n| n["state"] == "delivered"), "{n:?}");
+    assert_eq!(n[0]["attempts"][0]["outcome"], "ok");
+    // Every reverse query WeChat sent was answered consistently.
+    assert!(app.sandbox().exchanges().len() >= 2);
+}
+
+#[tokio::test]
+async fn an_unbound_receiver_is_skipped_not_failed() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.put_waybill("P2", &waybill_body()).await;
+    app.post_event("P2", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
+    app.drained().await;
+    let n = notifications(&app, "P2").await;
+    assert_eq!(n[0]["state"], "skipped");
+    assert_eq!(n[0]["skip_reason"], "unbound");
+    assert!(inbox_types(&app).is_empty());
+}
+
+#[tokio::test]
+async fn a_late_scan_is_shown_in_the_path_but_not_pushed() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    app.put_waybill("P3", &waybill_body()).await;
+    app.post_event("P3", &event_body(200001, 1_700_000_200, "到达转运中心"))
+        .await;
+    app.eventually("the scan is delivered", || inbox_types(&app).len() == 1)
+        .await;
+    app.drained().await;
+    app.post_event("P3", &event_body(100001, 1_700_000_100, "已揽件（补录）"))
+        .await;
+    app.drained().await;
+    let n = notifications(&app, "P3").await;
+    assert_eq!(n[1]["state"], "skipped");
+    assert_eq!(n[1]["skip_reason"], "stale");
+    assert_eq!(inbox_types(&app), vec![200001]);
+    let w: Value = app.get_waybill("P3").await.json().await.unwrap();
+    assert_eq!(
+        w["path"].as_array().unwrap().len(),
+        2,
+        "the late scan is in the path"
+    );
+}
+
+#[tokio::test]
+async fn waiting_events_are_coalesced_to_the_newest() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    let line = |t: i64, at: i64, msg: &str| {
+        serde_json::to_string(&json!({ "waybill_id": "P4", "waybill": waybill_body(), "event": event_body(t, at, msg) })).unwrap()
+    };
+    let batch = [
+        line(100001, 1_700_000_100, "已揽件"),
+        line(200001, 1_700_000_200, "运输中"),
+        line(300002, 1_700_000_300, "派送中"),
+    ]
+    .join("\n");
+    assert_eq!(app.post_batch(batch).await.status(), 200);
+    app.drained().await;
+    assert_eq!(inbox_types(&app), vec![300002]);
+    let reasons: Vec<Value> = notifications(&app, "P4")
+        .await
+        .iter()
+        .map(|n| n["skip_reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![json!("coalesced"), json!("coalesced"), Value::Null]
+    );
+}
+
+#[tokio::test]
+async fn without_coalescing_every_waiting_event_is_pushed_in_order() {
+    let app = spawn_sandboxed_app(&[("WXEXPRESS_OUTBOX__COALESCE", "false")]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    let line = |t: i64, at: i64| {
+        serde_json::to_string(&json!({ "waybill_id": "P5", "waybill": waybill_body(), "event": event_body(t, at, "x") })).unwrap()
+    };
+    app.post_batch(
+        [
+            line(300002, 1_700_000_300),
+            line(100001, 1_700_000_100),
+            line(200001, 1_700_000_200),
+        ]
+        .join("\n"),
+    )
+    .await;
+    app.drained().await;
+    assert_eq!(inbox_types(&app), vec![100001, 200001, 300002]);
+}
+
+#[tokio::test]
+async fn system_busy_is_retried_and_recorded_as_attempts() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    app.sandbox().set_faults(Faults {
+        pathnotify: ApiFault {
+            errcode: Some(-1),
+            times: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    app.put_waybill("P6", &waybill_body()).await;
+    app.post_event("P6", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
+    app.drained().await;
+    assert_eq!(inbox_types(&app), vec![100001]);
+    let n = notifications(&app, "P6").await;
+    assert_eq!(n[0]["state"], "delivered");
+    let outcomes: Vec<&str> = n[0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["transient", "transient", "ok"]);
+    assert_eq!(n[0]["attempts"][0]["errcode"], -1);
+}
+
+#[tokio::test]
+async fn a_permanent_error_makes_the_entry_dead_until_it_is_retried() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    app.sandbox().set_faults(Faults {
+        pathnotify: ApiFault {
+            errcode: Some(150004),
+            times: Some(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    app.put_waybill("P7", &waybill_body()).await;
+    app.post_event("P7", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
+    app.drained().await;
+    let n = notifications(&app, "P7").await;
+    assert_eq!(n[0]["state"], "dead");
+    assert!(inbox_types(&app).is_empty());
+    let id = n[0]["id"].as_i64().unwrap();
+    let retry = |id: i64| {
+        app.client
+            .post(app.url(&format!("/v1/notifications/{id}/retry")))
+            .bearer_auth(API_KEY)
+            .send()
+    };
+    assert_eq!(retry(id).await.unwrap().status(), 202);
+    app.drained().await;
+    assert_eq!(inbox_types(&app), vec![100001]);
+    assert_eq!(
+        retry(id).await.unwrap().status(),
+        409,
+        "only dead entries can be retried"
+    );
+    assert_eq!(retry(999_999).await.unwrap().status(), 404);
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/notifications/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refreshed_once_and_the_push_retried() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    app.put_waybill("P8", &waybill_body()).await;
+    app.post_event("P8", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
+    app.drained().await;
+    // Eight hours pass on WeChat's side: the stored token is dead there, not yet here.
+    app.sandbox().advance_clock(8 * 3600);
+    app.post_event("P8", &event_body(200001, 1_700_000_200, "运输中"))
+        .await;
+    app.drained().await;
+    assert_eq!(inbox_types(&app), vec![100001, 200001]);
+    let n = notifications(&app, "P8").await;
+    assert_eq!(n[1]["state"], "delivered");
+    assert_eq!(
+        n[1]["attempts"].as_array().unwrap().len(),
+        1,
+        "the token retry is inside one attempt: {n:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_daily_quota_pauses_the_api_and_shows_in_readyz() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    app.sandbox().set_faults(Faults {
+        pathnotify: ApiFault {
+            errcode: Some(45009),
+            times: Some(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    app.put_waybill("P9", &waybill_body()).await;
+    app.post_event("P9", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
+    let store = app.store.clone();
+    for _ in 0..200 {
+        if !store
+            .list_pauses(wxexpress::codec::now_ms())
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["paused_apis"][0]["api"], "pathnotify", "{ready}");
+    let n = notifications(&app, "P9").await;
+    assert_eq!(n[0]["state"], "pending", "kept for after the quota resets");
+    assert!(inbox_types(&app).is_empty());
+}
