@@ -49,6 +49,32 @@ pub struct RawSettings {
     pub wechatpay: WechatPaySettings,
     pub sandbox: SandboxSection,
     pub outbox: OutboxSettings,
+    pub jsonp: JsonpSettings,
+    /// Landing-page cells (`[[cells]]`); a list set through `PUT /v1/cells` replaces these.
+    pub cells: Vec<crate::domain::CellInput>,
+}
+
+/// The JSONP waybill lookup (`GET /wechat/waybill`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JsonpSettings {
+    /// Lookups per second per client IP (IPv6: per /64), refilled continuously; 0 = no limit.
+    pub rate_per_sec: f64,
+    /// Lookups a client may make at once before the rate applies.
+    pub rate_burst: u32,
+    /// Behind a reverse proxy: the header it sets to the client's address (for example
+    /// `X-Forwarded-For`; its last entry is used). Unset: the TCP peer address.
+    pub client_ip_header: Option<String>,
+}
+
+impl Default for JsonpSettings {
+    fn default() -> Self {
+        JsonpSettings {
+            rate_per_sec: 10.0,
+            rate_burst: 30,
+            client_ip_header: None,
+        }
+    }
 }
 
 /// The push pipeline: workers, retries, binding cache, rate limits.
@@ -251,6 +277,9 @@ pub struct Settings {
     pub wechatpay: WechatPaySettings,
     pub sandbox: SandboxSection,
     pub outbox: OutboxSettings,
+    pub jsonp: JsonpSettings,
+    /// The validated `[[cells]]` of the file (the database copy, once set, wins).
+    pub cells: Vec<crate::domain::Cell>,
     /// The parsed `outbox.retry_schedule`.
     pub retry_schedule: crate::outbox::policy::Schedule,
     pub token_endpoint: crate::wechat::client::TokenEndpoint,
@@ -610,6 +639,27 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
         }
     };
 
+    let j = &raw.jsonp;
+    if !j.rate_per_sec.is_finite() || j.rate_per_sec < 0.0 {
+        p.push("jsonp.rate_per_sec: must be a number >= 0 (0 = no limit)".into());
+    }
+    if j.rate_per_sec > 0.0 && j.rate_burst == 0 {
+        p.push("jsonp.rate_burst: must be at least 1 when jsonp.rate_per_sec is set".into());
+    }
+    if let Some(h) = &j.client_ip_header {
+        if actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            p.push(format!(
+                "jsonp.client_ip_header: {h:?} is not a header name"
+            ));
+        }
+    }
+    let cells = crate::domain::cell::parse_cells(&raw.cells, "cells").map_err(|errs| {
+        p.extend(
+            errs.into_iter()
+                .map(|e| format!("{}: {}", e.field, e.message)),
+        );
+    });
+
     if !p.is_empty() {
         return Err(ConfigErrors(p));
     }
@@ -632,6 +682,8 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
         wechatpay: raw.wechatpay.clone(),
         sandbox: raw.sandbox.clone(),
         outbox: raw.outbox.clone(),
+        jsonp: raw.jsonp.clone(),
+        cells: cells.expect("checked"),
         retry_schedule: retry_schedule.expect("checked"),
         token_endpoint: token_endpoint.expect("checked"),
         data_dir,
@@ -848,5 +900,28 @@ data_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
         assert!(dir.path().join("api_key").exists());
         let again = load_from(None, &env(&[("WXEXPRESS_DATABASE__URL", &url)]), true).unwrap();
         assert_eq!(again.data_key, s.data_key, "the generated key is reused");
+    }
+
+    #[test]
+    fn cells_load_from_the_file_with_their_conditions() {
+        let f = file(&format!(
+            "{GOOD}\n[[cells]]\nkey = \"pay\"\nname = \"支付运单\"\nlink = \"https://c.example/pay/{{waybill_id}}\"\nwhen = {{ latest_action_in = [90010] }}\n\n[[cells]]\nkey = \"complain\"\nname = \"投诉\"\nlink = \"https://c.example/complain?w={{waybill_id}}\"\n"
+        ));
+        let s = load_from(Some(f.path()), &env(&[]), false).unwrap();
+        assert_eq!(s.cells.len(), 2);
+        assert_eq!(s.cells[0].key(), "pay");
+        assert!(s.cells[1].condition().is_none());
+        assert!(s.redacted_toml().contains("[[cells]]"));
+    }
+
+    #[test]
+    fn a_cell_key_over_20_characters_stops_the_start_with_one_line() {
+        let f = file(&format!(
+            "{GOOD}\n[[cells]]\nkey = \"{}\"\nname = \"投诉\"\nlink = \"https://c.example/\"\n",
+            "k".repeat(21)
+        ));
+        let e = load_from(Some(f.path()), &env(&[]), false).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0], "cells[0].key: is longer than 20 characters");
     }
 }

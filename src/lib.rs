@@ -15,6 +15,7 @@
 pub mod app;
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod outbox;

@@ -36,10 +36,45 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A synthetic day through the whole pipeline against the in-process sandbox; exits 0
+    /// only if every expected notification arrived.
+    Demo {
+        /// How many waybills the day has.
+        #[arg(long, default_value_t = 2000)]
+        waybills: usize,
+        /// Seed of the synthetic day (same seed, same day).
+        #[arg(long, default_value_t = 20261111)]
+        seed: u64,
+        /// Run without injected WeChat faults.
+        #[arg(long)]
+        no_faults: bool,
+    },
+    /// Outbox operations.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Bring dead entries back to pending so the workers retry them now.
+    Redrive {
+        /// Only this waybill's entries.
+        #[arg(long)]
+        waybill: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print entry counts by state.
+    Stats {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -63,7 +98,13 @@ fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    wxexpress::telemetry::init();
+    match cli.command {
+        // The demo draws a progress bar: only warnings interrupt it.
+        Command::Demo { .. } => {
+            wxexpress::telemetry::init_with("warn,sqlx=error,actix_http=off,actix_server=error")
+        }
+        _ => wxexpress::telemetry::init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,6 +142,53 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             wxexpress::app::run_sandbox(&settings, listen.as_deref()).await?;
+        }
+        Command::Demo {
+            waybills,
+            seed,
+            no_faults,
+        } => {
+            let opts = wxexpress::demo::DemoOptions {
+                waybills,
+                seed,
+                faults: !no_faults,
+                ..Default::default()
+            };
+            let report = wxexpress::demo::run(opts).await?;
+            wxexpress::demo::print_report(&report);
+            return Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Command::Outbox {
+            command: OutboxCommand::Redrive { waybill, config },
+        } => {
+            let settings = match load(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let store = wxexpress::app::connect_store(&settings).await?;
+            let n = store
+                .redrive_dead(waybill.as_deref(), wxexpress::codec::now_ms())
+                .await?;
+            println!(
+                "redriven: {n} dead entr{} back to pending",
+                if n == 1 { "y" } else { "ies" }
+            );
+        }
+        Command::Outbox {
+            command: OutboxCommand::Stats { config },
+        } => {
+            let settings = match load(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let store = wxexpress::app::connect_store(&settings).await?;
+            for (state, reason, n) in store.outbox_counts().await? {
+                println!("{state:<10} {:<10} {n}", reason.unwrap_or_default());
+            }
         }
         Command::Config {
             command: ConfigCommand::Check { config },

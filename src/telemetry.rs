@@ -5,8 +5,13 @@ use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber once; later calls are ignored (tests call it repeatedly).
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
+    init_with("info,sqlx=warn,actix_server=warn");
+}
+
+/// Install with this default filter (`RUST_LOG` still wins).
+pub fn init_with(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

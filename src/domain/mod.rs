@@ -1,6 +1,7 @@
 //! Domain types: waybills, tracking events, action types, contacts and phones. No I/O.
 
 pub mod action;
+pub mod cell;
 pub mod contact;
 pub mod event;
 pub mod phone;
@@ -8,6 +9,7 @@ pub mod validation;
 pub mod waybill;
 
 pub use action::ActionType;
+pub use cell::{Cell, CellCondition, CellInput};
 pub use contact::{Contact, ContactInput};
 pub use event::{EventInput, NodeText, TrackingEvent};
 pub use phone::{mask_phone_str, mask_phones_in_text, Phone};

@@ -96,7 +96,7 @@ impl Store {
 
 /// One event and, if new, its outbox entry, inside the caller's transaction (see
 /// [`Store::record_event`]). The caller makes the waybill due in `push_queue`.
-async fn record_in(
+pub(super) async fn record_in(
     conn: &mut AnyConnection,
     waybill: Option<&WaybillRecord>,
     event: &NewEvent,

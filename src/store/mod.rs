@@ -14,6 +14,10 @@
 //!   and lease: at most one push in flight per waybill), `bindings.rs` (userquery cache),
 //!   `tokens.rs` (access token and its refresher's lease), `pauses.rs` (APIs paused by
 //!   WeChat's quota).
+//! - Shipping notifications: `notifications.rs` (outbox rows of kind `subscribe`/`template`
+//!   written with their event, the per-openid lease, completion), `consent.rs` (the
+//!   subscription ledger and legacy credentials), `payments.rs` (WeChat Pay notifications,
+//!   once per transaction).
 //!
 //! # Rules
 //!
@@ -33,12 +37,15 @@
 mod attempts;
 mod bindings;
 mod connect;
+mod consent;
 mod events;
 mod exchanges;
 mod meta;
 mod migrate;
+mod notifications;
 mod outbox;
 mod pauses;
+mod payments;
 mod push_queue;
 mod records;
 mod tokens;
@@ -52,6 +59,13 @@ pub use records::{
     AttemptRecord, Completion, EventInsert, EventRecord, ExchangeInsert, ExchangeRecord, InFlight,
     NewAttempt, NewEvent, NewExchange, OutboxEntry, PushWork, TokenRow, WaybillRecord,
 };
+
+pub use consent::{
+    CredentialInsert, CredentialRow, GrantTake, NewCredential, ReportOutcome, SubscriptionGrant,
+    SubscriptionRow,
+};
+pub use notifications::{NotificationIntent, NotificationPlan, NotificationWork, NotifyKind, Role};
+pub use payments::{NewPayment, PaymentInsert, PaymentRecord};
 
 /// The database behind a [`Store`], chosen from the URL scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -159,7 +159,8 @@ impl Store {
     }
 
     /// Gives up `owner`'s lease (nothing happens if it does not hold it) and sets `due_at`
-    /// to the earliest `next_attempt_at` of the waybill's pending entries, NULL if none.
+    /// to the earliest `next_attempt_at` of the waybill's pending `pathnotify` entries, NULL
+    /// if none.
     ///
     /// An event recorded concurrently is never missed: either its transaction committed
     /// before the recomputation, which then sees its entry, or it lowers `due_at` after.
@@ -182,15 +183,18 @@ impl Store {
                 return Ok(());
             }
         }
+        // Path-node entries only: shipping notifications (same outbox, other kinds) are
+        // claimed per openid by their own worker and must not keep the waybill due here.
         sqlx::query(
             "UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
                     due_at = (SELECT MIN(next_attempt_at) FROM outbox \
-                              WHERE waybill_id = $1 AND state = $3) \
+                              WHERE waybill_id = $1 AND state = $3 AND kind = $4) \
              WHERE waybill_id = $1 AND lease_owner = $2",
         )
         .bind(waybill_id)
         .bind(owner)
         .bind(PENDING)
+        .bind(PATHNOTIFY)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -1,0 +1,478 @@
+//! Shipping notifications in the outbox: rows of kind `subscribe` or `template` whose
+//! `recipient` is the user's openid, each with a `notify_entries` row naming the rule that
+//! asked for it and the consent it holds; the per-openid lease (`notify_leases`) that keeps
+//! at most one send per user in flight across every instance; completing a try.
+//!
+//! Notification rows are written only here, in the transaction of their event. The push
+//! pipeline never sends them (`load_push_work` and `release_waybill` look at `pathnotify`
+//! rows only), and completing one never moves a waybill's pushed position. Attempts, dead
+//! entries and redrives are the outbox's own (`list_attempts`, `redrive_dead`,
+//! `retry_entry`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::{AnyConnection, Connection};
+
+use super::outbox::{OUTBOX_COLUMNS, PENDING};
+use super::{
+    attempts, events, push_queue, Completion, EventInsert, NewAttempt, NewEvent, OutboxEntry,
+    Store, StoreError, WaybillRecord,
+};
+
+const DELIVERED: &str = "delivered";
+const SKIPPED: &str = "skipped";
+const DEAD: &str = "dead";
+
+/// Which WeChat API sends a notification; also its outbox `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NotifyKind {
+    /// `message/subscribe/send`, consent from the subscription ledger.
+    Subscribe,
+    /// `message/wxopen/template/send`, consent from a legacy form_id/prepay_id.
+    Template,
+}
+
+impl NotifyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyKind::Subscribe => "subscribe",
+            NotifyKind::Template => "template",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NotifyKind> {
+        match s {
+            "subscribe" => Some(NotifyKind::Subscribe),
+            "template" => Some(NotifyKind::Template),
+            _ => None,
+        }
+    }
+}
+
+/// Who on the waybill receives a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Sender,
+    Receiver,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "sender" => Some(Role::Sender),
+            "receiver" => Some(Role::Receiver),
+            _ => None,
+        }
+    }
+}
+
+/// One notification an event asks for (compiled from the configured rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationIntent {
+    /// Name of the rule: the worker builds the message from it at send time.
+    pub rule: String,
+    pub role: Role,
+    pub kind: NotifyKind,
+    pub template_id: String,
+}
+
+/// Action type -> the notifications an event of that type asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationPlan {
+    by_action: BTreeMap<i64, Vec<NotificationIntent>>,
+}
+
+impl NotificationPlan {
+    pub fn new() -> NotificationPlan {
+        NotificationPlan::default()
+    }
+
+    pub fn add(&mut self, action_type: i64, intent: NotificationIntent) {
+        self.by_action.entry(action_type).or_default().push(intent);
+    }
+
+    pub fn for_action(&self, action_type: i64) -> &[NotificationIntent] {
+        self.by_action
+            .get(&action_type)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_action.is_empty()
+    }
+}
+
+/// A pending notification with what its worker needs.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NotificationWork {
+    #[sqlx(flatten)]
+    pub entry: OutboxEntry,
+    pub rule: String,
+    /// `sender` or `receiver`.
+    pub role: String,
+    pub template_id: String,
+    /// 1 once a one-time subscription was taken for this entry (its retries reuse it).
+    pub consent_held: i64,
+    /// The legacy credential offered by the last try.
+    pub credential_id: Option<i64>,
+}
+
+impl Store {
+    /// [`Store::record_event`], plus the notifications `plan` asks for this event's action
+    /// type, all in one transaction: one outbox row (kind `subscribe`/`template`, recipient
+    /// the openid) per intent whose role has an openid on the waybill, at most one per
+    /// (openid, kind, template). A duplicate event writes nothing.
+    pub async fn record_event_with_notifications(
+        &self,
+        waybill: Option<&WaybillRecord>,
+        event: &NewEvent,
+        plan: &NotificationPlan,
+    ) -> Result<EventInsert, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let outcome = events::record_in(&mut tx, waybill, event).await?;
+        if let EventInsert::Inserted { id } = outcome {
+            enqueue_in(&mut tx, id, event, plan.for_action(event.action_type)).await?;
+            push_queue::mark_due_in(&mut tx, &event.waybill_id, event.received_at).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// [`Store::record_events_batch`] with notifications as in
+    /// [`Store::record_event_with_notifications`]; a failing item is rolled back alone,
+    /// notifications included.
+    pub async fn record_events_batch_with_notifications(
+        &self,
+        items: &[(Option<WaybillRecord>, NewEvent)],
+        plan: &NotificationPlan,
+    ) -> Result<Vec<Result<EventInsert, StoreError>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut due: BTreeMap<&str, i64> = BTreeMap::new();
+        for (waybill, event) in items {
+            // A savepoint per item, as in record_events_batch.
+            let mut item = Connection::begin(&mut *tx).await?;
+            let result = async {
+                let outcome = events::record_in(&mut item, waybill.as_ref(), event).await?;
+                if let EventInsert::Inserted { id } = outcome {
+                    enqueue_in(&mut item, id, event, plan.for_action(event.action_type)).await?;
+                }
+                Ok::<_, StoreError>(outcome)
+            }
+            .await;
+            match result {
+                Ok(outcome) => {
+                    item.commit().await?;
+                    if let EventInsert::Inserted { .. } = outcome {
+                        due.entry(&event.waybill_id)
+                            .and_modify(|at| *at = (*at).min(event.received_at))
+                            .or_insert(event.received_at);
+                    }
+                    outcomes.push(Ok(outcome));
+                }
+                Err(error) => {
+                    item.rollback().await?;
+                    outcomes.push(Err(error));
+                }
+            }
+        }
+        for (waybill_id, at) in due {
+            push_queue::mark_due_in(&mut tx, waybill_id, at).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Leases up to `limit` openids that have a due notification (`next_attempt_at <= now`)
+    /// and no valid lease, to `owner` until `now + lease_ms`. An openid is never handed to
+    /// two owners while its lease is valid: that is what keeps one send per user in flight.
+    pub async fn claim_recipients(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT o.recipient FROM outbox o \
+             WHERE o.kind IN ($1, $2) AND o.state = $3 AND o.next_attempt_at <= $4 \
+               AND o.recipient IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM notify_leases l \
+                               WHERE l.openid = o.recipient AND l.lease_until >= $4) \
+             GROUP BY o.recipient \
+             ORDER BY MIN(o.next_attempt_at) \
+             LIMIT $5",
+        )
+        .bind(NotifyKind::Subscribe.as_str())
+        .bind(NotifyKind::Template.as_str())
+        .bind(PENDING)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        candidates.sort();
+        let mut claimed = Vec::with_capacity(candidates.len());
+        for openid in candidates {
+            // Each lease is its own statement: the upsert's WHERE decides between concurrent
+            // claimers (PostgreSQL re-checks it on the row a racing claimer committed).
+            let won: Option<String> = sqlx::query_scalar(
+                "INSERT INTO notify_leases (openid, lease_owner, lease_until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (openid) DO UPDATE SET lease_owner = excluded.lease_owner, \
+                     lease_until = excluded.lease_until \
+                 WHERE notify_leases.lease_until < $4 \
+                 RETURNING openid",
+            )
+            .bind(&openid)
+            .bind(owner)
+            .bind(now.saturating_add(lease_ms))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+            claimed.extend(won);
+        }
+        Ok(claimed)
+    }
+
+    /// Moves the end of `owner`'s lease on `openid` to `until`; `false` if it was lost.
+    pub async fn extend_recipient_lease(
+        &self,
+        openid: &str,
+        owner: &str,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE notify_leases SET lease_until = $3 WHERE openid = $1 AND lease_owner = $2",
+        )
+        .bind(openid)
+        .bind(owner)
+        .bind(until)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Gives up `owner`'s lease on `openid` (nothing happens if it does not hold it).
+    pub async fn release_recipient(&self, openid: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM notify_leases WHERE openid = $1 AND lease_owner = $2")
+            .bind(openid)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` pending notifications to `openid` that are due at `now`, oldest first.
+    pub async fn load_notification_work(
+        &self,
+        openid: &str,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<NotificationWork>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS}, rule, role, template_id, consent_held, credential_id \
+             FROM outbox JOIN notify_entries ON notify_entries.outbox_id = outbox.id \
+             WHERE recipient = $1 AND state = $2 AND kind IN ($3, $4) AND next_attempt_at <= $5 \
+             ORDER BY id LIMIT $6"
+        );
+        let rows = sqlx::query_as::<_, NotificationWork>(&sql)
+            .bind(openid)
+            .bind(PENDING)
+            .bind(NotifyKind::Subscribe.as_str())
+            .bind(NotifyKind::Template.as_str())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    /// One notification (any state), with its entry row; `None` for an unknown id or a
+    /// path-node entry.
+    pub async fn get_notification(
+        &self,
+        outbox_id: i64,
+    ) -> Result<Option<NotificationWork>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS}, rule, role, template_id, consent_held, credential_id \
+             FROM outbox JOIN notify_entries ON notify_entries.outbox_id = outbox.id \
+             WHERE id = $1"
+        );
+        let row = sqlx::query_as::<_, NotificationWork>(&sql)
+            .bind(outbox_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row)
+    }
+
+    /// Applies the outcome of one try of a notification in one transaction, like
+    /// [`Store::complete_entry`] but without touching the push queue. `revoke_consent`
+    /// (WeChat answered 43101) also sets the user's subscriptions of the entry's template to
+    /// zero. Fails with [`StoreError::UnknownOutboxEntry`] (writing nothing) unless `outbox_id`
+    /// is a notification.
+    pub async fn complete_notification(
+        &self,
+        outbox_id: i64,
+        attempt: Option<&NewAttempt>,
+        completion: &Completion,
+        revoke_consent: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let update = match completion {
+            Completion::Delivered => sqlx::query_scalar(
+                "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
+                 WHERE id = $1 AND kind IN ('subscribe', 'template') RETURNING id",
+            )
+            .bind(outbox_id)
+            .bind(now)
+            .bind(DELIVERED),
+            Completion::Retry {
+                next_attempt_at,
+                error,
+            } => sqlx::query_scalar(
+                "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
+                        last_error = $5, updated_at = $2 \
+                 WHERE id = $1 AND kind IN ('subscribe', 'template') RETURNING id",
+            )
+            .bind(outbox_id)
+            .bind(now)
+            .bind(PENDING)
+            .bind(*next_attempt_at)
+            .bind(error.as_str()),
+            Completion::Dead { error } => sqlx::query_scalar(
+                "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
+                        done_at = $2, updated_at = $2 \
+                 WHERE id = $1 AND kind IN ('subscribe', 'template') RETURNING id",
+            )
+            .bind(outbox_id)
+            .bind(now)
+            .bind(DEAD)
+            .bind(error.as_str()),
+            Completion::Skipped { reason } => sqlx::query_scalar(
+                "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
+                 WHERE id = $1 AND kind IN ('subscribe', 'template') RETURNING id",
+            )
+            .bind(outbox_id)
+            .bind(now)
+            .bind(SKIPPED)
+            .bind(reason.as_str()),
+        };
+        let found: Option<i64> = update.fetch_optional(&mut *tx).await?;
+        if found.is_none() {
+            return Err(StoreError::UnknownOutboxEntry(outbox_id));
+        }
+        if let Some(attempt) = attempt {
+            attempts::insert_in(&mut tx, attempt).await?;
+        }
+        if revoke_consent {
+            sqlx::query(
+                "UPDATE notify_subscriptions SET remaining = 0, long_term = 0, updated_at = $2 \
+                 WHERE (openid, template_id) IN ( \
+                     SELECT o.recipient, n.template_id FROM outbox o \
+                     JOIN notify_entries n ON n.outbox_id = o.id WHERE o.id = $1)",
+            )
+            .bind(outbox_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a try that leaves the entry pending (a refused legacy credential: the next
+    /// one is tried at once).
+    pub async fn record_notification_attempt(
+        &self,
+        attempt: &NewAttempt,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        attempts::insert_in(&mut tx, attempt).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Notifications counted by (kind, state, skip_reason), sorted.
+    pub async fn notification_counts(
+        &self,
+    ) -> Result<Vec<(String, String, Option<String>, i64)>, StoreError> {
+        let mut rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT kind, state, skip_reason, COUNT(*) FROM outbox \
+             WHERE kind IN ('subscribe', 'template') GROUP BY kind, state, skip_reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.sort();
+        Ok(rows)
+    }
+}
+
+/// Writes the notification rows of a newly inserted event inside the caller's transaction.
+pub(super) async fn enqueue_in(
+    conn: &mut AnyConnection,
+    event_id: i64,
+    event: &NewEvent,
+    intents: &[NotificationIntent],
+) -> Result<(), sqlx::Error> {
+    if intents.is_empty() {
+        return Ok(());
+    }
+    let openids: Option<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT sender_openid, receiver_openid FROM waybills WHERE waybill_id = $1")
+            .bind(&event.waybill_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((sender, receiver)) = openids else {
+        return Ok(());
+    };
+    let mut seen = BTreeSet::new();
+    for intent in intents {
+        let openid = match intent.role {
+            Role::Sender => sender.as_deref(),
+            Role::Receiver => receiver.as_deref(),
+        };
+        let Some(openid) = openid.filter(|o| !o.is_empty()) else {
+            continue;
+        };
+        if !seen.insert((openid, intent.kind, intent.template_id.as_str())) {
+            continue;
+        }
+        let outbox_id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (kind, waybill_id, event_id, action_time, recipient, state, \
+                                 tries, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $7) RETURNING id",
+        )
+        .bind(intent.kind.as_str())
+        .bind(&event.waybill_id)
+        .bind(event_id)
+        .bind(event.action_time)
+        .bind(openid)
+        .bind(PENDING)
+        .bind(event.received_at)
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO notify_entries (outbox_id, rule, role, template_id, consent_held) \
+             VALUES ($1, $2, $3, $4, 0)",
+        )
+        .bind(outbox_id)
+        .bind(&intent.rule)
+        .bind(intent.role.as_str())
+        .bind(&intent.template_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

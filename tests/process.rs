@@ -1,0 +1,466 @@
+//! Process-level tests of the push pipeline's guarantees (issue 4, items 5 and 6), with the
+//! real binary: a `wxexpress sandbox` process plays WeChat, `wxexpress serve` processes are
+//! configured by environment variables only, and the tests kill, stop and restart them.
+//!
+//! - `kill -9` at any moment loses no accepted event and pushes none twice: WeChat accepting
+//!   a node twice shows as the same node twice in the sandbox's inbox.
+//! - SIGTERM stops claiming and lets in-flight pushes finish within the grace period.
+//! - Two instances on one PostgreSQL (when `TEST_DATABASE_URL` is set) share the work with no
+//!   double pushes and one token refresher.
+
+#[path = "process/harness.rs"]
+mod harness;
+#[path = "process/proxy.rs"]
+mod proxy;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection};
+use wxexpress::store::Store;
+
+use harness::*;
+use proxy::Proxy;
+
+/// A waybill's scans, oldest first: (action_type, action_time, action_msg).
+const STEPS: [(i64, i64, &str); 3] = [
+    (100001, 1_700_000_100, "已揽件"),
+    (200001, 1_700_000_200, "快件到达 【泉州磁灶集散中心】"),
+    (300002, 1_700_000_300, "派送中"),
+];
+
+/// Each waybill has its own receiver, so an inbox is one waybill's notifications.
+fn phone(i: usize) -> String {
+    format!("139{i:08}")
+}
+
+fn waybill_id(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:04}")
+}
+
+/// An NDJSON batch line: waybill `i` (created or replaced) and its scan `step`.
+fn line(prefix: &str, i: usize, step: usize) -> Value {
+    let (action_type, action_time, msg) = STEPS[step];
+    json!({
+        "waybill_id": waybill_id(prefix, i),
+        "waybill": {
+            "create_time": 1_700_000_000,
+            "sender": { "name": "张三", "phone": "13800138001", "province": "浙江省", "city": "绍兴市", "area": "柯桥区", "address": "纺都路137号" },
+            "receiver": { "name": "李四", "phone": phone(i), "province": "福建省", "city": "泉州市", "area": "晋江市", "address": "庄宅北区158-6" }
+        },
+        "event": { "action_type": action_type, "action_time": action_time, "action_msg": msg }
+    })
+}
+
+fn lines(prefix: &str, range: std::ops::Range<usize>, step: usize) -> Vec<Value> {
+    range.map(|i| line(prefix, i, step)).collect()
+}
+
+fn callback_url(gateway_port: u16) -> String {
+    format!("http://127.0.0.1:{gateway_port}/wechat/callback")
+}
+
+async fn bind_all(sandbox: &SandboxProc, n: usize) {
+    for i in 0..n {
+        sandbox.bind(&phone(i)).await;
+    }
+}
+
+/// For waybills `0..n`: no notification is pending or dead (skipped only as coalesced or
+/// stale), every delivered notification's node is in the receiver's inbox exactly once and
+/// nothing else is, in `action_time` order, and the newest scan `newest` is among them.
+/// Returns how many notifications were delivered.
+async fn assert_each_node_arrived_once(
+    gw: &Gateway,
+    sandbox: &SandboxProc,
+    prefix: &str,
+    n: usize,
+    newest: usize,
+) -> usize {
+    let mut delivered_total = 0;
+    for i in 0..n {
+        let id = waybill_id(prefix, i);
+        let w = gw.get_waybill(&id).await;
+        let nodes: BTreeMap<i64, (i64, i64)> = w["path"]
+            .as_array()
+            .expect("path")
+            .iter()
+            .map(|p| {
+                (
+                    p["event_id"].as_i64().expect("event_id"),
+                    (
+                        p["action_type"].as_i64().expect("type"),
+                        p["action_time"].as_i64().expect("time"),
+                    ),
+                )
+            })
+            .collect();
+        let mut delivered = Vec::new();
+        for n in w["notifications"].as_array().expect("notifications") {
+            match (n["state"].as_str(), n["skip_reason"].as_str()) {
+                (Some("delivered"), _) => {
+                    let event = n["event_id"].as_i64().expect("event_id");
+                    delivered.push(nodes[&event]);
+                }
+                (Some("skipped"), Some("coalesced" | "stale")) => {}
+                _ => panic!("{id}: notification not settled as expected: {n}"),
+            }
+        }
+        delivered.sort();
+        let inbox: Vec<(i64, i64)> = sandbox
+            .inbox(&phone(i))
+            .await
+            .iter()
+            .filter(|node| node.waybill_id == id)
+            .map(|node| (node.action_type, node.action_time))
+            .collect();
+        let mut unique = inbox.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            inbox.len(),
+            "{id}: WeChat got a node twice: {inbox:?}"
+        );
+        assert!(
+            inbox.windows(2).all(|p| p[0].1 < p[1].1),
+            "{id}: nodes arrived out of order: {inbox:?}"
+        );
+        assert_eq!(
+            unique, delivered,
+            "{id}: the inbox and the delivered notifications disagree"
+        );
+        let (t, at, _) = STEPS[newest];
+        assert!(
+            inbox.contains(&(t, at)),
+            "{id}: the newest scan never arrived: {inbox:?}"
+        );
+        delivered_total += delivered.len();
+    }
+    delivered_total
+}
+
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}/gateway.db", dir.display())
+}
+
+#[tokio::test]
+async fn kill_9_at_any_moment_loses_nothing_and_doubles_nothing() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let sandbox = SandboxProc::start(dir.path(), &callback_url(port)).await;
+    // Slow enough that pushes are in flight whenever the gateway is killed.
+    sandbox
+        .set_faults(json!({ "pathnotify": { "latency_ms": 50 } }))
+        .await;
+    const N: usize = 200;
+    bind_all(&sandbox, N).await;
+    let db = sqlite_url(dir.path());
+    let mut gw = Gateway::new("gateway", dir.path(), port, &db, &sandbox.base, &[]);
+    gw.start().await;
+    let store = Store::connect(&db)
+        .await
+        .expect("open the gateway's database");
+
+    // Each scan of every waybill is accepted, then the gateway is killed mid-flight and
+    // restarted (the dead process's leases lapse after 5 s; the rest goes on at once).
+    for (step, kill_after_ms) in [(0, 300), (1, 450), (2, 200)] {
+        gw.post_batch(&lines("K", 0..N, step)).await;
+        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        let pending = count(&outbox_states(&store).await, "pending");
+        let pushed = sandbox.pathnotify_calls().await;
+        gw.kill9();
+        eprintln!("kill -9 after scan {step}: {pending} entries pending, {pushed} pathnotify calls so far");
+        assert!(
+            pending > 0,
+            "the kill after scan {step} came too late to interrupt anything"
+        );
+        gw.start().await;
+    }
+
+    let states = drained(&store, Duration::from_secs(40)).await;
+    assert_eq!(count(&states, "dead"), 0, "{states:?}");
+    let delivered = assert_each_node_arrived_once(&gw, &sandbox, "K", N, 2).await;
+    let stats = sandbox.stats().await;
+    let pathnotify = &stats.apis["pathnotify"];
+    eprintln!(
+        "delivered {delivered} notifications with {} pathnotify calls ({:?} errors); {:?}",
+        pathnotify.calls, pathnotify.errors, states
+    );
+    assert_eq!(
+        pathnotify.ok as usize, delivered,
+        "every pathnotify WeChat accepted is one delivered notification"
+    );
+}
+
+#[tokio::test]
+async fn a_node_whose_reverse_query_was_answered_before_kill_9_is_not_pushed_again() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let sandbox = SandboxProc::start(dir.path(), &callback_url(port)).await;
+    let proxy = Proxy::start(&sandbox.base);
+    let db = sqlite_url(dir.path());
+    let mut gw = Gateway::new("gateway", dir.path(), port, &db, &proxy.base, &[]);
+    gw.start().await;
+    let store = Store::connect(&db)
+        .await
+        .expect("open the gateway's database");
+    sandbox.bind(&phone(0)).await;
+    let id = waybill_id("R", 0);
+
+    // WeChat answers the pathnotify (after our callback answered its reverse query), but the
+    // answer never reaches the gateway: it dies first.
+    let answered = proxy.swallow_pathnotify_answer(&id);
+    gw.post_batch(&[line("R", 0, 2)]).await;
+    tokio::time::timeout(Duration::from_secs(20), answered)
+        .await
+        .expect("the push reached WeChat")
+        .expect("the proxy reported it");
+    gw.kill9();
+    assert_eq!(
+        sandbox.inbox(&phone(0)).await.len(),
+        1,
+        "WeChat delivered the node"
+    );
+    let entries = store.list_outbox(&id).await.expect("outbox");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].state, "pending",
+        "the gateway never heard the answer"
+    );
+    assert!(
+        entries[0].receipt_at.is_some(),
+        "the reverse query recorded WeChat's receipt"
+    );
+
+    gw.start().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.list_outbox(&id).await.expect("outbox")[0].state == "pending" {
+        assert!(
+            Instant::now() < deadline,
+            "the entry was not settled after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let w = gw.get_waybill(&id).await;
+    let n = &w["notifications"][0];
+    assert_eq!(n["state"], "delivered", "{n}");
+    let last = n["attempts"].as_array().expect("attempts").last().cloned();
+    assert!(
+        last.as_ref()
+            .and_then(|a| a["detail"].as_str())
+            .is_some_and(|d| d.contains("receipt")),
+        "delivered on the strength of the receipt: {last:?}"
+    );
+    assert_eq!(sandbox.inbox(&phone(0)).await.len(), 1, "not pushed twice");
+    assert_eq!(
+        sandbox.exchanges(&id).await.len(),
+        1,
+        "one reverse query for the node"
+    );
+    assert_eq!(proxy.pathnotify_calls(), 1);
+    assert_eq!(sandbox.pathnotify_calls().await, 1);
+}
+
+#[tokio::test]
+async fn sigterm_stops_claiming_and_lets_in_flight_pushes_finish_within_the_grace_period() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let sandbox = SandboxProc::start(dir.path(), &callback_url(port)).await;
+    sandbox
+        .set_faults(json!({ "pathnotify": { "latency_ms": 1000 } }))
+        .await;
+    const N: usize = 40;
+    const GRACE: Duration = Duration::from_secs(5);
+    bind_all(&sandbox, N).await;
+    let db = sqlite_url(dir.path());
+    let mut gw = Gateway::new(
+        "gateway",
+        dir.path(),
+        port,
+        &db,
+        &sandbox.base,
+        &[
+            ("WXEXPRESS_OUTBOX__CONCURRENCY", "8"),
+            ("WXEXPRESS_OUTBOX__SHUTDOWN_GRACE_SECS", "5"),
+        ],
+    );
+    gw.start().await;
+    let store = Store::connect(&db)
+        .await
+        .expect("open the gateway's database");
+    gw.post_batch(&lines("T", 0..N, 2)).await;
+
+    // Wait until a full set of pushes is in flight (each takes a second at WeChat).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sandbox.pathnotify_calls().await < 8 {
+        assert!(Instant::now() < deadline, "pushes never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let in_flight = sandbox.pathnotify_calls().await;
+    let finished = sandbox.stats().await.apis["pathnotify"].ok;
+    assert_eq!(finished, 0, "no push may have finished before SIGTERM");
+
+    let asked = Instant::now();
+    gw.sigterm();
+    let status = gw
+        .wait_exit(GRACE + Duration::from_secs(3))
+        .await
+        .expect("the gateway exits within the grace period and a margin");
+    let took = asked.elapsed();
+    eprintln!("{in_flight} pushes in flight at SIGTERM; exited with {status} after {took:?}");
+    assert!(status.success(), "exit status {status}");
+
+    assert_eq!(
+        sandbox.pathnotify_calls().await,
+        in_flight,
+        "no push started after SIGTERM"
+    );
+    let states = outbox_states(&store).await;
+    assert_eq!(
+        count(&states, "delivered") as u64,
+        in_flight,
+        "every push in flight finished: {states:?}"
+    );
+    assert_eq!(
+        count(&states, "pending") as u64,
+        N as u64 - in_flight,
+        "the rest waits: {states:?}"
+    );
+    let mut inbox_total = 0;
+    for i in 0..N {
+        let inbox = sandbox.inbox(&phone(i)).await;
+        assert!(inbox.len() <= 1, "{i}: {inbox:?}");
+        inbox_total += inbox.len() as u64;
+    }
+    assert_eq!(inbox_total, in_flight, "each finished push arrived once");
+
+    // After a restart the rest is delivered, each node once.
+    gw.start().await;
+    let states = drained(&store, Duration::from_secs(30)).await;
+    assert_eq!(count(&states, "delivered"), N as i64, "{states:?}");
+    assert_each_node_arrived_once(&gw, &sandbox, "T", N, 2).await;
+    assert_eq!(sandbox.pathnotify_calls().await, N as u64);
+}
+
+/// A fresh PostgreSQL database for one test, dropped at the end.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    /// `None` (with a note) when `TEST_DATABASE_URL` is not set.
+    async fn create() -> Option<PgDatabase> {
+        let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+            eprintln!(
+                "note: TEST_DATABASE_URL is not set; the two-instance PostgreSQL test is skipped"
+            );
+            return None;
+        };
+        let name = format!("wxp_{}_{:08x}", std::process::id(), rand::random::<u32>());
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to TEST_DATABASE_URL");
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+        url.set_path(&name);
+        Some(PgDatabase {
+            admin_url,
+            name,
+            url: url.to_string(),
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime: a short-lived thread with its own runtime.
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async move {
+                    let mut admin = PgConnection::connect(&admin_url).await?;
+                    admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await?;
+                    admin.close().await
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("note: could not drop test database {}", self.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgresql_share_the_work_with_no_double_pushes_and_one_token_refresher(
+) {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port_a, port_b) = (free_port(), free_port());
+    // WeChat sends every reverse query to one instance (as behind one public URL); it
+    // answers for the other's pushes from the shared database.
+    let sandbox = SandboxProc::start(dir.path(), &callback_url(port_a)).await;
+    sandbox
+        .set_faults(json!({ "pathnotify": { "latency_ms": 20 } }))
+        .await;
+    const N: usize = 300;
+    bind_all(&sandbox, N).await;
+    let (proxy_a, proxy_b) = (Proxy::start(&sandbox.base), Proxy::start(&sandbox.base));
+    let mut a = Gateway::new("gateway-a", dir.path(), port_a, &pg.url, &proxy_a.base, &[]);
+    let mut b = Gateway::new("gateway-b", dir.path(), port_b, &pg.url, &proxy_b.base, &[]);
+    a.migrate().await;
+    a.spawn();
+    b.spawn();
+    a.ready().await;
+    b.ready().await;
+    let store = Store::connect(&pg.url)
+        .await
+        .expect("open the shared database");
+
+    // Every scan is ingested half through each instance, at the same time.
+    let half = N / 2;
+    for step in 0..STEPS.len() {
+        let (first, second) = if step % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (l1, l2) = (lines("D", 0..half, step), lines("D", half..N, step));
+        tokio::join!(first.post_batch(&l1), second.post_batch(&l2));
+    }
+
+    let states = drained(&store, Duration::from_secs(40)).await;
+    assert_eq!(count(&states, "dead"), 0, "{states:?}");
+    let delivered = assert_each_node_arrived_once(&a, &sandbox, "D", N, 2).await;
+    let stats = sandbox.stats().await;
+    let (via_a, via_b) = (proxy_a.pathnotify_calls(), proxy_b.pathnotify_calls());
+    eprintln!(
+        "delivered {delivered}: {via_a} pushes by A, {via_b} by B; {states:?}; sandbox {:?}",
+        stats.apis
+    );
+    assert!(via_a > 0 && via_b > 0, "both instances pushed");
+    assert_eq!(
+        (via_a + via_b) as usize,
+        delivered,
+        "one push per delivered notification"
+    );
+    assert_eq!(stats.apis["pathnotify"].ok as usize, delivered);
+    let token_calls = |api: &str| stats.apis.get(api).map_or(0, |s| s.calls);
+    assert_eq!(token_calls("stable_token"), 1, "one token refresher");
+    assert_eq!(token_calls("token"), 0);
+}
