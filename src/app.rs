@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::config::{sandbox_defaults, Secret, Settings};
 use crate::http::{self, AppState};
+use crate::notify::{NotifySettings, NotifyStats, NotifyWorker};
 use crate::outbox::worker::{Worker, WorkerSettings, WorkerStats};
 use crate::privacy::Privacy;
 use crate::sandbox::{Sandbox, SandboxSettings};
@@ -38,6 +39,8 @@ pub struct Application {
     server: actix_web::dev::Server,
     store: Store,
     worker: Option<Arc<Worker>>,
+    /// Shipping notifications (`[notifications]`), beside the push worker.
+    notify_worker: Option<Arc<NotifyWorker>>,
     tokens: Arc<TokenManager>,
     sandbox: Option<Sandbox>,
     grace: Duration,
@@ -144,14 +147,31 @@ impl Application {
                 &owner,
             )
         });
+        let rules = &settings.notifications;
+        let notify_worker = rules.enabled.then(|| {
+            NotifyWorker::new(
+                store.clone(),
+                client.clone(),
+                tokens.clone(),
+                privacy.clone(),
+                Arc::new(rules.clone()),
+                NotifySettings::from_rules(rules, settings.retry_schedule.clone()),
+                &owner,
+            )
+        });
 
         let server_settings = settings.server.clone();
         let grace = Duration::from_secs(o.shutdown_grace_secs);
+        let jsonp_limit = http::client_limit::ClientLimiter::new(
+            settings.jsonp.rate_per_sec,
+            settings.jsonp.rate_burst,
+        );
         let state = web::Data::new(AppState {
             settings: Arc::new(settings),
             store: store.clone(),
             privacy,
             crypto,
+            jsonp_limit,
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -169,6 +189,7 @@ impl Application {
             server: server.run(),
             store,
             worker,
+            notify_worker,
             tokens,
             sandbox,
             grace,
@@ -197,6 +218,12 @@ impl Application {
         self.worker.as_ref().map(|w| w.stats())
     }
 
+    /// Shipping-notification counters of this process (sent, skipped for lack of consent,
+    /// failed), when the notification worker runs here.
+    pub fn notification_stats(&self) -> Option<Arc<NotifyStats>> {
+        self.notify_worker.as_ref().map(|w| w.stats())
+    }
+
     pub fn tokens(&self) -> Arc<TokenManager> {
         self.tokens.clone()
     }
@@ -213,6 +240,7 @@ impl Application {
         let Application {
             server,
             worker,
+            notify_worker,
             grace,
             shutdown: (tx, mut rx),
             ..
@@ -220,6 +248,7 @@ impl Application {
         let handle = server.handle();
         let mut server_task = tokio::spawn(server);
         let worker_task = worker.map(|w| tokio::spawn(w.run(rx.clone())));
+        let notify_task = notify_worker.map(|w| tokio::spawn(w.run(rx.clone())));
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("shutdown requested: finishing in-flight pushes"),
             _ = rx.wait_for(|stop| *stop) => tracing::info!("shutdown triggered: finishing in-flight pushes"),
@@ -229,6 +258,12 @@ impl Application {
         if let Some(task) = worker_task {
             if tokio::time::timeout(grace, task).await.is_err() {
                 tracing::warn!(grace_secs = grace.as_secs(), "in-flight pushes did not finish within the grace period; their leases will lapse and another run will finish them");
+            }
+        }
+        // Notification sends need no callback, but they finish before the process stops too.
+        if let Some(task) = notify_task {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!(grace_secs = grace.as_secs(), "in-flight notification sends did not finish within the grace period; their leases will lapse");
             }
         }
         handle.stop(true).await;

@@ -9,6 +9,8 @@
 //! - [`store`]: the only module with SQL; one `Store` over SQLite and PostgreSQL.
 //! - [`wechat`]: message crypto (pure), message envelopes (XML/JSON), the reverse-query reply.
 //! - [`http`]: actix routes; input is converted to domain types at the edge.
+//! - [`notify`]: shipping notifications (rules, consent ledger, worker) and WeChat Pay v2
+//!   payment notifications.
 //! - [`sandbox`]: an emulator of WeChat's side, used by `wxexpress sandbox`, the demo and tests.
 //! - [`app`]: builds everything and wires it together.
 
@@ -18,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod notify;
 pub mod outbox;
 pub mod privacy;
 pub mod sandbox;

@@ -127,10 +127,19 @@ async fn assert_each_node_arrived_once(
             inbox.windows(2).all(|p| p[0].1 < p[1].1),
             "{id}: nodes arrived out of order: {inbox:?}"
         );
-        assert_eq!(
-            unique, delivered,
-            "{id}: the inbox and the delivered notifications disagree"
-        );
+        if unique != delivered {
+            let exchanges: Vec<String> = sandbox
+                .exchanges(&id)
+                .await
+                .iter()
+                .map(|x| format!("{} {:?} {} {}", x.action_type, x.verdict, x.errcode, x.detail))
+                .collect();
+            panic!(
+                "{id}: the inbox {unique:?} and the delivered notifications {delivered:?} disagree\n\
+                 notifications: {:#}\nWeChat's reverse queries: {exchanges:#?}",
+                w["notifications"]
+            );
+        }
         let (t, at, _) = STEPS[newest];
         assert!(
             inbox.contains(&(t, at)),

@@ -42,6 +42,10 @@ impl Phone {
             .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
             .collect();
         if let Some(rest) = digits.strip_prefix('+') {
+            // Only mainland numbers: an international prefix must be China's.
+            if !rest.starts_with("86") {
+                return Err(PhoneError::Format);
+            }
             digits = rest.to_string();
         }
         if !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -143,7 +147,8 @@ fn split_landline(with_dashes: &str, digits: &str) -> Option<(String, String)> {
         return None;
     }
     let (area, local) = digits.split_at(area_len);
-    ((7..=8).contains(&local.len()) && !local.starts_with('0'))
+    // Area codes are 0 followed by a non-zero digit (00 is the international prefix).
+    ((7..=8).contains(&local.len()) && !local.starts_with('0') && !area.starts_with("00"))
         .then(|| (area.to_string(), local.to_string()))
 }
 

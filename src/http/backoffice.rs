@@ -89,7 +89,12 @@ async fn post_event(
     let input: EventInput = parse_json(&req, &body)?;
     let event = TrackingEvent::parse(&input, now_secs(), "").map_err(Problem::validation)?;
     let record = codec::new_event(&state.privacy, &id, &event, now_ms());
-    match state.store.record_event(None, &record).await {
+    let plan = state.settings.notifications.plan();
+    match state
+        .store
+        .record_event_with_notifications(None, &record, plan)
+        .await
+    {
         Ok(EventInsert::Inserted { id: event_id }) => {
             tracing::info!(waybill_id = %id, action_type = event.action_type.code(), event_id, "event accepted");
             Ok(HttpResponse::Accepted()
@@ -160,7 +165,10 @@ async fn post_batch(
     let outcomes = if items.is_empty() {
         Vec::new()
     } else {
-        state.store.record_events_batch(&items).await?
+        state
+            .store
+            .record_events_batch_with_notifications(&items, state.settings.notifications.plan())
+            .await?
     };
     let (mut accepted, mut duplicates) = (0, 0);
     for (outcome, line) in outcomes.into_iter().zip(line_numbers) {

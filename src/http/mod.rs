@@ -5,8 +5,13 @@ pub mod auth;
 pub mod backoffice;
 pub mod body;
 pub mod callback;
+pub mod cells;
+pub mod client_limit;
 pub mod health;
+pub mod jsonp;
+pub mod notifications;
 pub mod problem;
+pub mod wechatpay;
 
 use std::sync::Arc;
 
@@ -23,11 +28,17 @@ pub struct AppState {
     pub store: Store,
     pub privacy: Privacy,
     pub crypto: MessageCrypto,
+    /// Per-client rate limit of the JSONP lookup (`jsonp.rate_per_sec`, `jsonp.rate_burst`).
+    pub jsonp_limit: client_limit::ClientLimiter,
 }
 
 /// All gateway routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(health::routes)
         .configure(backoffice::routes)
-        .configure(callback::routes);
+        .configure(callback::routes)
+        .configure(jsonp::routes)
+        .configure(cells::routes)
+        .configure(notifications::routes)
+        .configure(wechatpay::routes);
 }

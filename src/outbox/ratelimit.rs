@@ -2,7 +2,10 @@
 //! Reserving a slot takes a short lock with no `.await` inside; the wait happens outside it.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so a paused test clock governs the spacing too.
+use tokio::time::Instant;
 
 pub struct RateLimit {
     interval: Option<Duration>,
@@ -31,7 +34,7 @@ impl RateLimit {
             *next = slot + interval;
             slot
         };
-        tokio::time::sleep_until(slot.into()).await;
+        tokio::time::sleep_until(slot).await;
     }
 }
 

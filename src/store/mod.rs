@@ -36,6 +36,7 @@
 
 mod attempts;
 mod bindings;
+mod cells;
 mod connect;
 mod consent;
 mod events;
@@ -54,6 +55,8 @@ mod waybills;
 use std::fmt;
 
 use sqlx::{Any, AnyPool, Transaction};
+
+pub use cells::{CellRecord, CellSet};
 
 pub use records::{
     AttemptRecord, Completion, EventInsert, EventRecord, ExchangeInsert, ExchangeRecord, InFlight,

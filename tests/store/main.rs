@@ -4,6 +4,7 @@
 //! Bodies live in one module per area (`core`, `outbox`, `queue`, `shared`); the list
 //! below turns each into a `sqlite::name` and a `postgres::name` test.
 
+mod cells;
 mod core;
 mod outbox;
 mod queue;
@@ -39,6 +40,9 @@ macro_rules! store_tests {
 }
 
 store_tests! {
+    cells::cells_are_unset_until_replaced_then_come_back_in_order,
+    cells::an_empty_list_is_a_setting_of_its_own_and_clearing_forgets_it,
+    cells::a_replacement_with_a_repeated_key_fails_and_keeps_the_old_list,
     core::migrating_twice_is_harmless,
     core::check_ready_fails_before_migrate_and_passes_after,
     core::a_waybill_is_created_then_updated_keeping_its_created_at,

@@ -1,0 +1,141 @@
+//! Landing-page cells in force, and the backoffice routes that list and replace them without
+//! a restart: `GET`, `PUT` and `DELETE /v1/cells` (bearer key).
+//!
+//! The list in force is the one stored by the last `PUT` (even an empty one); until a `PUT`,
+//! or after a `DELETE`, it is `[[cells]]` of the configuration. Both are validated by the
+//! same [`parse_cells`]. The database is read on every lookup, so every instance serves the
+//! new list as soon as it is stored.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::require_bearer;
+use super::body::{media_type, read_limited};
+use super::problem::Problem;
+use super::AppState;
+use crate::codec::now_ms;
+use crate::domain::cell::parse_cells;
+use crate::domain::{Cell, CellCondition, CellInput};
+use crate::store::{CellRecord, StoreError};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/cells", web::get().to(get_cells))
+        .route("/v1/cells", web::put().to(put_cells))
+        .route("/v1/cells", web::delete().to(delete_cells));
+}
+
+/// Body of `PUT /v1/cells`: the whole new list, in display order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CellsBody {
+    cells: Vec<CellInput>,
+}
+
+/// The cells in force: the stored list if one was set, else the configuration's.
+pub async fn cells_in_force(state: &AppState) -> Result<Vec<Cell>, StoreError> {
+    Ok(match state.store.get_cells().await? {
+        Some(set) => from_records(&set.cells),
+        None => state.settings.cells.clone(),
+    })
+}
+
+async fn get_cells(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    view(&state).await
+}
+
+async fn put_cells(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    let body = read_limited(&req, payload, state.settings.server.body_limit_bytes).await?;
+    let mt = media_type(&req);
+    if mt != "application/json" && !mt.ends_with("+json") {
+        return Err(Problem::unsupported_media("application/json"));
+    }
+    let input: CellsBody = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(format!(
+            "the body is not a JSON object {{\"cells\": [...]}}: {e}"
+        ))
+    })?;
+    let cells = parse_cells(&input.cells, "cells").map_err(Problem::validation)?;
+    state
+        .store
+        .replace_cells(&to_records(&cells), now_ms())
+        .await?;
+    tracing::info!(cells = cells.len(), "landing-page cells replaced");
+    view(&state).await
+}
+
+async fn delete_cells(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    let cleared = state.store.clear_cells().await?;
+    tracing::info!(
+        cleared,
+        "stored landing-page cells cleared; the configuration's apply"
+    );
+    view(&state).await
+}
+
+async fn view(state: &AppState) -> Result<HttpResponse, Problem> {
+    let stored = state.store.get_cells().await?;
+    let (source, updated_at, cells) = match stored {
+        Some(set) => ("database", Some(set.updated_at), from_records(&set.cells)),
+        None => ("config", None, state.settings.cells.clone()),
+    };
+    let cells: Vec<CellInput> = cells.iter().map(Cell::to_input).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "source": source,
+        "updated_at_ms": updated_at,
+        "cells": cells,
+    })))
+}
+
+fn to_records(cells: &[Cell]) -> Vec<CellRecord> {
+    cells
+        .iter()
+        .map(|c| CellRecord {
+            cell_key: c.key().to_string(),
+            name: c.name().to_string(),
+            link: c.link_template().to_string(),
+            condition_json: c.condition().map(|w| {
+                serde_json::to_string(w).expect("a condition is plain data and always serialises")
+            }),
+        })
+        .collect()
+}
+
+/// Stored rows were validated when written; one that no longer validates (rules tightened
+/// since) is left out and logged rather than failing every lookup.
+fn from_records(records: &[CellRecord]) -> Vec<Cell> {
+    let mut cells = Vec::with_capacity(records.len());
+    for r in records {
+        let when = match r.condition_json.as_deref().map(serde_json::from_str::<CellCondition>) {
+            None => None,
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                tracing::error!(cell_key = %r.cell_key, error = %e, "stored cell condition unreadable; cell left out");
+                continue;
+            }
+        };
+        let input = CellInput {
+            key: Some(r.cell_key.clone()),
+            name: Some(r.name.clone()),
+            link: Some(r.link.clone()),
+            when,
+        };
+        match parse_cells(std::slice::from_ref(&input), "cells") {
+            Ok(mut c) => cells.append(&mut c),
+            Err(errs) => {
+                tracing::error!(cell_key = %r.cell_key, problems = errs.len(), "stored cell no longer valid; cell left out")
+            }
+        }
+    }
+    cells
+}

@@ -1,0 +1,151 @@
+//! The consent ledger's routes under `/v1`: `POST /v1/subscriptions` (what a user accepted in
+//! `wx.requestSubscribeMessage`, reported by the carrier mini program's backend) and
+//! `POST /v1/credentials` (a legacy form_id or prepay_id). Bearer auth, JSON in,
+//! problem+json errors; nothing is stored unless all of the input is valid, and a replay
+//! changes nothing (an `Idempotency-Key` for reports, the credential's value for credentials).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::auth::require_bearer;
+use super::body::{media_type, read_limited};
+use super::problem::Problem;
+use super::AppState;
+use crate::codec::{now_ms, now_secs};
+use crate::domain::FieldError;
+use crate::notify::ledger::{
+    self, Credential, CredentialInput, SubscriptionReport, SubscriptionReportInput,
+    CREDENTIAL_TTL_SECS,
+};
+use crate::store::{CredentialInsert, CredentialRow, ReportOutcome};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/subscriptions", web::post().to(post_subscriptions))
+        .route("/v1/credentials", web::post().to(post_credential));
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T, Problem> {
+    let mt = media_type(req);
+    if mt != "application/json" && !mt.ends_with("+json") {
+        return Err(Problem::unsupported_media("application/json"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!("the body is not valid JSON for this endpoint: {e}"))
+    })
+}
+
+/// The optional `Idempotency-Key` header: 1..=128 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
+    let Some(v) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if (1..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(Problem::validation(vec![FieldError {
+            field: "Idempotency-Key".into(),
+            message: "must be 1..=128 visible ASCII characters".into(),
+        }])),
+    }
+}
+
+async fn post_subscriptions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    let key = idempotency_key(&req)?;
+    let body = read_limited(&req, payload, state.settings.server.body_limit_bytes).await?;
+    let input: SubscriptionReportInput = parse_json(&req, &body)?;
+    let report = SubscriptionReport::parse(&input).map_err(Problem::validation)?;
+    let hash = hex::encode(Sha256::digest(&body));
+    let outcome = ledger::record_subscriptions(
+        &state.store,
+        &report,
+        key.as_deref().map(|k| (k, hash.as_str())),
+        now_ms(),
+    )
+    .await?;
+    if outcome == ReportOutcome::KeyReused {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was used for a different report; nothing was recorded",
+        ));
+    }
+    let duplicate = outcome == ReportOutcome::Duplicate;
+    tracing::info!(
+        templates = report.grants.len(),
+        duplicate,
+        "subscription report recorded"
+    );
+    let subscriptions: Vec<_> = state
+        .store
+        .subscriptions_of(&report.openid)
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({ "template_id": s.template_id, "remaining": s.remaining, "long_term": s.long_term == 1 })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "openid": report.openid,
+        "duplicate": duplicate,
+        "subscriptions": subscriptions,
+    })))
+}
+
+async fn post_credential(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    require_bearer(&req, &state.settings.api_keys)?;
+    let body = read_limited(&req, payload, state.settings.server.body_limit_bytes).await?;
+    let input: CredentialInput = parse_json(&req, &body)?;
+    let credential = Credential::parse(&input, now_secs()).map_err(Problem::validation)?;
+    match ledger::register_credential(&state.store, &credential, now_ms()).await? {
+        CredentialInsert::Inserted(row) => {
+            tracing::info!(
+                credential_id = row.id,
+                kind = %row.kind,
+                "legacy credential registered"
+            );
+            Ok(HttpResponse::Created().json(credential_view(&row, false)))
+        }
+        CredentialInsert::Existing(row)
+            if row.openid == credential.openid
+                && row.kind == credential.kind.as_str()
+                && row.issued_at == credential.issued_at =>
+        {
+            Ok(HttpResponse::Ok().json(credential_view(&row, true)))
+        }
+        CredentialInsert::Existing(_) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "credential-exists",
+            "Credential exists",
+            "this value is already registered with another openid, kind or issue time; nothing was changed",
+        )),
+    }
+}
+
+fn credential_view(row: &CredentialRow, duplicate: bool) -> serde_json::Value {
+    json!({
+        "id": row.id,
+        "openid": row.openid,
+        "kind": row.kind,
+        "issued_at": row.issued_at,
+        "expires_at": row.issued_at + CREDENTIAL_TTL_SECS,
+        "uses_left": (row.max_uses - row.uses).max(0),
+        "discarded": row.discarded,
+        "duplicate": duplicate,
+    })
+}

@@ -1,0 +1,623 @@
+//! The notification worker: claims users with due notifications (a lease per openid, so at
+//! most one send per user is in flight across every instance — WeChat answers concurrent
+//! sends to one user with 43108), builds each message from its rule, takes one unit of
+//! consent for it (a subscription grant, or a use of the soonest-expiring legacy
+//! credential), sends it through `subscribe/send` or `template/send`, records one attempt
+//! row per try and completes the entry.
+//!
+//! Queue tasks carry ids, not payloads: the message is rebuilt from the store for every try.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+
+use super::policy::{self, classify, Outcome};
+use super::rules::{MessageContext, Rules};
+use crate::codec::{self, now_ms, now_secs};
+use crate::domain::ActionType;
+use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset, Schedule};
+use crate::outbox::ratelimit::RateLimit;
+use crate::privacy::Privacy;
+use crate::store::{
+    Completion, GrantTake, NewAttempt, NotificationWork, NotifyKind, Store, StoreError,
+};
+use crate::wechat::client::{ApiError, Call, WechatClient};
+use crate::wechat::token::{AccessToken, TokenError, TokenManager};
+
+/// API names used for pauses and in the attempt log.
+pub const SUBSCRIBE_SEND: &str = "subscribe_send";
+pub const TEMPLATE_SEND: &str = "template_send";
+const SUBSCRIBE_PATH: &str = "/cgi-bin/message/subscribe/send";
+const TEMPLATE_PATH: &str = "/cgi-bin/message/wxopen/template/send";
+
+/// Skip reason of a notification sent without consent: no grant, no usable credential, or
+/// WeChat's 43101.
+pub const NO_CONSENT: &str = "no_consent";
+/// Notifications handled per user per claim (the lease is extended before each).
+const PER_CLAIM: i64 = 20;
+/// Credentials tried in one step when WeChat refuses them (41028/41029).
+const CREDENTIALS_PER_STEP: usize = 10;
+/// Delay after a 43108 (a send to the user from elsewhere was in progress).
+const USER_BUSY_DELAY: Duration = Duration::from_secs(2);
+
+/// Tunables (from `[notifications]` and `[outbox]`).
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub concurrency: usize,
+    pub batch_size: i64,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub schedule: Schedule,
+    pub subscribe_rate: f64,
+    pub template_rate: f64,
+    /// A credential expiring within this many seconds is not offered.
+    pub credential_margin_secs: i64,
+}
+
+impl NotifySettings {
+    pub fn from_rules(rules: &Rules, schedule: Schedule) -> NotifySettings {
+        NotifySettings {
+            concurrency: rules.concurrency,
+            batch_size: rules.batch_size,
+            poll_interval: Duration::from_millis(rules.poll_interval_ms),
+            lease: Duration::from_secs(rules.lease_secs.max(1) as u64),
+            schedule,
+            subscribe_rate: rules.subscribe_rate,
+            template_rate: rules.template_rate,
+            credential_margin_secs: rules.credential_margin_secs,
+        }
+    }
+}
+
+/// Counters of this process (the demo summary, logs).
+#[derive(Debug, Default)]
+pub struct NotifyStats {
+    /// Accepted by WeChat.
+    pub sent: AtomicU64,
+    /// Not sent: no grant, no usable credential, or WeChat said 43101.
+    pub skipped_no_consent: AtomicU64,
+    /// Dead: a permanent error or the retry schedule spent.
+    pub failed: AtomicU64,
+    pub retries: AtomicU64,
+    pub attempts: AtomicU64,
+    /// Credentials WeChat refused (41028/41029) and that were discarded.
+    pub credentials_refused: AtomicU64,
+}
+
+impl NotifyStats {
+    /// (sent, skipped_no_consent, failed).
+    pub fn summary(&self) -> (u64, u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.skipped_no_consent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+pub struct NotifyWorker {
+    store: Store,
+    client: WechatClient,
+    tokens: Arc<TokenManager>,
+    privacy: Privacy,
+    rules: Arc<Rules>,
+    settings: NotifySettings,
+    owner: String,
+    stats: Arc<NotifyStats>,
+    subscribe_limit: RateLimit,
+    template_limit: RateLimit,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the lease on the user was lost")]
+    LeaseLost,
+}
+
+impl NotifyWorker {
+    pub fn new(
+        store: Store,
+        client: WechatClient,
+        tokens: Arc<TokenManager>,
+        privacy: Privacy,
+        rules: Arc<Rules>,
+        settings: NotifySettings,
+        owner: &str,
+    ) -> Arc<NotifyWorker> {
+        Arc::new(NotifyWorker {
+            subscribe_limit: RateLimit::new(settings.subscribe_rate),
+            template_limit: RateLimit::new(settings.template_rate),
+            store,
+            client,
+            tokens,
+            privacy,
+            rules,
+            settings,
+            owner: owner.to_string(),
+            stats: Arc::new(NotifyStats::default()),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<NotifyStats> {
+        self.stats.clone()
+    }
+
+    /// Run until `shutdown` turns true: then stop claiming and wait for in-flight sends.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let concurrency = self.settings.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        tracing::info!(owner = %self.owner, concurrency, "notification worker started");
+        while !*shutdown.borrow() {
+            // Claim only what can start now: a claimed user waits for nobody.
+            let free = (permits.available_permits() as i64).min(self.settings.batch_size);
+            let claimed = if free == 0 {
+                Vec::new()
+            } else {
+                self.store
+                    .claim_recipients(
+                        &self.owner,
+                        now_ms(),
+                        self.settings.lease.as_millis() as i64,
+                        free,
+                    )
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "claiming notification work failed");
+                        Vec::new()
+                    })
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            for openid in claimed {
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.process_recipient(&openid).await {
+                        tracing::warn!(error = %e, "notification step failed; the lease will lapse and the work be retried");
+                    }
+                    drop(permit);
+                });
+            }
+        }
+        let _ = permits.acquire_many(concurrency as u32).await;
+        tracing::info!(owner = %self.owner, "notification worker stopped");
+    }
+
+    /// Claims due users once and handles them one after the other (tests, tools).
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let claimed = self
+            .store
+            .claim_recipients(
+                &self.owner,
+                now_ms(),
+                self.settings.lease.as_millis() as i64,
+                self.settings.batch_size,
+            )
+            .await?;
+        for openid in &claimed {
+            self.process_recipient(openid).await?;
+        }
+        Ok(claimed.len())
+    }
+
+    /// Sends the user's due notifications one at a time, then releases the user.
+    pub async fn process_recipient(&self, openid: &str) -> Result<(), StoreError> {
+        let result = self.drain(openid).await;
+        self.store.release_recipient(openid, &self.owner).await?;
+        match result {
+            Ok(()) | Err(StepError::LeaseLost) => Ok(()),
+            Err(StepError::Store(e)) => Err(e),
+        }
+    }
+
+    async fn drain(&self, openid: &str) -> Result<(), StepError> {
+        let work = self
+            .store
+            .load_notification_work(openid, now_ms(), PER_CLAIM)
+            .await?;
+        for w in &work {
+            let until = now_ms() + self.settings.lease.as_millis() as i64;
+            if !self
+                .store
+                .extend_recipient_lease(openid, &self.owner, until)
+                .await?
+            {
+                return Err(StepError::LeaseLost);
+            }
+            self.send(openid, w).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, openid: &str, w: &NotificationWork) -> Result<(), StoreError> {
+        let entry_id = w.entry.id;
+        let Some(kind) = NotifyKind::parse(&w.entry.kind) else {
+            return self.dead(w, None, "not a notification kind").await;
+        };
+        let Some(rule) = self.rules.rule(&w.rule) else {
+            return self
+                .dead(w, None, &format!("rule {} is no longer configured", w.rule))
+                .await;
+        };
+        if rule.api != kind {
+            return self
+                .dead(w, None, &format!("rule {} now uses another API", w.rule))
+                .await;
+        }
+        let message = match self.build(w, rule).await? {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::warn!(outbox_id = entry_id, rule = %w.rule, why = %why, "notification cannot be built: entry is dead");
+                return self.dead(w, None, &why).await;
+            }
+        };
+        let api = match kind {
+            NotifyKind::Subscribe => SUBSCRIBE_SEND,
+            NotifyKind::Template => TEMPLATE_SEND,
+        };
+        let now = now_ms();
+        if let Some(until) = self.store.api_paused_until(api, now).await? {
+            return self
+                .retry_at(w, None, until, &format!("{api} paused (daily quota)"))
+                .await;
+        }
+
+        match kind {
+            NotifyKind::Subscribe => {
+                match self
+                    .store
+                    .take_grant(entry_id, openid, &w.template_id, now)
+                    .await?
+                {
+                    GrantTake::NoGrant => return self.skip_no_consent(w, None, false).await,
+                    GrantTake::Taken { .. } | GrantTake::AlreadyHeld => {}
+                }
+                let mut body = self.rules.body(rule, openid, &message, None);
+                body["template_id"] = w.template_id.clone().into();
+                self.subscribe_limit.acquire().await;
+                let started = now_ms();
+                let (call, detail_prefix) = (self.call(SUBSCRIBE_PATH, &body).await, "subscribe/send");
+                self.conclude(w, kind, started, call, detail_prefix).await
+            }
+            NotifyKind::Template => {
+                for _ in 0..CREDENTIALS_PER_STEP {
+                    let Some(credential) = self
+                        .store
+                        .take_credential(
+                            entry_id,
+                            openid,
+                            now_secs(),
+                            self.settings.credential_margin_secs,
+                        )
+                        .await?
+                    else {
+                        return self.skip_no_consent(w, None, false).await;
+                    };
+                    let mut body = self.rules.body(rule, openid, &message, Some(&credential.value));
+                    body["template_id"] = w.template_id.clone().into();
+                    self.template_limit.acquire().await;
+                    let started = now_ms();
+                    let call = self.call(TEMPLATE_PATH, &body).await;
+                    let refused = matches!(
+                        &call,
+                        Ok(c) if classify(kind, &c.result) == Outcome::CredentialRefused
+                    );
+                    if !refused {
+                        let prefix = format!("template/send with {} #{}", credential.kind, credential.id);
+                        return self.conclude(w, kind, started, call, &prefix).await;
+                    }
+                    let c = call.as_ref().expect("checked: refused");
+                    let code = c.result.as_ref().err().and_then(ApiError::errcode).unwrap_or(0);
+                    self.store
+                        .discard_credential(credential.id, &code.to_string())
+                        .await?;
+                    self.stats.credentials_refused.fetch_add(1, Ordering::Relaxed);
+                    let attempt = self.attempt_from_call(
+                        w,
+                        kind,
+                        started,
+                        c,
+                        &format!("template/send with {} #{}", credential.kind, credential.id),
+                    );
+                    self.store.record_notification_attempt(&attempt).await?;
+                    tracing::info!(outbox_id = entry_id, credential_id = credential.id, errcode = code, "legacy credential refused: discarded, trying the next one");
+                }
+                self.retry_at(
+                    w,
+                    None,
+                    now_ms() + 60_000,
+                    "too many refused credentials in one step",
+                )
+                .await
+            }
+        }
+    }
+
+    /// The message for `w`, or why it cannot be built (outer error: the store failed).
+    async fn build(
+        &self,
+        w: &NotificationWork,
+        rule: &super::rules::Rule,
+    ) -> Result<Result<super::rules::Message, String>, StoreError> {
+        let entry = &w.entry;
+        let Some(record) = self.store.get_waybill(&entry.waybill_id).await? else {
+            return Ok(Err("waybill missing".into()));
+        };
+        let events = self.store.list_events(&entry.waybill_id).await?;
+        let Some(ev) = events.iter().find(|e| Some(e.id) == entry.event_id) else {
+            return Ok(Err("event missing".into()));
+        };
+        let Ok(node) = codec::open_node(&self.privacy, ev) else {
+            return Ok(Err("event text unreadable (data key changed?)".into()));
+        };
+        let Some(action_type) = ActionType::parse(node.action_type) else {
+            return Ok(Err("unknown action type".into()));
+        };
+        let contacts = codec::open_contacts(&self.privacy, &record).ok();
+        let ctx = MessageContext {
+            waybill_id: &record.waybill_id,
+            action_type,
+            action_time: node.action_time,
+            create_time: record.create_time,
+            text: &node.text,
+            contacts: contacts.as_ref(),
+            total_fee: record.payment_total_fee,
+            out_trade_no: record.payment_out_trade_no.as_deref(),
+        };
+        Ok(self.rules.build(rule, &ctx))
+    }
+
+    /// Call with a token; on 40001/40014/42001 invalidate it (if still current), get a fresh
+    /// one and retry exactly once.
+    async fn call(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Call<serde_json::Value>, TokenError> {
+        let token = self.tokens.get().await?;
+        let call = self.post(path, &token, body).await;
+        if classify(NotifyKind::Subscribe, &call.result) != Outcome::TokenInvalid {
+            return Ok(call);
+        }
+        self.tokens.invalidate(&token).await?;
+        let fresh = self.tokens.get().await?;
+        Ok(self.post(path, &fresh, body).await)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        token: &AccessToken,
+        body: &serde_json::Value,
+    ) -> Call<serde_json::Value> {
+        self.client.post_json(path, &token.token, body).await
+    }
+
+    async fn conclude(
+        &self,
+        w: &NotificationWork,
+        kind: NotifyKind,
+        started: i64,
+        call: Result<Call<serde_json::Value>, TokenError>,
+        api: &str,
+    ) -> Result<(), StoreError> {
+        let call = match call {
+            Ok(c) => c,
+            Err(e) => {
+                let attempt = self.attempt(w, started, 0, None, None, "token-error", &format!("{api}: {e}"));
+                return self.retry(w, attempt).await;
+            }
+        };
+        let outcome = classify(kind, &call.result);
+        let attempt = self.attempt_from_call(w, kind, started, &call, api);
+        let now = now_secs();
+        match outcome {
+            Outcome::Delivered => {
+                self.store
+                    .complete_notification(w.entry.id, Some(&attempt), &Completion::Delivered, false, now_ms())
+                    .await?;
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Outcome::NoConsent => self.skip_no_consent(w, Some(attempt), true).await,
+            Outcome::UserBusy => {
+                let at = now_ms() + USER_BUSY_DELAY.as_millis() as i64;
+                self.retry_at(w, Some(attempt), at, "user busy").await
+            }
+            Outcome::MinuteQuota => {
+                let at = (now + secs_until_next_minute(now)) * 1000;
+                self.retry_at(w, Some(attempt), at, "minute quota").await
+            }
+            Outcome::DailyQuota => {
+                let until = (now + secs_until_quota_reset(now)) * 1000;
+                let name = match kind {
+                    NotifyKind::Subscribe => SUBSCRIBE_SEND,
+                    NotifyKind::Template => TEMPLATE_SEND,
+                };
+                self.store
+                    .pause_api(name, until, "45009 daily quota reached")
+                    .await?;
+                tracing::warn!(api = name, until_ms = until, "WeChat daily quota reached: API paused until the quota resets");
+                self.retry_at(w, Some(attempt), until, "daily quota").await
+            }
+            Outcome::Permanent | Outcome::CredentialRefused => {
+                let errcode = attempt.errcode.unwrap_or_default();
+                if policy::is_config_error(errcode) {
+                    tracing::error!(outbox_id = w.entry.id, rule = %w.rule, errcode, detail = %attempt.detail, "notification refused for a configuration error: fix the rule");
+                } else {
+                    tracing::warn!(outbox_id = w.entry.id, rule = %w.rule, errcode, detail = %attempt.detail, "permanent failure: notification is dead");
+                }
+                let error = attempt.detail.clone();
+                self.dead(w, Some(attempt), &error).await
+            }
+            Outcome::TokenInvalid | Outcome::Transient => self.retry(w, attempt).await,
+        }
+    }
+
+    async fn skip_no_consent(
+        &self,
+        w: &NotificationWork,
+        attempt: Option<NewAttempt>,
+        revoke: bool,
+    ) -> Result<(), StoreError> {
+        self.store
+            .complete_notification(
+                w.entry.id,
+                attempt.as_ref(),
+                &Completion::Skipped {
+                    reason: NO_CONSENT.into(),
+                },
+                revoke,
+                now_ms(),
+            )
+            .await?;
+        self.stats.skipped_no_consent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn dead(
+        &self,
+        w: &NotificationWork,
+        attempt: Option<NewAttempt>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.store
+            .complete_notification(
+                w.entry.id,
+                attempt.as_ref(),
+                &Completion::Dead {
+                    error: error.to_string(),
+                },
+                false,
+                now_ms(),
+            )
+            .await?;
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn retry(&self, w: &NotificationWork, attempt: NewAttempt) -> Result<(), StoreError> {
+        let tries_done = w.entry.tries as u32 + 1;
+        let delay = self
+            .settings
+            .schedule
+            .next_delay(tries_done, &mut rand::thread_rng());
+        match delay {
+            Some(d) => {
+                self.retry_at(w, Some(attempt), now_ms() + d.as_millis() as i64, "transient")
+                    .await
+            }
+            None => {
+                let error = format!(
+                    "retry schedule spent after {tries_done} tries; last: {}",
+                    attempt.detail
+                );
+                tracing::warn!(outbox_id = w.entry.id, "retry schedule spent: notification is dead");
+                self.dead(w, Some(attempt), &error).await
+            }
+        }
+    }
+
+    async fn retry_at(
+        &self,
+        w: &NotificationWork,
+        attempt: Option<NewAttempt>,
+        at_ms: i64,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let error = attempt
+            .as_ref()
+            .map(|a| a.detail.clone())
+            .unwrap_or_else(|| why.to_string());
+        if attempt.is_some() {
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        self.store
+            .complete_notification(
+                w.entry.id,
+                attempt.as_ref(),
+                &Completion::Retry {
+                    next_attempt_at: at_ms,
+                    error,
+                },
+                false,
+                now_ms(),
+            )
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attempt(
+        &self,
+        w: &NotificationWork,
+        started: i64,
+        duration_ms: i64,
+        http_status: Option<i64>,
+        errcode: Option<i64>,
+        outcome: &str,
+        detail: &str,
+    ) -> NewAttempt {
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        NewAttempt {
+            outbox_id: w.entry.id,
+            started_at: started,
+            duration_ms,
+            http_status,
+            errcode,
+            outcome: outcome.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn attempt_from_call(
+        &self,
+        w: &NotificationWork,
+        kind: NotifyKind,
+        started: i64,
+        call: &Call<serde_json::Value>,
+        api: &str,
+    ) -> NewAttempt {
+        let (outcome, errcode, detail) = match &call.result {
+            Ok(_) => ("ok", Some(0), format!("{api}: ok")),
+            Err(e) => {
+                let outcome = match classify(kind, &call.result) {
+                    Outcome::Delivered => "ok",
+                    Outcome::TokenInvalid => "token-invalid",
+                    Outcome::NoConsent => "no-consent",
+                    Outcome::CredentialRefused => "credential-refused",
+                    Outcome::UserBusy | Outcome::Transient => "transient",
+                    Outcome::MinuteQuota | Outcome::DailyQuota => "quota",
+                    Outcome::Permanent => "permanent",
+                };
+                let name = e.errcode().map(policy::errcode_name).unwrap_or("");
+                (
+                    outcome,
+                    e.errcode(),
+                    format!("{api}: {e} {name}").trim_end().to_string(),
+                )
+            }
+        };
+        self.attempt(
+            w,
+            started,
+            call.duration.as_millis() as i64,
+            call.http_status.map(i64::from),
+            errcode,
+            outcome,
+            &detail,
+        )
+    }
+}
