@@ -178,6 +178,14 @@ async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Res
         }
     }
     let lookup = lookup(state, &query, inflight).await?;
+    // Answering for the node in flight is WeChat's receipt that the push reached it. It is
+    // recorded last, just before the reply leaves: a crash between the two loses the node
+    // (WeChat never got the reply, the gateway trusts the receipt), so that gap stays as
+    // short as it can be — no other write may sit in it.
+    let receipt = match lookup {
+        Lookup::Found { .. } => inflight.map(|i| i.outbox_id),
+        _ => None,
+    };
     let reply = build_reply(
         &query,
         &state.settings.wechat.original_id,
@@ -224,13 +232,22 @@ async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Res
     {
         ExchangeInsert::Inserted { .. } => {
             tracing::info!(waybill_id = %query.waybill_id, result_code, "reverse query answered");
-            Ok(reply)
         }
         // A concurrent retry of the same delivery won the insert: answer exactly as it did.
         ExchangeInsert::Duplicate(prev) => {
-            Ok(replayed(state, prev.reply.as_deref()).unwrap_or(reply))
+            if let Some(prev) = replayed(state, prev.reply.as_deref()) {
+                return Ok(prev);
+            }
         }
     }
+    if let Some(outbox_id) = receipt {
+        state
+            .store
+            .record_receipt(outbox_id, now_ms())
+            .await
+            .map_err(store_err)?;
+    }
+    Ok(reply)
 }
 
 fn replayed(state: &AppState, sealed: Option<&[u8]>) -> Option<Document> {
@@ -293,13 +310,6 @@ async fn lookup(
             codec::open_node(&state.privacy, &ev)
                 .map_err(|e| tracing::error!(error = %e, "cannot open a stored node"))?,
         );
-    }
-    if let Some(i) = inflight {
-        state
-            .store
-            .record_receipt(i.outbox_id, now_ms())
-            .await
-            .map_err(err)?;
     }
     Ok(Lookup::Found {
         create_time: w.create_time,

@@ -120,12 +120,23 @@ impl Worker {
                 }
                 continue;
             }
-            for waybill_id in claimed {
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
+            let mut claimed = claimed.into_iter();
+            while let Some(waybill_id) = claimed.next() {
+                // Stopping means no new push: waybills claimed but not started are handed back
+                // at once (not left to their leases), and only pushes already in flight finish.
+                let permit = tokio::select! {
+                    biased;
+                    // (The watch guard must not live across the awaits below.)
+                    _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
+                        for w in std::iter::once(waybill_id).chain(claimed.by_ref()) {
+                            if let Err(e) = self.store.release_waybill(&w, &self.owner).await {
+                                tracing::warn!(waybill_id = %w, error = %e, "handing back a claimed waybill failed; its lease will lapse");
+                            }
+                        }
+                        break;
+                    }
+                    p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                };
                 let me = self.clone();
                 tokio::spawn(async move {
                     if let Err(e) = me.process_waybill(&waybill_id).await {

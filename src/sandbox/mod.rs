@@ -14,6 +14,7 @@
 //! - [`notify`] / `notify_api`, [`templates`], [`values`]: subscribe and legacy template
 //!   messages.
 //! - [`control`]: the `/sandbox/` control routes.
+//! - [`landing`]: WeChat's waybill page, emulated: a signed JSONP `<script>` to the gateway.
 //! - [`faults`], [`clock`], [`stats`], [`exchanges`]: fault injection, time travel,
 //!   counters, the exchange log.
 //! - `state`, `gate`, `server`: shared state, HTTP plumbing, the server.
@@ -28,6 +29,7 @@ pub mod exchanges;
 pub mod express;
 pub mod faults;
 mod gate;
+pub mod landing;
 pub mod notify;
 mod notify_api;
 pub mod reverse;

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use actix_web::{web, App, HttpServer};
 
 use super::state::Shared;
-use super::{control, express, notify_api, token_api, RunningSandbox};
+use super::{control, express, landing, notify_api, token_api, RunningSandbox};
 
 /// WeChat's paths (contract: "The WeChat sandbox").
 pub fn wechat_routes(cfg: &mut web::ServiceConfig) {
@@ -44,6 +44,8 @@ pub fn start(shared: web::Data<Shared>, listener: TcpListener) -> std::io::Resul
         App::new()
             .app_data(shared.clone())
             .configure(wechat_routes)
+            // Before the `/sandbox` scope, which would otherwise answer 404 for it.
+            .configure(landing::routes)
             .configure(control::routes)
     })
     // Short: an in-flight pathnotify waits at most the callback timeout.

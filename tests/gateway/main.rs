@@ -3,5 +3,6 @@
 mod backoffice;
 mod callback;
 mod helpers;
+mod notifications;
 mod peer;
 mod pipeline;

@@ -6,6 +6,7 @@
 
 mod cells;
 mod core;
+mod notify;
 mod outbox;
 mod queue;
 mod shared;
@@ -79,6 +80,14 @@ store_tests! {
     shared::saving_a_token_stores_it_and_clears_the_lease,
     shared::a_token_is_invalidated_only_while_it_is_still_the_current_one,
     shared::api_pauses_apply_until_their_end_and_are_listed_while_active,
+    notify::an_event_enqueues_one_notification_per_recipient_in_its_transaction,
+    notify::a_batch_enqueues_notifications_for_its_good_new_items_only,
+    notify::a_user_is_never_claimed_by_two_owners_while_its_lease_is_valid,
+    notify::two_instances_racing_for_the_last_grant_send_once,
+    notify::a_replayed_report_counts_once_and_a_reused_key_is_refused,
+    notify::credentials_are_used_soonest_expiring_first_and_never_past_their_uses_or_expiry,
+    notify::completing_a_notification_leaves_the_push_queue_alone_and_43101_revokes_consent,
+    notify::a_payment_records_its_event_once_per_transaction,
 }
 
 // ---- fixtures ----------------------------------------------------------------------------
