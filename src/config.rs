@@ -987,6 +987,23 @@ data_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
     }
 
     #[test]
+    fn notification_rules_load_and_a_bad_keyword_stops_the_start_with_one_line() {
+        let rule = "\n[[notifications.rules]]\nname = \"picked_up\"\naction_types = [100001]\nrecipients = [\"sender\"]\ntemplate_id = \"T1\"\n[notifications.rules.data]\nthing3 = \"{action_msg}\"\n";
+        let f = file(&format!("{GOOD}{rule}"));
+        let s = load_from(Some(f.path()), &env(&[]), false).unwrap();
+        assert_eq!(s.notifications.plan().for_action(100001).len(), 1);
+        assert!(!s.notifications.is_sandbox_example());
+        assert!(s.redacted_toml().contains("[[notifications.rules]]"));
+        let f = file(&format!("{GOOD}{}", rule.replace("thing3", "phrase2")));
+        let e = load_from(Some(f.path()), &env(&[]), false).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(
+            e.0[0],
+            "notifications.rules[0] (picked_up).data.phrase2: must be one of {status}"
+        );
+    }
+
+    #[test]
     fn cells_load_from_the_file_with_their_conditions() {
         let f = file(&format!(
             "{GOOD}\n[[cells]]\nkey = \"pay\"\nname = \"支付运单\"\nlink = \"https://c.example/pay/{{waybill_id}}\"\nwhen = {{ latest_action_in = [90010] }}\n\n[[cells]]\nkey = \"complain\"\nname = \"投诉\"\nlink = \"https://c.example/complain?w={{waybill_id}}\"\n"

@@ -116,7 +116,11 @@ fn to_records(cells: &[Cell]) -> Vec<CellRecord> {
 fn from_records(records: &[CellRecord]) -> Vec<Cell> {
     let mut cells = Vec::with_capacity(records.len());
     for r in records {
-        let when = match r.condition_json.as_deref().map(serde_json::from_str::<CellCondition>) {
+        let when = match r
+            .condition_json
+            .as_deref()
+            .map(serde_json::from_str::<CellCondition>)
+        {
             None => None,
             Some(Ok(w)) => Some(w),
             Some(Err(e)) => {

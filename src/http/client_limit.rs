@@ -46,7 +46,10 @@ impl ClientLimiter {
             rate: (rate_per_sec > 0.0).then_some(rate_per_sec),
             burst,
             buckets: DashMap::new(),
-            overflow: Mutex::new(Bucket { tokens: burst, at: now }),
+            overflow: Mutex::new(Bucket {
+                tokens: burst,
+                at: now,
+            }),
             last_sweep: Mutex::new(now),
             max_tracked,
         }
@@ -136,12 +139,21 @@ mod tests {
         let a = ip("10.0.0.1");
         assert!((0..3).all(|_| l.allow(a, t0)));
         assert!(!l.allow(a, t0), "burst used up");
-        assert!(l.allow(ip("10.0.0.2"), t0), "another client has its own bucket");
+        assert!(
+            l.allow(ip("10.0.0.2"), t0),
+            "another client has its own bucket"
+        );
         assert!(!l.allow(a, t0 + Duration::from_millis(50)));
-        assert!(l.allow(a, t0 + Duration::from_millis(100)), "refilled one token");
+        assert!(
+            l.allow(a, t0 + Duration::from_millis(100)),
+            "refilled one token"
+        );
         assert!(!l.allow(a, t0 + Duration::from_millis(100)));
         let later = t0 + Duration::from_secs(60);
-        assert!((0..3).all(|_| l.allow(a, later)), "refills to the burst only");
+        assert!(
+            (0..3).all(|_| l.allow(a, later)),
+            "refills to the burst only"
+        );
         assert!(!l.allow(a, later));
     }
 
@@ -153,7 +165,10 @@ mod tests {
         assert!(!l.allow(ip("2001:db8:1:2:ffff::9"), t0));
         assert!(l.allow(ip("2001:db8:1:3::1"), t0));
         assert!(l.allow(ip("::ffff:192.0.2.1"), t0));
-        assert!(!l.allow(ip("192.0.2.1"), t0), "a mapped address is the IPv4 client");
+        assert!(
+            !l.allow(ip("192.0.2.1"), t0),
+            "a mapped address is the IPv4 client"
+        );
     }
 
     #[test]

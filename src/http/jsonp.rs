@@ -47,9 +47,7 @@ impl Callback {
         let ok = !s.is_empty()
             && s.len() <= CALLBACK_MAX_CHARS
             && s.split('.').all(|part| {
-                part.bytes()
-                    .next()
-                    .is_some_and(|b| !b.is_ascii_digit())
+                part.bytes().next().is_some_and(|b| !b.is_ascii_digit())
                     && part
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
@@ -355,7 +353,16 @@ mod tests {
 
     #[test]
     fn callbacks_are_identifier_paths_only() {
-        for good in ["WxOrderCb", "a", "_", "$", "jQuery123_456", "a.b.c", "$.x_1", "A$9"] {
+        for good in [
+            "WxOrderCb",
+            "a",
+            "_",
+            "$",
+            "jQuery123_456",
+            "a.b.c",
+            "$.x_1",
+            "A$9",
+        ] {
             assert!(Callback::parse(good).is_some(), "{good} refused");
         }
         let long = "a".repeat(65);

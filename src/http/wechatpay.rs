@@ -105,7 +105,12 @@ async fn handle(state: &AppState, body: &[u8]) -> Result<&'static str, Reject> {
     }
     if field("result_code") != "SUCCESS" {
         // A verified report of a failed payment: received and checked, nothing to record.
-        tracing::info!(out_trade_no, transaction_id, err_code = field("err_code"), "wechatpay reports a failed payment; nothing recorded");
+        tracing::info!(
+            out_trade_no,
+            transaction_id,
+            err_code = field("err_code"),
+            "wechatpay reports a failed payment; nothing recorded"
+        );
         return Ok("OK");
     }
     if !matches!(field("fee_type"), "" | "CNY") {

@@ -62,8 +62,11 @@ impl SubscriptionReport {
             Some(list) => {
                 for (i, g) in list.iter().enumerate() {
                     let at = |k: &str| format!("subscriptions[{i}].{k}");
-                    let template_id =
-                        check_template_id(&mut errors, &at("template_id"), g.template_id.as_deref());
+                    let template_id = check_template_id(
+                        &mut errors,
+                        &at("template_id"),
+                        g.template_id.as_deref(),
+                    );
                     let count = g.count.unwrap_or(1);
                     if !(0..=MAX_COUNT_PER_REPORT).contains(&count) {
                         errors.push(field(
@@ -185,7 +188,10 @@ impl Credential {
                 None
             }
             Some(t) if t < 946_684_800 => {
-                errors.push(field("issued_at", "is before 2000-01-01; expected Unix seconds"));
+                errors.push(field(
+                    "issued_at",
+                    "is before 2000-01-01; expected Unix seconds",
+                ));
                 None
             }
             Some(t) if t > now + 300 => {
@@ -287,7 +293,10 @@ fn check_template_id(errors: &mut Vec<FieldError>, name: &str, v: Option<&str>) 
             None
         }
         Some(v) if v.len() > 128 || !v.bytes().all(id_byte) => {
-            errors.push(field(name, "is not a template id (1..=128 of [A-Za-z0-9_-])"));
+            errors.push(field(
+                name,
+                "is not a template id (1..=128 of [A-Za-z0-9_-])",
+            ));
             None
         }
         Some(v) => Some(v.to_string()),
@@ -308,7 +317,11 @@ mod tests {
         let fields: Vec<&str> = e.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["openid", "subscriptions[0].count", "subscriptions[1].template_id"]
+            [
+                "openid",
+                "subscriptions[0].count",
+                "subscriptions[1].template_id"
+            ]
         );
         let ok: SubscriptionReportInput = serde_json::from_str(
             r#"{"openid":"o1","subscriptions":[{"template_id":"T1"},{"template_id":"T2","long_term":true}]}"#,
@@ -331,7 +344,13 @@ mod tests {
         let c = Credential::parse(&input("prepay_id", now - 10), now).unwrap();
         assert_eq!(c.kind.uses(), 3);
         assert_eq!(c.expires_at(), now - 10 + 7 * 86_400);
-        assert_eq!(Credential::parse(&input("form_id", now), now).unwrap().kind.uses(), 1);
+        assert_eq!(
+            Credential::parse(&input("form_id", now), now)
+                .unwrap()
+                .kind
+                .uses(),
+            1
+        );
         let e = Credential::parse(&input("form_id", now - 7 * 86_400), now).unwrap_err();
         assert_eq!(e[0].field, "issued_at");
         assert!(Credential::parse(&input("form_id", now + 3_600), now).is_err());

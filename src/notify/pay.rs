@@ -97,7 +97,9 @@ pub fn parse_xml(body: &[u8]) -> Result<Fields, PayError> {
             }
             Event::Empty(_) => unreachable!("expand_empty_elements is on"),
             Event::End(_) => {
-                depth = depth.checked_sub(1).ok_or_else(|| malformed("unbalanced end tag"))?;
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| malformed("unbalanced end tag"))?;
                 match depth {
                     0 => closed = true,
                     1 => {
@@ -311,13 +313,19 @@ mod tests {
             string_to_sign(&f),
             "appid=wxd930ea5d5a258f4f&body=test&device_info=1000&mch_id=10000100&nonce_str=ibuaiVcKdpRxkhJA"
         );
-        assert_eq!(sign(&f, key, SignType::Md5), "9A0A8659F005D6984697E2CA0A9CF3B7");
+        assert_eq!(
+            sign(&f, key, SignType::Md5),
+            "9A0A8659F005D6984697E2CA0A9CF3B7"
+        );
         assert_eq!(
             sign(&f, key, SignType::HmacSha256),
             "6A9AE1657590FD6257D693A078E1C3E4BB6BA4DC30B23E0EE2496E54170DACD6"
         );
         let w = fields(&[("test1", "test1"), ("test2", "test2")]);
-        assert_eq!(sign(&w, key, SignType::Md5), "1E3A8D73B5A4AEE787C0F68B5DAB8520");
+        assert_eq!(
+            sign(&w, key, SignType::Md5),
+            "1E3A8D73B5A4AEE787C0F68B5DAB8520"
+        );
         assert_eq!(
             sign(&w, key, SignType::HmacSha256),
             "EDAC6D70D2FDF5A2382F8204FC96A1918017E46ACC5297F565ED1A7610ACF659"
@@ -362,7 +370,10 @@ mod tests {
     fn the_negative_vectors_are_rejected() {
         let b = parse_xml(vector_b().as_bytes()).unwrap();
         // B verified with MD5: the buggy verifier's value is not B's sign.
-        assert_eq!(sign(&b, KEY, SignType::Md5), "55F3C56139129DA1351BD88CDC56353F");
+        assert_eq!(
+            sign(&b, KEY, SignType::Md5),
+            "55F3C56139129DA1351BD88CDC56353F"
+        );
         let mut b_as_md5 = b.clone();
         b_as_md5.insert("sign_type".into(), "MD5".into());
         assert_eq!(verify(&b_as_md5, KEY), Err(PayError::BadSignature));
@@ -378,11 +389,17 @@ mod tests {
         let mut a = parse_xml(VECTOR_A.as_bytes()).unwrap();
         let mut tampered = a.clone();
         tampered.insert("total_fee".into(), "1".into());
-        assert_eq!(sign(&tampered, KEY, SignType::Md5), "A9FCBBBF538A245C7AB528EDC4DA546F");
+        assert_eq!(
+            sign(&tampered, KEY, SignType::Md5),
+            "A9FCBBBF538A245C7AB528EDC4DA546F"
+        );
         assert_eq!(verify(&tampered, KEY), Err(PayError::BadSignature));
         // A verified with the official sample key.
         let sample = "192006250b4c09247ec02edce69f6a2d";
-        assert_eq!(sign(&a, sample, SignType::Md5), "64A2C7896CF790B2872DC30673B4B8D0");
+        assert_eq!(
+            sign(&a, sample, SignType::Md5),
+            "64A2C7896CF790B2872DC30673B4B8D0"
+        );
         assert_eq!(verify(&a, sample), Err(PayError::BadSignature));
         // A lower-case sign, an unknown sign_type, and no sign.
         let upper = a["sign"].clone();
@@ -390,7 +407,10 @@ mod tests {
         assert_eq!(verify(&a, KEY), Err(PayError::BadSignature));
         a.insert("sign".into(), upper);
         a.insert("sign_type".into(), "SHA1".into());
-        assert_eq!(verify(&a, KEY), Err(PayError::UnknownSignType("SHA1".into())));
+        assert_eq!(
+            verify(&a, KEY),
+            Err(PayError::UnknownSignType("SHA1".into()))
+        );
         a.remove("sign_type");
         a.remove("sign");
         assert_eq!(verify(&a, KEY), Err(PayError::MissingSign));
@@ -399,7 +419,10 @@ mod tests {
     #[test]
     fn unsafe_or_ambiguous_xml_is_refused() {
         let xxe = "<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><xml><a>&x;</a></xml>";
-        assert!(matches!(parse_xml(xxe.as_bytes()), Err(PayError::Malformed(_))));
+        assert!(matches!(
+            parse_xml(xxe.as_bytes()),
+            Err(PayError::Malformed(_))
+        ));
         let custom_entity = "<xml><a>&x;</a></xml>";
         assert!(parse_xml(custom_entity.as_bytes()).is_err());
         for bad in [

@@ -110,9 +110,18 @@ mod tests {
         ] {
             assert_eq!(classify_errcode(kind, code), outcome, "{kind:?} {code}");
         }
-        assert_eq!(classify::<()>(S, &Err(ApiError::Timeout)), Outcome::Transient);
-        assert_eq!(classify::<()>(T, &Err(ApiError::Http(503))), Outcome::Transient);
-        assert_eq!(classify::<()>(T, &Err(ApiError::Http(404))), Outcome::Permanent);
+        assert_eq!(
+            classify::<()>(S, &Err(ApiError::Timeout)),
+            Outcome::Transient
+        );
+        assert_eq!(
+            classify::<()>(T, &Err(ApiError::Http(503))),
+            Outcome::Transient
+        );
+        assert_eq!(
+            classify::<()>(T, &Err(ApiError::Http(404))),
+            Outcome::Permanent
+        );
         assert!(is_config_error(41030));
     }
 }

@@ -114,7 +114,11 @@ impl ValueTemplate {
                         .ok_or_else(|| {
                             format!(
                                 "unknown placeholder {{{name}}} (known: {})",
-                                FIELDS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                                FIELDS
+                                    .iter()
+                                    .map(|(n, _)| *n)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )
                         })?;
                     if !lit.is_empty() {
@@ -282,7 +286,10 @@ impl MessageContext<'_> {
                 .contacts
                 .map(|c| c.receiver.city.clone())
                 .unwrap_or_default(),
-            Field::Freight => self.total_fee.map(values::format_amount).unwrap_or_default(),
+            Field::Freight => self
+                .total_fee
+                .map(values::format_amount)
+                .unwrap_or_default(),
             Field::OutTradeNo => self.out_trade_no.unwrap_or_default().to_string(),
         }
     }
@@ -493,15 +500,19 @@ impl Rules {
             let value = match k.kind {
                 None => Some(values::fit_legacy(&raw)).filter(|v| !v.is_empty()),
                 // Empty or unfittable data: the type's neutral value, if it has one.
-                Some(kind) => values::fit(kind, &raw)
-                    .or_else(|| kind.empty_default().map(str::to_string)),
+                Some(kind) => {
+                    values::fit(kind, &raw).or_else(|| kind.empty_default().map(str::to_string))
+                }
             };
             let value = value
                 .or_else(|| Some("-".to_string()).filter(|_| k.kind.is_none()))
                 .ok_or_else(|| format!("keyword {} cannot be filled from this event", k.key))?;
             data.insert(k.key.clone(), json!({ "value": value }));
         }
-        let page = rule.page.as_ref().map(|p| p.render(ctx, &self.status_phrases));
+        let page = rule
+            .page
+            .as_ref()
+            .map(|p| p.render(ctx, &self.status_phrases));
         Ok(Message { data, page })
     }
 
@@ -668,7 +679,12 @@ fn compile_keyword(api: NotifyKind, key: &str, value: &str) -> Result<Keyword, S
             };
             let names = |fs: &[Field]| {
                 fs.iter()
-                    .filter_map(|f| FIELDS.iter().find(|(_, g)| g == f).map(|(n, _)| format!("{{{n}}}")))
+                    .filter_map(|f| {
+                        FIELDS
+                            .iter()
+                            .find(|(_, g)| g == f)
+                            .map(|(n, _)| format!("{{{n}}}"))
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             };
@@ -702,7 +718,9 @@ fn compile_keyword(api: NotifyKind, key: &str, value: &str) -> Result<Keyword, S
                             .is_none_or(|f| f.chars().all(|c| c.is_ascii_graphic())),
                     });
                     if !ascii {
-                        return Err("character_string text must be letters, digits and symbols".into());
+                        return Err(
+                            "character_string text must be letters, digits and symbols".into()
+                        );
                     }
                 }
             }
@@ -725,7 +743,9 @@ fn check_page(page: &str) -> Result<ValueTemplate, String> {
     let (path, query) = page.split_once('?').unwrap_or((page, ""));
     let path_ok = !path.is_empty()
         && !path.starts_with('/')
-        && !path.split('/').any(|s| s.is_empty() || s == ".." || s == ".")
+        && !path
+            .split('/')
+            .any(|s| s.is_empty() || s == ".." || s == ".")
         && path
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
@@ -840,7 +860,11 @@ mod tests {
         let rules = Rules::compile(&NotificationsSection::default(), true).unwrap();
         assert!(rules.is_sandbox_example());
         assert_eq!(rules.plan().for_action(100001).len(), 1);
-        assert_eq!(rules.plan().for_action(300003).len(), 2, "sender and receiver");
+        assert_eq!(
+            rules.plan().for_action(300003).len(),
+            2,
+            "sender and receiver"
+        );
         assert_eq!(rules.plan().for_action(200001).len(), 0);
         assert_eq!(rules.plan().for_action(90011)[0].kind, NotifyKind::Template);
         assert!(Rules::default().plan().is_empty());
@@ -850,7 +874,10 @@ mod tests {
     fn keywords_are_checked_against_their_types_at_start() {
         let e = errors(vec![rule(&[("phrase2", "{action_msg}")])]);
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("notifications.rules[0] (r).data.phrase2: must be one of {status}"), "{e:?}");
+        assert!(
+            e[0].starts_with("notifications.rules[0] (r).data.phrase2: must be one of {status}"),
+            "{e:?}"
+        );
         let e = errors(vec![rule(&[("time4", "at {action_time}")])]);
         assert!(e[0].contains("exactly one placeholder"), "{e:?}");
         let e = errors(vec![rule(&[("phrase2", "正在派送中啦")])]);
@@ -934,6 +961,48 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn the_worked_configuration_of_the_docs_compiles_and_shortens_as_shown() {
+        let doc = include_str!("../../docs/NOTIFICATIONS.md");
+        let worked = doc
+            .split("## A worked configuration")
+            .nth(1)
+            .and_then(|s| s.split("```toml").nth(1))
+            .and_then(|s| s.split("```").next())
+            .expect("the worked configuration block");
+        #[derive(serde::Deserialize)]
+        struct File {
+            notifications: NotificationsSection,
+        }
+        let file: File = toml::from_str(&format!("[notifications]\n{worked}")).unwrap();
+        let rules = Rules::compile(&file.notifications, false).unwrap();
+        assert_eq!(rules.rules().len(), 5);
+        for code in [100001, 300002, 300003, 300007, 400004, 90011] {
+            assert!(!rules.plan().for_action(code).is_empty(), "{code}");
+        }
+        let text = NodeText {
+            action_msg: "收件人拒收，快件将退回寄件网点，请联系客服处理".into(),
+            ..NodeText::default()
+        };
+        let ctx = MessageContext {
+            waybill_id: "SF1002",
+            action_type: ActionType::parse(400004).unwrap(),
+            action_time: 1_730_528_400,
+            create_time: 1_730_000_000,
+            text: &text,
+            contacts: None,
+            total_fee: None,
+            out_trade_no: None,
+        };
+        let m = rules.build(rules.rule("exception").unwrap(), &ctx).unwrap();
+        assert_eq!(m.data["thing3"]["value"], "收件人拒收，快件将退回寄件网点…");
+        assert_eq!(m.data["phrase2"]["value"], "已拒收");
+        assert_eq!(
+            m.page.as_deref(),
+            Some("pages/waybill/detail?waybill_id=SF1002&tab=issue")
+        );
     }
 
     #[test]

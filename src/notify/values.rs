@@ -154,9 +154,21 @@ fn type_name(kind: KeywordType) -> &'static str {
 pub fn fit(kind: KeywordType, raw: &str) -> Option<String> {
     let fitted = match kind {
         KeywordType::Thing => shorten(&one_line(raw), THING_MAX),
-        KeywordType::Phrase => raw.chars().filter(|c| is_chinese(*c)).take(PHRASE_MAX).collect(),
-        KeywordType::CharacterString => raw.chars().filter(char::is_ascii_graphic).take(32).collect(),
-        KeywordType::Letter => raw.chars().filter(char::is_ascii_alphabetic).take(32).collect(),
+        KeywordType::Phrase => raw
+            .chars()
+            .filter(|c| is_chinese(*c))
+            .take(PHRASE_MAX)
+            .collect(),
+        KeywordType::CharacterString => raw
+            .chars()
+            .filter(char::is_ascii_graphic)
+            .take(32)
+            .collect(),
+        KeywordType::Letter => raw
+            .chars()
+            .filter(char::is_ascii_alphabetic)
+            .take(32)
+            .collect(),
         KeywordType::Symbol => raw.chars().filter(|c| is_symbol(*c)).take(5).collect(),
         KeywordType::Number => {
             let mut seen_point = false;
@@ -224,7 +236,14 @@ fn one_line(raw: &str) -> String {
 const SEPARATORS: &[char] = &[
     '，', '。', '；', '、', '！', '？', ',', '.', ';', '!', '?', ' ', '：', ':',
 ];
-const OPENING: &[(char, char)] = &[('【', '】'), ('（', '）'), ('(', ')'), ('[', ']'), ('「', '」'), ('《', '》')];
+const OPENING: &[(char, char)] = &[
+    ('【', '】'),
+    ('（', '）'),
+    ('(', ')'),
+    ('[', ']'),
+    ('「', '」'),
+    ('《', '》'),
+];
 
 /// Shortens `text` to at most `max` characters, ending with `…` when something was cut:
 /// at the last separator in the second half of the window if there is one, before a bracket
@@ -302,9 +321,7 @@ fn is_decimal(s: &str) -> bool {
 
 fn is_amount(s: &str) -> bool {
     let s = s.strip_suffix('元').unwrap_or(s);
-    let s = s
-        .strip_prefix(['¥', '￥', '$', '€', '£'])
-        .unwrap_or(s);
+    let s = s.strip_prefix(['¥', '￥', '$', '€', '£']).unwrap_or(s);
     let digits = s.bytes().filter(u8::is_ascii_digit).count();
     (1..=10).contains(&digits) && is_decimal(s)
 }
@@ -432,12 +449,22 @@ mod tests {
     #[test]
     fn shortening_never_leaves_an_open_bracket_or_dangling_punctuation() {
         assert_eq!(
-            shorten("快件已由快递员张三揽收，联系电话【13800138000】请保持畅通", 20),
+            shorten(
+                "快件已由快递员张三揽收，联系电话【13800138000】请保持畅通",
+                20
+            ),
             "快件已由快递员张三揽收…"
         );
-        assert_eq!(shorten("abcdefghijklmnopqrstuvwxyz", 20), "abcdefghijklmnopqrs…");
+        assert_eq!(
+            shorten("abcdefghijklmnopqrstuvwxyz", 20),
+            "abcdefghijklmnopqrs…"
+        );
         assert_eq!(shorten("短消息", 20), "短消息");
-        assert_eq!(shorten("a\u{7}b", 20), "a\u{7}b", "shorten does not clean; fit does");
+        assert_eq!(
+            shorten("a\u{7}b", 20),
+            "a\u{7}b",
+            "shorten does not clean; fit does"
+        );
         assert_eq!(fit(KeywordType::Thing, "a\n\tb").unwrap(), "a b");
     }
 
@@ -457,19 +484,37 @@ mod tests {
             assert!(check(kind, &v).is_ok(), "{v}");
             assert!(wechat_accepts(kind, &v), "{v}");
         }
-        assert_eq!(fit(KeywordType::Phrase, "派送中").as_deref(), Some("派送中"));
-        assert_eq!(fit(KeywordType::Phrase, "第三方代收入库").as_deref(), Some("第三方代收"));
+        assert_eq!(
+            fit(KeywordType::Phrase, "派送中").as_deref(),
+            Some("派送中")
+        );
+        assert_eq!(
+            fit(KeywordType::Phrase, "第三方代收入库").as_deref(),
+            Some("第三方代收")
+        );
         assert_eq!(fit(KeywordType::Phrase, "delivered"), None);
     }
 
     #[test]
     fn values_that_cannot_be_made_faithful_are_refused() {
-        assert_eq!(fit(KeywordType::PhoneNumber, "0086-0755-1234567890123"), None);
+        assert_eq!(
+            fit(KeywordType::PhoneNumber, "0086-0755-1234567890123"),
+            None
+        );
         assert_eq!(fit(KeywordType::Time, "tomorrow"), None);
         assert_eq!(fit(KeywordType::Amount, "19.9"), Some("19.9".into()));
-        assert_eq!(fit(KeywordType::CharacterString, "SF 1234 5678").as_deref(), Some("SF12345678"));
-        assert_eq!(fit(KeywordType::Name, "张三 13800138000").as_deref(), Some("张三"));
-        assert_eq!(fit(KeywordType::Number, "300002").as_deref(), Some("300002"));
+        assert_eq!(
+            fit(KeywordType::CharacterString, "SF 1234 5678").as_deref(),
+            Some("SF12345678")
+        );
+        assert_eq!(
+            fit(KeywordType::Name, "张三 13800138000").as_deref(),
+            Some("张三")
+        );
+        assert_eq!(
+            fit(KeywordType::Number, "300002").as_deref(),
+            Some("300002")
+        );
     }
 
     #[test]

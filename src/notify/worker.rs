@@ -289,7 +289,8 @@ impl NotifyWorker {
                 body["template_id"] = w.template_id.clone().into();
                 self.subscribe_limit.acquire().await;
                 let started = now_ms();
-                let (call, detail_prefix) = (self.call(SUBSCRIBE_PATH, &body).await, "subscribe/send");
+                let (call, detail_prefix) =
+                    (self.call(SUBSCRIBE_PATH, &body).await, "subscribe/send");
                 self.conclude(w, kind, started, call, detail_prefix).await
             }
             NotifyKind::Template => {
@@ -306,7 +307,9 @@ impl NotifyWorker {
                     else {
                         return self.skip_no_consent(w, None, false).await;
                     };
-                    let mut body = self.rules.body(rule, openid, &message, Some(&credential.value));
+                    let mut body = self
+                        .rules
+                        .body(rule, openid, &message, Some(&credential.value));
                     body["template_id"] = w.template_id.clone().into();
                     self.template_limit.acquire().await;
                     let started = now_ms();
@@ -316,15 +319,23 @@ impl NotifyWorker {
                         Ok(c) if classify(kind, &c.result) == Outcome::CredentialRefused
                     );
                     if !refused {
-                        let prefix = format!("template/send with {} #{}", credential.kind, credential.id);
+                        let prefix =
+                            format!("template/send with {} #{}", credential.kind, credential.id);
                         return self.conclude(w, kind, started, call, &prefix).await;
                     }
                     let c = call.as_ref().expect("checked: refused");
-                    let code = c.result.as_ref().err().and_then(ApiError::errcode).unwrap_or(0);
+                    let code = c
+                        .result
+                        .as_ref()
+                        .err()
+                        .and_then(ApiError::errcode)
+                        .unwrap_or(0);
                     self.store
                         .discard_credential(credential.id, &code.to_string())
                         .await?;
-                    self.stats.credentials_refused.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .credentials_refused
+                        .fetch_add(1, Ordering::Relaxed);
                     let attempt = self.attempt_from_call(
                         w,
                         kind,
@@ -333,7 +344,12 @@ impl NotifyWorker {
                         &format!("template/send with {} #{}", credential.kind, credential.id),
                     );
                     self.store.record_notification_attempt(&attempt).await?;
-                    tracing::info!(outbox_id = entry_id, credential_id = credential.id, errcode = code, "legacy credential refused: discarded, trying the next one");
+                    tracing::info!(
+                        outbox_id = entry_id,
+                        credential_id = credential.id,
+                        errcode = code,
+                        "legacy credential refused: discarded, trying the next one"
+                    );
                 }
                 self.retry_at(
                     w,
@@ -417,7 +433,15 @@ impl NotifyWorker {
         let call = match call {
             Ok(c) => c,
             Err(e) => {
-                let attempt = self.attempt(w, started, 0, None, None, "token-error", &format!("{api}: {e}"));
+                let attempt = self.attempt(
+                    w,
+                    started,
+                    0,
+                    None,
+                    None,
+                    "token-error",
+                    &format!("{api}: {e}"),
+                );
                 return self.retry(w, attempt).await;
             }
         };
@@ -427,7 +451,36 @@ impl NotifyWorker {
         match outcome {
             Outcome::Delivered => {
                 self.store
-                    .complete_notification(w.entry.id, Some(&attempt), &Completion::Delivered, false, now_ms())
+                    .complete_notification(
+                        w.entry.id,
+                        Some(&attempt),
+                        &Completion::Delivered,
+                        false,
+                        now_ms(),
+                    )
+                    .await?;
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Outcome::NoConsent if w.consent_held == 1 && self.last_try_unanswered(w).await? => {
+                // An earlier try got no answer but WeChat delivered it: that used the
+                // subscription, and this 43101 answers it (spec §2.5). Counting it delivered
+                // keeps the ledger (which took the grant then) in step with WeChat.
+                let attempt = NewAttempt {
+                    detail: format!(
+                        "{}; the unanswered earlier try was delivered",
+                        attempt.detail
+                    ),
+                    ..attempt
+                };
+                self.store
+                    .complete_notification(
+                        w.entry.id,
+                        Some(&attempt),
+                        &Completion::Delivered,
+                        false,
+                        now_ms(),
+                    )
                     .await?;
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -450,7 +503,11 @@ impl NotifyWorker {
                 self.store
                     .pause_api(name, until, "45009 daily quota reached")
                     .await?;
-                tracing::warn!(api = name, until_ms = until, "WeChat daily quota reached: API paused until the quota resets");
+                tracing::warn!(
+                    api = name,
+                    until_ms = until,
+                    "WeChat daily quota reached: API paused until the quota resets"
+                );
                 self.retry_at(w, Some(attempt), until, "daily quota").await
             }
             Outcome::Permanent | Outcome::CredentialRefused => {
@@ -463,8 +520,36 @@ impl NotifyWorker {
                 let error = attempt.detail.clone();
                 self.dead(w, Some(attempt), &error).await
             }
+            Outcome::Transient
+                if kind == NotifyKind::Subscribe
+                    && matches!(call.result, Err(ApiError::Timeout | ApiError::Network(_)))
+                    && self.is_long_term(w).await? =>
+            {
+                // A long-term template has no 43101 to stop a duplicate: at most once.
+                let error = format!(
+                    "{}; not retried: a long-term template may have been delivered",
+                    attempt.detail
+                );
+                self.dead(w, Some(attempt), &error).await
+            }
             Outcome::TokenInvalid | Outcome::Transient => self.retry(w, attempt).await,
         }
+    }
+
+    /// Whether the entry's last try got no answer at all (timeout, connection lost).
+    async fn last_try_unanswered(&self, w: &NotificationWork) -> Result<bool, StoreError> {
+        let attempts = self.store.list_attempts(w.entry.id).await?;
+        Ok(attempts
+            .last()
+            .is_some_and(|a| a.outcome == "transient" && a.http_status.is_none()))
+    }
+
+    async fn is_long_term(&self, w: &NotificationWork) -> Result<bool, StoreError> {
+        let recipient = w.entry.recipient.as_deref().unwrap_or_default();
+        let rows = self.store.subscriptions_of(recipient).await?;
+        Ok(rows
+            .iter()
+            .any(|r| r.template_id == w.template_id && r.long_term == 1))
     }
 
     async fn skip_no_consent(
@@ -484,7 +569,9 @@ impl NotifyWorker {
                 now_ms(),
             )
             .await?;
-        self.stats.skipped_no_consent.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .skipped_no_consent
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -517,15 +604,23 @@ impl NotifyWorker {
             .next_delay(tries_done, &mut rand::thread_rng());
         match delay {
             Some(d) => {
-                self.retry_at(w, Some(attempt), now_ms() + d.as_millis() as i64, "transient")
-                    .await
+                self.retry_at(
+                    w,
+                    Some(attempt),
+                    now_ms() + d.as_millis() as i64,
+                    "transient",
+                )
+                .await
             }
             None => {
                 let error = format!(
                     "retry schedule spent after {tries_done} tries; last: {}",
                     attempt.detail
                 );
-                tracing::warn!(outbox_id = w.entry.id, "retry schedule spent: notification is dead");
+                tracing::warn!(
+                    outbox_id = w.entry.id,
+                    "retry schedule spent: notification is dead"
+                );
                 self.dead(w, Some(attempt), &error).await
             }
         }

@@ -31,10 +31,11 @@ impl Store {
     /// cleared).
     pub async fn get_cells(&self) -> Result<Option<CellSet>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let updated_at: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-            .bind(UPDATED_AT_KEY)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let updated_at: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                .bind(UPDATED_AT_KEY)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(updated_at) = updated_at else {
             tx.commit().await?;
             return Ok(None);

@@ -8,7 +8,8 @@ use wxexpress::app::Application;
 use wxexpress::config;
 
 use crate::helpers::{
-    event_body, spawn_app, spawn_app_with, waybill_body, TestApp, API_KEY, TOKEN,
+    event_body, spawn_app, spawn_app_with, waybill_body, TestApp, AES_KEY, API_KEY, APPID,
+    ORIGINAL_ID, TOKEN,
 };
 use crate::peer::sign;
 
@@ -39,37 +40,57 @@ fn encode(pairs: &[(String, String)]) -> String {
         .finish()
 }
 
+/// A running gateway the helpers below can talk to.
+trait Gateway {
+    fn url(&self, path: &str) -> String;
+    fn http(&self) -> &reqwest::Client;
+}
+
+impl Gateway for TestApp {
+    fn url(&self, path: &str) -> String {
+        TestApp::url(self, path)
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
 struct Reply {
     status: u16,
     content_type: String,
     nosniff: bool,
+    retry_after: Option<String>,
     body: String,
 }
 
-async fn get_raw(app: &TestApp, query: &str) -> Reply {
-    let r = app
-        .client
-        .get(app.url(&format!("/wechat/waybill?{query}")))
-        .send()
-        .await
-        .expect("request");
+async fn get_raw(app: &impl Gateway, query: &str) -> Reply {
+    get_from(app, query, None).await
+}
+
+/// A lookup as sent through a proxy that sets `X-Forwarded-For`.
+async fn get_from(app: &impl Gateway, query: &str, forwarded_for: Option<&str>) -> Reply {
+    let mut req = app.http().get(app.url(&format!("/wechat/waybill?{query}")));
+    if let Some(ip) = forwarded_for {
+        req = req.header("x-forwarded-for", format!("203.0.113.9, {ip}"));
+    }
+    let r = req.send().await.expect("request");
     let h = r.headers().clone();
+    let header = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     Reply {
         status: r.status().as_u16(),
-        content_type: h
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        nosniff: h
-            .get("x-content-type-options")
-            .is_some_and(|v| v == "nosniff"),
+        content_type: header("content-type").unwrap_or_default(),
+        nosniff: header("x-content-type-options").as_deref() == Some("nosniff"),
+        retry_after: header("retry-after"),
         body: r.text().await.expect("body"),
     }
 }
 
 /// A lookup of `orderid` signed now; the parsed `OrderInfo`.
-async fn lookup(app: &TestApp, orderid: &str) -> Value {
+async fn lookup(app: &impl Gateway, orderid: &str) -> Value {
     let r = get_raw(app, &encode(&query(orderid, CB, TOKEN, now()))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     unwrap_jsonp(&r.body, CB)
@@ -84,36 +105,54 @@ fn unwrap_jsonp(body: &str, callback: &str) -> Value {
     serde_json::from_str(inner).unwrap_or_else(|e| panic!("{e}: {inner}"))
 }
 
-async fn seed(app: &TestApp, id: &str, events: &[(i64, i64, &str)]) {
-    assert!(app
-        .put_waybill(id, &waybill_body())
-        .await
-        .status()
-        .is_success());
-    for (action_type, at, msg) in events {
-        let r = app.post_event(id, &event_body(*action_type, *at, msg)).await;
-        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    }
-}
-
-async fn put_cells(app: &TestApp, body: &Value) -> reqwest::Response {
-    app.client
-        .put(app.url("/v1/cells"))
-        .bearer_auth(API_KEY)
-        .json(body)
-        .send()
-        .await
-        .expect("request")
-}
-
-async fn get_cells(app: &TestApp) -> Value {
+async fn seed(app: &impl Gateway, id: &str, events: &[(i64, i64, &str)]) {
     let r = app
-        .client
-        .get(app.url("/v1/cells"))
+        .http()
+        .put(app.url(&format!("/v1/waybills/{id}")))
         .bearer_auth(API_KEY)
+        .json(&waybill_body())
         .send()
         .await
         .expect("request");
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    for (action_type, at, msg) in events {
+        post_event(app, id, *action_type, *at, msg).await;
+    }
+}
+
+async fn post_event(app: &impl Gateway, id: &str, action_type: i64, at: i64, msg: &str) {
+    let r = app
+        .http()
+        .post(app.url(&format!("/v1/waybills/{id}/events")))
+        .bearer_auth(API_KEY)
+        .json(&event_body(action_type, at, msg))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+}
+
+async fn send_cells(
+    app: &impl Gateway,
+    method: reqwest::Method,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut req = app
+        .http()
+        .request(method, app.url("/v1/cells"))
+        .bearer_auth(API_KEY);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    req.send().await.expect("request")
+}
+
+async fn put_cells(app: &impl Gateway, body: &Value) -> reqwest::Response {
+    send_cells(app, reqwest::Method::PUT, Some(body)).await
+}
+
+async fn get_cells(app: &impl Gateway) -> Value {
+    let r = send_cells(app, reqwest::Method::GET, None).await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }
@@ -163,7 +202,10 @@ async fn a_signed_lookup_answers_traces_newest_first_in_beijing_time_with_phones
     assert_eq!(info["err_msg"], "ok");
     assert_eq!(info["waybill_id"], "SF100");
     let traces = info["traces"].as_array().unwrap();
-    let order: Vec<_> = traces.iter().map(|t| t["action_type"].as_i64().unwrap()).collect();
+    let order: Vec<_> = traces
+        .iter()
+        .map(|t| t["action_type"].as_i64().unwrap())
+        .collect();
     assert_eq!(order, [300002, 200001, 100001], "newest first");
     assert_eq!(traces[2]["accept_time"], "2024-10-31 21:16:00");
     assert_eq!(traces[0]["accept_time"], "2024-10-31 23:16:00");
@@ -305,7 +347,10 @@ async fn an_unknown_or_malformed_waybill_gets_40400_without_data() {
     // A known waybill without steps yet is found, with no traces.
     seed(&app, "SF105", &[]).await;
     let info = lookup(&app, "SF105").await;
-    assert_eq!((info["err_code"].clone(), info["traces"].clone()), (json!(0), json!([])));
+    assert_eq!(
+        (info["err_code"].clone(), info["traces"].clone()),
+        (json!(0), json!([]))
+    );
 }
 
 #[tokio::test]
@@ -319,7 +364,10 @@ async fn text_in_the_data_cannot_end_the_script_or_the_statement() {
     }
     assert!(r.body.contains(r"\u003c/script\u003e"), "{}", r.body);
     let info = unwrap_jsonp(&r.body, CB);
-    assert_eq!(info["traces"][0]["action_msg"], hostile, "same text once parsed");
+    assert_eq!(
+        info["traces"][0]["action_msg"], hostile,
+        "same text once parsed"
+    );
 }
 
 #[tokio::test]
@@ -327,7 +375,12 @@ async fn cells_follow_the_waybill_state_with_url_encoded_links() {
     let app = spawn_app().await;
     assert_eq!(put_cells(&app, &standard_cells()).await.status(), 200);
 
-    seed(&app, "SF107", &[(90001, T0, "网点已接单"), (90010, T0 + 60, "待支付运费")]).await;
+    seed(
+        &app,
+        "SF107",
+        &[(90001, T0, "网点已接单"), (90010, T0 + 60, "待支付运费")],
+    )
+    .await;
     let info = lookup(&app, "SF107").await;
     assert_eq!(keys(&info), ["pay", "address", "complain"]);
     assert_eq!(
@@ -335,26 +388,27 @@ async fn cells_follow_the_waybill_state_with_url_encoded_links() {
         json!({ "key": "pay", "name": "支付运单", "link": "https://pay.example/pay?w=SF107&u=oABC-user_1" })
     );
 
-    let post = |t: i64, code: i64| {
-        let app = &app;
-        async move {
-            let r = app.post_event("SF107", &event_body(code, t, "…")).await;
-            assert_eq!(r.status(), 202);
-        }
-    };
-    post(T0 + 120, 90011).await;
-    assert_eq!(keys(&lookup(&app, "SF107").await), ["address", "complain"], "paid");
-    post(T0 + 180, 100001).await;
-    post(T0 + 240, 200001).await;
+    post_event(&app, "SF107", 90011, T0 + 120, "…").await;
+    assert_eq!(
+        keys(&lookup(&app, "SF107").await),
+        ["address", "complain"],
+        "paid"
+    );
+    post_event(&app, "SF107", 100001, T0 + 180, "…").await;
+    post_event(&app, "SF107", 200001, T0 + 240, "…").await;
     assert_eq!(keys(&lookup(&app, "SF107").await), ["address", "complain"]);
-    post(T0 + 300, 300002).await;
-    assert_eq!(keys(&lookup(&app, "SF107").await), ["complain"], "out for delivery");
+    post_event(&app, "SF107", 300002, T0 + 300, "…").await;
+    assert_eq!(
+        keys(&lookup(&app, "SF107").await),
+        ["complain"],
+        "out for delivery"
+    );
 
     // The openid is URL-encoded into the link.
     seed(&app, "SF108", &[(90010, T0, "待支付运费")]).await;
     let mut q = query("SF108", CB, TOKEN, now());
     q[1].1 = "o&x=1 {waybill_id}".into();
-    let info = unwrap_jsonp(&get_raw(&app.gw(), &encode(&q)).await.body, CB);
+    let info = unwrap_jsonp(&get_raw(&app, &encode(&q)).await.body, CB);
     assert_eq!(
         info["cells"][0]["link"],
         "https://pay.example/pay?w=SF108&u=o%26x%3D1%20%7Bwaybill_id%7D"
@@ -364,7 +418,11 @@ async fn cells_follow_the_waybill_state_with_url_encoded_links() {
 #[tokio::test]
 async fn the_cells_api_needs_the_bearer_key_and_validates_like_the_config() {
     let app = spawn_app().await;
-    for method in [reqwest::Method::GET, reqwest::Method::PUT, reqwest::Method::DELETE] {
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
         let r = app
             .client
             .request(method.clone(), app.url("/v1/cells"))
@@ -411,7 +469,8 @@ async fn the_cells_api_needs_the_bearer_key_and_validates_like_the_config() {
         .unwrap()
         .contains("20 characters"));
 
-    let unknown_field = json!({ "cells": [{ "key": "a", "name": "a", "link": "https://c/", "icon": "x" }] });
+    let unknown_field =
+        json!({ "cells": [{ "key": "a", "name": "a", "link": "https://c/", "icon": "x" }] });
     assert_eq!(put_cells(&app, &unknown_field).await.status(), 400);
     let r = app
         .client
@@ -439,27 +498,35 @@ async fn the_cells_api_needs_the_bearer_key_and_validates_like_the_config() {
 
 /// A gateway whose config file holds `[[cells]]` (env cannot express a list of tables).
 struct FileApp {
-    app: TestApp,
+    base: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
 }
 
-async fn spawn_with_cells_file(cells_toml: &str) -> FileApp {
-    // Reuse the standard test settings through a file: everything else stays as in helpers.
-    let probe = spawn_app().await;
+impl Gateway for FileApp {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+async fn spawn_with_config_file(toml: &str) -> FileApp {
+    wxexpress::telemetry::init();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wxexpress.toml");
-    std::fs::write(&path, cells_toml).unwrap();
+    std::fs::write(&path, toml).unwrap();
+    let db = format!("sqlite://{}/gw.db", dir.path().display());
     let env: BTreeMap<String, String> = [
         ("WXEXPRESS_SERVER__LISTEN", "127.0.0.1:0"),
         ("WXEXPRESS_SERVER__WORKERS", "1"),
-        (
-            "WXEXPRESS_DATABASE__URL",
-            &format!("sqlite://{}/gw.db", dir.path().display()),
-        ),
-        ("WXEXPRESS_WECHAT__APPID", crate::helpers::APPID),
+        ("WXEXPRESS_DATABASE__URL", db.as_str()),
+        ("WXEXPRESS_WECHAT__APPID", APPID),
         ("WXEXPRESS_WECHAT__SECRET", "test-secret"),
-        ("WXEXPRESS_WECHAT__ORIGINAL_ID", crate::helpers::ORIGINAL_ID),
+        ("WXEXPRESS_WECHAT__ORIGINAL_ID", ORIGINAL_ID),
         ("WXEXPRESS_WECHAT__TOKEN", TOKEN),
-        ("WXEXPRESS_WECHAT__ENCODING_AES_KEY", crate::helpers::AES_KEY),
+        ("WXEXPRESS_WECHAT__ENCODING_AES_KEY", AES_KEY),
         ("WXEXPRESS_WECHAT__API_BASE", "http://127.0.0.1:9"),
         ("WXEXPRESS_BACKOFFICE__API_KEYS", API_KEY),
         (
@@ -472,11 +539,107 @@ async fn spawn_with_cells_file(cells_toml: &str) -> FileApp {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let settings = config::load_from(Some(&path), &env, false).expect("settings");
-    let built = Application::build(settings).await.expect("app builds");
-    let base = format!("http://{}", built.addr());
-    tokio::spawn(built.run_until_stopped());
-    drop(probe);
+    let app = Application::build(settings).await.expect("app builds");
+    let base = format!("http://{}", app.addr());
+    tokio::spawn(app.run_until_stopped());
     FileApp {
-        app: TestApp::at(&base, dir),
+        base,
+        client: reqwest::Client::new(),
+        _dir: dir,
     }
+}
+
+const CONFIG_CELLS: &str = r#"
+[[cells]]
+key = "complain"
+name = "投诉"
+link = "https://c.example/complain/{waybill_id}"
+
+[[cells]]
+key = "pay"
+name = "支付运单"
+link = "https://pay.example/{waybill_id}"
+when = { latest_action_in = [90010] }
+"#;
+
+#[tokio::test]
+async fn the_config_files_cells_apply_until_the_api_replaces_them_and_again_after_a_delete() {
+    let app = spawn_with_config_file(CONFIG_CELLS).await;
+    seed(&app, "SF110", &[(90010, T0, "待支付运费")]).await;
+    assert_eq!(keys(&lookup(&app, "SF110").await), ["complain", "pay"]);
+    let view = get_cells(&app).await;
+    assert_eq!(view["source"], "config");
+    assert_eq!(
+        view["cells"][1]["when"],
+        json!({ "latest_action_in": [90010] })
+    );
+
+    // Replaced without a restart: the next lookup serves the new list.
+    assert_eq!(put_cells(&app, &standard_cells()).await.status(), 200);
+    assert_eq!(
+        keys(&lookup(&app, "SF110").await),
+        ["pay", "address", "complain"]
+    );
+
+    // An empty list is a list: no cells, not the file's.
+    assert_eq!(put_cells(&app, &json!({ "cells": [] })).await.status(), 200);
+    assert!(keys(&lookup(&app, "SF110").await).is_empty());
+    assert_eq!(get_cells(&app).await["source"], "database");
+
+    // DELETE hands the file's cells back.
+    let r = send_cells(&app, reqwest::Method::DELETE, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(keys(&lookup(&app, "SF110").await), ["complain", "pay"]);
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_limit_gets_42900_with_http_429() {
+    let app = spawn_app_with(&[
+        ("WXEXPRESS_JSONP__RATE_PER_SEC", "0.2"),
+        ("WXEXPRESS_JSONP__RATE_BURST", "3"),
+    ])
+    .await;
+    seed(&app, "SF111", &[(100001, T0, "已揽件")]).await;
+    // Bad signatures count too: the limit also stops guessing.
+    let bad = query("SF111", CB, "guess", now());
+    assert_refused(&get_raw(&app, &encode(&bad)).await, 40100);
+    assert_eq!(lookup(&app, "SF111").await["err_code"], 0);
+    assert_eq!(lookup(&app, "SF999").await["err_code"], 40400);
+
+    let r = get_raw(&app, &encode(&query("SF111", CB, TOKEN, now()))).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.content_type, "application/javascript; charset=utf-8");
+    assert_eq!(r.retry_after.as_deref(), Some("1"));
+    let info = unwrap_jsonp(&r.body, CB);
+    assert_eq!(info["err_code"], 42900);
+    assert_eq!(info["traces"], json!([]));
+    assert!(!r.body.contains("已揽件"));
+    // A forwarded-for header is ignored unless configured: it cannot buy a fresh bucket.
+    let r = get_from(
+        &app,
+        &encode(&query("SF111", CB, TOKEN, now())),
+        Some("198.51.100.7"),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+}
+
+#[tokio::test]
+async fn behind_a_configured_proxy_each_forwarded_client_has_its_own_bucket() {
+    let app = spawn_app_with(&[
+        ("WXEXPRESS_JSONP__RATE_PER_SEC", "0.2"),
+        ("WXEXPRESS_JSONP__RATE_BURST", "2"),
+        ("WXEXPRESS_JSONP__CLIENT_IP_HEADER", "X-Forwarded-For"),
+    ])
+    .await;
+    seed(&app, "SF112", &[(100001, T0, "已揽件")]).await;
+    let q = || encode(&query("SF112", CB, TOKEN, now()));
+    for _ in 0..2 {
+        assert_eq!(get_from(&app, &q(), Some("198.51.100.7")).await.status, 200);
+    }
+    assert_eq!(get_from(&app, &q(), Some("198.51.100.7")).await.status, 429);
+    // Only the last entry (the proxy's) counts: a client-written first entry changes nothing.
+    let r = get_from(&app, &q(), Some("198.51.100.8")).await;
+    assert_eq!(r.status, 200, "another client");
+    assert_eq!(unwrap_jsonp(&r.body, CB)["err_code"], 0);
 }

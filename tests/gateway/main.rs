@@ -3,6 +3,7 @@
 mod backoffice;
 mod callback;
 mod helpers;
+mod jsonp;
 mod notifications;
 mod peer;
 mod pipeline;

@@ -43,7 +43,11 @@ pub async fn an_empty_list_is_a_setting_of_its_own_and_clearing_forgets_it(store
         .await
         .unwrap();
     store.replace_cells(&[], 2_000).await.unwrap();
-    let set = store.get_cells().await.unwrap().expect("an empty list is still set");
+    let set = store
+        .get_cells()
+        .await
+        .unwrap()
+        .expect("an empty list is still set");
     assert!(set.cells.is_empty());
     assert_eq!(set.updated_at, 2_000);
 
@@ -59,5 +63,9 @@ pub async fn a_replacement_with_a_repeated_key_fails_and_keeps_the_old_list(stor
     let bad = vec![cell("complain", None), cell("complain", None)];
     assert!(store.replace_cells(&bad, 2_000).await.is_err());
     let set = store.get_cells().await.unwrap().expect("set");
-    assert_eq!((set.cells, set.updated_at), (old, 1_000), "nothing half-stored");
+    assert_eq!(
+        (set.cells, set.updated_at),
+        (old, 1_000),
+        "nothing half-stored"
+    );
 }
