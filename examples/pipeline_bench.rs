@@ -29,7 +29,10 @@ fn settings(db: &str, outbox: bool, data_key: &str) -> wxexpress::config::Settin
         ("WXEXPRESS_DATABASE__URL", db),
         ("WXEXPRESS_BACKOFFICE__API_KEYS", KEY),
         ("WXEXPRESS_PRIVACY__DATA_KEY", data_key),
-        ("WXEXPRESS_OUTBOX__ENABLED", if outbox { "true" } else { "false" }),
+        (
+            "WXEXPRESS_OUTBOX__ENABLED",
+            if outbox { "true" } else { "false" },
+        ),
         ("WXEXPRESS_OUTBOX__CONCURRENCY", "64"),
         ("WXEXPRESS_OUTBOX__BATCH_SIZE", "128"),
         ("WXEXPRESS_OUTBOX__POLL_INTERVAL_MS", "5"),
@@ -43,25 +46,42 @@ fn settings(db: &str, outbox: bool, data_key: &str) -> wxexpress::config::Settin
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wxexpress::telemetry::init_with("error");
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let n: usize = arg("--waybills").map(|s| s.parse()).transpose()?.unwrap_or(5000);
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let n: usize = arg("--waybills")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(5000);
     let dir = tempfile::tempdir()?;
-    let db = arg("--database-url").unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
-    let backend = if db.starts_with("postgres") { "PostgreSQL" } else { "SQLite" };
+    let db = arg("--database-url")
+        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
+    let backend = if db.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let data_key = wxexpress::privacy::Privacy::generate_key_base64();
 
     let ingest = Application::build(settings(&db, false, &data_key)).await?;
     let base = format!("http://{}", ingest.addr());
     let stop_ingest = ingest.shutdown_trigger();
     let ingest_task = tokio::spawn(ingest.run_until_stopped());
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
     let t0 = 1_790_000_000i64;
     let id = |i: usize| format!("BN{i:010}");
     let receiver = |i: usize| format!("139{i:08}");
@@ -75,7 +95,14 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| {
             let (http, url) = (http.clone(), format!("{base}/v1/waybills/{}", id(i)));
             let body = waybill(i);
-            async move { http.put(url).bearer_auth(KEY).json(&body).send().await.map(|r| r.status()) }
+            async move {
+                http.put(url)
+                    .bearer_auth(KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            }
         })
         .buffer_unordered(32)
         .for_each(|_| async {})
@@ -106,7 +133,15 @@ async fn main() -> anyhow::Result<()> {
     futures_util::stream::iter(lines.chunks(1000).map(|c| c.join("\n")))
         .map(|body| {
             let (http, url) = (http.clone(), format!("{base}/v1/events/batch"));
-            async move { http.post(url).bearer_auth(KEY).header("content-type", "application/x-ndjson").body(body).send().await.map(|r| r.status()) }
+            async move {
+                http.post(url)
+                    .bearer_auth(KEY)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            }
         })
         .buffer_unordered(4)
         .for_each(|_| async {})
@@ -136,13 +171,25 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop.send(true);
     let _ = task.await;
     let counts = store.outbox_counts().await?;
-    let delivered: i64 = counts.iter().filter(|(s, _, _)| s == "delivered").map(|(_, _, c)| c).sum();
+    let delivered: i64 = counts
+        .iter()
+        .filter(|(s, _, _)| s == "delivered")
+        .map(|(_, _, c)| c)
+        .sum();
     let rq = sandbox.stats().reverse_queries;
 
     println!("backend                 {backend}");
     println!("waybills                {n}");
-    println!("single events           {:.0} events/s  (p50 {:.1} ms, p99 {:.1} ms, 32 clients)", n as f64 / single.as_secs_f64(), pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-    println!("NDJSON batches          {:.0} events/s  (1,000-line batches, 4 in flight)", n as f64 / batch.as_secs_f64());
+    println!(
+        "single events           {:.0} events/s  (p50 {:.1} ms, p99 {:.1} ms, 32 clients)",
+        n as f64 / single.as_secs_f64(),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
+    println!(
+        "NDJSON batches          {:.0} events/s  (1,000-line batches, 4 in flight)",
+        n as f64 / batch.as_secs_f64()
+    );
     println!("pushes delivered        {delivered} in {:.2} s = {:.0} pushes/s (each with userquery, pathnotify and a reverse query; {} reverse queries consistent)", push.as_secs_f64(), delivered as f64 / push.as_secs_f64(), rq.ok);
     println!("outbox                  {counts:?}");
     Ok(())

@@ -121,7 +121,7 @@ for W in $WORKERS_LIST; do
         -H 'Content-Type: application/json' --data-binary "$body")
     echo "HTTP $code, $(wc -c <"$DIR/probe.reply") bytes"
     [[ "$code" == 200 ]] || { echo "probe failed" >&2; exit 1; }
-    "$LOAD" verify --nonce "$nonce" <"$DIR/probe.reply" | head -c 600; echo " …"
+    "$LOAD" verify --nonce "$nonce" <"$DIR/probe.reply"
 
     echo "== fresh path: $REQUESTS unique requests, each sent at most once"
     "$LOAD" requests --waybills "$WAYBILLS" --count "$REQUESTS" --threads "$THREADS" --out "$DIR/fresh"

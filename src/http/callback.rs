@@ -171,23 +171,46 @@ async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Res
         query.dedupe_key(),
         inflight.map_or(0, |i| i.outbox_id)
     );
-    if let Some(prev) = state.store.find_exchange(&key).await.map_err(store_err)? {
-        if let Some(reply) = replayed(state, prev.reply.as_deref()) {
-            tracing::info!(waybill_id = %query.waybill_id, "repeated reverse query answered with the stored reply");
-            return Ok(reply);
-        }
-    }
-    let lookup = lookup(state, &query, inflight).await?;
-    // Answering for the node in flight is WeChat's receipt that the push reached it. It is
-    // recorded last, just before the reply leaves: a crash between the two loses the node
-    // (WeChat never got the reply, the gateway trusts the receipt), so that gap stays as
-    // short as it can be — no other write may sit in it.
-    let receipt = match lookup {
-        Lookup::Found { .. } => inflight.map(|i| i.outbox_id),
-        _ => None,
+    let replay = match state.store.find_exchange(&key).await.map_err(store_err)? {
+        Some(prev) => replayed(state, prev.reply.as_deref()),
+        None => None,
     };
+    let reply = match replay {
+        Some(reply) => {
+            tracing::info!(waybill_id = %query.waybill_id, "repeated reverse query answered with the stored reply");
+            reply
+        }
+        None => fresh_answer(state, &query, inflight, key, started).await?,
+    };
+    // Answering for the node in flight with ResultCode 0 is WeChat's receipt that the push
+    // reached it — also when the answer is a replay (the first try may have died before its
+    // receipt was written). It is recorded last, just before the reply leaves, so the gap in
+    // which a crash would lose the node (WeChat never got the reply, the gateway trusts the
+    // receipt) holds no other write.
+    let ok =
+        reply.get("ResultCode").and_then(|v| v.as_i64()) == Some(reverse_query::result_code::OK);
+    if let (true, Some(i)) = (ok, inflight) {
+        state
+            .store
+            .record_receipt(i.outbox_id, now_ms())
+            .await
+            .map_err(store_err)?;
+    }
+    Ok(reply)
+}
+
+/// Build, log and return a new answer; a concurrent retry that logged first wins.
+async fn fresh_answer(
+    state: &AppState,
+    query: &Query,
+    inflight: Option<crate::store::InFlight>,
+    key: String,
+    started: Instant,
+) -> Result<Document, ()> {
+    let store_err = |e: crate::store::StoreError| tracing::error!(error = %e, "store error while answering a reverse query");
+    let lookup = lookup(state, query, inflight).await?;
     let reply = build_reply(
-        &query,
+        query,
         &state.settings.wechat.original_id,
         now_secs(),
         &lookup,
@@ -232,22 +255,13 @@ async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Res
     {
         ExchangeInsert::Inserted { .. } => {
             tracing::info!(waybill_id = %query.waybill_id, result_code, "reverse query answered");
+            Ok(reply)
         }
         // A concurrent retry of the same delivery won the insert: answer exactly as it did.
         ExchangeInsert::Duplicate(prev) => {
-            if let Some(prev) = replayed(state, prev.reply.as_deref()) {
-                return Ok(prev);
-            }
+            Ok(replayed(state, prev.reply.as_deref()).unwrap_or(reply))
         }
     }
-    if let Some(outbox_id) = receipt {
-        state
-            .store
-            .record_receipt(outbox_id, now_ms())
-            .await
-            .map_err(store_err)?;
-    }
-    Ok(reply)
 }
 
 fn replayed(state: &AppState, sealed: Option<&[u8]>) -> Option<Document> {

@@ -23,6 +23,9 @@ use crate::wechat::envelope::{self, Document, MessageFormat, MessageMode};
 pub const WECHAT_TEAM_OPENID: &str = "oHt_80DRclK4qjKfdYnPg6RxxsNI";
 pub const EVENT: &str = "waybill_notify_query";
 
+/// Re-sends of a reverse query whose connection failed (crypto spec §5: up to three).
+const CONNECTION_RETRIES: u32 = 3;
+
 /// Sends the reverse query for `push` and judges the reply. `Err` carries 932001..932003.
 pub async fn query(shared: &Shared, push: &PathNotify) -> Result<(), i64> {
     let started = Instant::now();
@@ -131,14 +134,29 @@ async fn exchange(shared: &Shared, push: &PathNotify, url: &str) -> Outcome {
         MessageFormat::Json => "application/json",
         MessageFormat::Xml => "text/xml",
     };
-    let sent = shared
-        .http
-        .post(format!("{url}{sep}{query}"))
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .body(body)
-        .timeout(timeout - fault.latency)
-        .send()
-        .await;
+    // WeChat re-sends a message push it got no answer to, up to three times (crypto spec §5).
+    // A refused or reset connection is retried the same way, one second apart, with the
+    // identical request (same CreateTime and nonce), so the carrier can recognise the retry.
+    // A timeout is not retried here: it already used WeChat's whole 5-second window.
+    let mut sent;
+    let mut retries = 0;
+    loop {
+        sent = shared
+            .http
+            .post(format!("{url}{sep}{query}"))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body.clone())
+            .timeout(timeout - fault.latency)
+            .send()
+            .await;
+        match &sent {
+            Err(e) if !e.is_timeout() && retries < CONNECTION_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => break,
+        }
+    }
     let response = match sent {
         Ok(r) => r,
         Err(e) => return transport_failure(&e, timeout, None),
