@@ -48,6 +48,41 @@ pub struct DemoReport {
 
 const API_KEY: &str = "demo-api-key-0123456789";
 
+/// Shipping notifications of the demo: senders hear about pickup and delivery, through a
+/// subscribe message when they accepted one in the mini program, else through a legacy
+/// template message when the carrier holds a prepay_id of theirs.
+const DEMO_TOML: &str = r#"
+[notifications]
+poll_interval_ms = 10
+concurrency = 16
+
+[[notifications.rules]]
+name = "status_subscribe"
+action_types = [100001, 300003]
+recipients = ["sender"]
+api = "subscribe"
+template_id = "sandbox-shipping-status"
+page = "pages/waybill/detail?waybill_id={waybill_id}"
+[notifications.rules.data]
+character_string1 = "{waybill_id}"
+phrase2 = "{status}"
+thing3 = "{action_msg}"
+time4 = "{action_time}"
+
+[[notifications.rules]]
+name = "status_legacy"
+action_types = [100001, 300003]
+recipients = ["sender"]
+api = "template"
+template_id = "sandbox-legacy-shipping"
+page = "pages/waybill/detail?waybill_id={waybill_id}"
+[notifications.rules.data]
+keyword1 = "{waybill_id}"
+keyword2 = "{status}"
+keyword3 = "{action_time}"
+keyword4 = "{action_msg}"
+"#;
+
 /// Run the demo; `Err` only for setup failures (a failed check is `ok: false`).
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let dir = tempfile::tempdir()?;
@@ -74,7 +109,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let settings = crate::config::load_from(None, &env, false)
+    let config_path = dir.path().join("demo.toml");
+    std::fs::write(&config_path, DEMO_TOML)?;
+    let settings = crate::config::load_from(Some(&config_path), &env, false)
         .map_err(|e| anyhow::anyhow!("demo settings: {e}"))?;
     let app = Application::build(settings).await?;
     let base = format!("http://{}", app.addr());
@@ -95,6 +132,49 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         synth::generate(opts.waybills, opts.seed, opts.bound_ratio, day_start);
     for w in waybills.iter().filter(|w| w.bound) {
         sandbox.bind_phone(&w.receiver_phone);
+    }
+    // Senders: half accepted two subscriptions in the mini program, a third paid the freight
+    // there (a prepay_id: three legacy messages), the rest gave nothing.
+    let issued = now_secs() - 3600;
+    for w in &waybills {
+        let openid = &w.sender_openid;
+        match w.sender_consent {
+            synth::Consent::Subscribed(n) => {
+                sandbox.add_user(openid);
+                sandbox
+                    .grant_subscriptions(
+                        openid,
+                        crate::sandbox::notify::DEFAULT_SUBSCRIBE_TEMPLATE,
+                        n,
+                    )
+                    .map_err(|e| anyhow::anyhow!("sandbox grant: {e:?}"))?;
+                let body = serde_json::json!({ "openid": openid, "subscriptions": [{ "template_id": crate::sandbox::notify::DEFAULT_SUBSCRIBE_TEMPLATE, "count": n }] });
+                http.post(format!("{base}/v1/subscriptions"))
+                    .bearer_auth(API_KEY)
+                    .json(&body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+            synth::Consent::PrepayId => {
+                sandbox.add_user(openid);
+                let value = format!("wx{}prepay", &w.id);
+                sandbox.add_credential(
+                    openid,
+                    crate::sandbox::CredentialKind::PrepayId,
+                    &value,
+                    issued,
+                );
+                let body = serde_json::json!({ "openid": openid, "kind": "prepay_id", "value": value, "issued_at": issued });
+                http.post(format!("{base}/v1/credentials"))
+                    .bearer_auth(API_KEY)
+                    .json(&body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+            synth::Consent::None => sandbox.add_user(openid),
+        }
     }
     let rounds = waybills.iter().map(|w| w.rounds()).max().unwrap_or(0);
     let total_lines: usize = waybills.iter().map(|w| w.uploads.len()).sum();
@@ -193,16 +273,39 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             }
         }
     }
-    let counts = store.outbox_counts().await?;
-    let count = |state: &str, reason: Option<&str>| {
-        counts
+    // Pushes are every outbox entry that is not a shipping notification.
+    let all = store.outbox_counts().await?;
+    let notes = store.notification_counts().await?;
+    let note_count = |state: &str, reason: Option<&str>| {
+        notes
             .iter()
+            .filter(|(_, s, r, _)| s == state && (reason.is_none() || r.as_deref() == reason))
+            .map(|(_, _, _, n)| *n)
+            .sum::<i64>()
+    };
+    let count = |state: &str, reason: Option<&str>| {
+        all.iter()
             .filter(|(s, r, _)| s == state && (reason.is_none() || r.as_deref() == reason))
             .map(|(_, _, n)| *n)
             .sum::<i64>()
+            - note_count(state, reason)
     };
     if count("dead", None) > 0 {
-        problems.push(format!("{} entries are dead", count("dead", None)));
+        problems.push(format!("{} pushes are dead", count("dead", None)));
+    }
+    let notes_sent = note_count("delivered", None);
+    let notes_failed = note_count("dead", None);
+    let received: usize = waybills
+        .iter()
+        .map(|w| sandbox.inbox_for_openid(&w.sender_openid).len())
+        .sum::<usize>();
+    if received as i64 != notes_sent {
+        problems.push(format!(
+            "{notes_sent} shipping notifications were sent but the users' inboxes hold {received}"
+        ));
+    }
+    if notes_failed > 0 {
+        problems.push(format!("{notes_failed} shipping notifications failed"));
     }
     let attempts = store.count_attempts().await?;
     let sb = sandbox.stats();
@@ -257,6 +360,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                 sb.reverse_queries.sent, sb.reverse_queries.ok, sb.reverse_queries.failed
             ),
         ),
+        ("shipping notifications".into(), format!("{notes_sent} sent ({received} in users' inboxes), {} skipped for lack of consent, {notes_failed} failed", note_count("skipped", Some("no_consent")))),
         ("WeChat errors injected".into(), injected(&sb)),
         (
             "access tokens fetched".into(),

@@ -16,10 +16,22 @@ pub struct Step {
     pub courier: Option<(String, String)>,
 }
 
+/// What the sender allowed the carrier's mini program to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consent {
+    /// Accepted this many one-time subscriptions.
+    Subscribed(u32),
+    /// Paid the freight in the mini program: a prepay_id (three legacy messages).
+    PrepayId,
+    None,
+}
+
 /// One waybill of the day, with the upload round of each of its events.
 #[derive(Debug, Clone)]
 pub struct SynthWaybill {
     pub id: String,
+    pub sender_openid: String,
+    pub sender_consent: Consent,
     pub receiver_phone: String,
     pub sender_phone: String,
     pub bound: bool,
@@ -150,8 +162,15 @@ pub fn generate(
             p.burst += 1;
         }
         uploads.sort_by_key(|(round, s)| (*round, s.action_time));
+        let consent = match rng.gen_range(0..10) {
+            0..=4 => Consent::Subscribed(2),
+            5..=7 => Consent::PrepayId,
+            _ => Consent::None,
+        };
         out.push(SynthWaybill {
             id: format!("SF{:010}", 7_000_000_000u64 + i as u64),
+            sender_openid: format!("oDemoSender{i:08}"),
+            sender_consent: consent,
             receiver_phone: format!("139{:08}", i),
             sender_phone: format!("137{:08}", rng.gen_range(0..100_000_000u32)),
             bound: rng.gen_bool(bound_ratio),
@@ -219,6 +238,7 @@ impl SynthWaybill {
             "create_time": self.create_time,
             "sender": { "name": "寄件人", "phone": self.sender_phone, "province": sp, "city": sc, "area": sa, "address": "科技园路1号" },
             "receiver": { "name": "收件人", "phone": self.receiver_phone, "province": rp, "city": rc, "area": ra, "address": "人民路88号" },
+            "openids": { "sender": self.sender_openid },
         })
     }
 }
@@ -249,6 +269,8 @@ mod tests {
         };
         let wb = SynthWaybill {
             id: "X".into(),
+            sender_openid: "oX".into(),
+            sender_consent: Consent::None,
             receiver_phone: "13900000000".into(),
             sender_phone: "13700000000".into(),
             bound: true,
