@@ -171,6 +171,18 @@ impl TokenManager {
             .try_token_lease(&self.appid, &self.owner, now, lease_ms)
             .await?
         {
+            // Another instance may have stored a token between our read and taking the lease
+            // (its save released the lease): use that one instead of fetching again.
+            if let Some((t, _)) = self.load().await? {
+                if self.fresh(&t, crate::codec::now_ms())
+                    && stale.as_ref().is_none_or(|s| s.hash != t.hash)
+                {
+                    self.store
+                        .release_token_lease(&self.appid, &self.owner)
+                        .await?;
+                    return Ok(t);
+                }
+            }
             let result = self.fetch().await;
             if result.is_err() {
                 self.store
