@@ -554,11 +554,10 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
             pick_secret(&w.encoding_aes_key, ""),
         )
     };
-    if !appid.is_empty()
-        && !(appid.starts_with("wx")
-            && appid.len() <= 32
-            && appid.bytes().all(|b| b.is_ascii_alphanumeric()))
-    {
+    let appid_ok = appid.starts_with("wx")
+        && appid.len() <= 32
+        && appid.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !appid.is_empty() && !appid_ok {
         p.push(
             "wechat.appid: expected the mini program AppID (wx followed by letters and digits)"
                 .into(),

@@ -65,7 +65,10 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("四川省", "成都市", "武侯区"),
 ];
 
-fn courier(rng: &mut StdRng) -> (String, String) {
+/// A courier's name and phone.
+type Courier = (String, String);
+
+fn courier(rng: &mut StdRng) -> Courier {
     (
         NAMES[rng.gen_range(0..NAMES.len())].to_string(),
         format!(
@@ -80,7 +83,7 @@ fn courier(rng: &mut StdRng) -> (String, String) {
 fn sequence(rng: &mut StdRng, t0: i64) -> Vec<Step> {
     let pickup = courier(rng);
     let delivery = courier(rng);
-    let mut plan: Vec<(i64, String, Option<(String, String)>)> = vec![
+    let mut plan: Vec<(i64, String, Option<Courier>)> = vec![
         (
             90002,
             format!("已分配揽件员 {} {}", pickup.0, pickup.1),

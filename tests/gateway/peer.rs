@@ -85,6 +85,7 @@ pub fn query_doc(
 }
 
 /// (query string, body) of a push in `mode` ("plaintext" | "compatible" | "secure").
+#[allow(clippy::too_many_arguments)]
 pub fn seal(
     mode: &str,
     xml: bool,
