@@ -527,7 +527,7 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
     let pick_secret = |v: &Option<Secret>, d: &str| v.clone().unwrap_or_else(|| Secret::new(d));
     let (appid, original_id, token, aes) = if sandbox {
         notices.push(
-            "no wechat.secret is set: no WeChat credentials; using the in-process WeChat sandbox"
+            "no wechat.secret is set: no WeChat credentials; pushes go to the WeChat sandbox (in-process unless wechat.api_base points at one)"
                 .to_string(),
         );
         (
@@ -807,14 +807,7 @@ fn generated_file(
     name: &str,
     make: impl FnOnce() -> String,
 ) -> std::io::Result<(String, bool)> {
-    let path = dir.join(name);
-    if let Ok(v) = std::fs::read_to_string(&path) {
-        return Ok((v.trim().to_string(), false));
-    }
-    std::fs::create_dir_all(dir)?;
-    let v = make();
-    crate::privacy::write_private(&path, &v)?;
-    Ok((v, true))
+    crate::privacy::read_or_create(&dir.join(name), make)
 }
 
 impl Settings {

@@ -69,14 +69,10 @@ impl Privacy {
     /// Load `dir/data_key`, creating it (mode 0600) on first start. Returns the key and
     /// whether it was generated now.
     pub fn load_or_generate(dir: &Path) -> Result<(String, bool), PrivacyError> {
-        let path = dir.join("data_key");
-        if let Ok(existing) = std::fs::read_to_string(&path) {
-            return Ok((existing.trim().to_string(), false));
-        }
-        std::fs::create_dir_all(dir)?;
-        let key = Privacy::generate_key_base64();
-        write_private(&path, &key)?;
-        Ok((key, true))
+        Ok(read_or_create(
+            &dir.join("data_key"),
+            Privacy::generate_key_base64,
+        )?)
     }
 
     /// `version | nonce(12) | ciphertext+tag`.
@@ -137,9 +133,27 @@ fn derive(key: &[u8; 32], label: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Write a file readable only by its owner.
-pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Read a generated secret file, or create it (mode 0600) with `make()`. Safe when several
+/// processes start at once: the file appears complete or not at all (written to a private
+/// temporary name, then hard-linked into place), and whoever loses the race reads the
+/// winner's value. Returns the value and whether this call created it.
+pub fn read_or_create(
+    path: &Path,
+    make: impl FnOnce() -> String,
+) -> std::io::Result<(String, bool)> {
     use std::io::Write;
+    if let Ok(v) = std::fs::read_to_string(path) {
+        return Ok((v.trim().to_string(), false));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let value = make();
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -147,9 +161,19 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()
+    let written = opts.open(&tmp).and_then(|mut f| {
+        f.write_all(value.as_bytes())?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok((value, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok((std::fs::read_to_string(path)?.trim().to_string(), false))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +201,26 @@ mod tests {
             Privacy::from_key(&[8; 32]).phone_hash("13800138000")
         );
         assert_eq!(a.phone_hash("1").len(), 64);
+    }
+
+    #[test]
+    fn racing_processes_agree_on_one_generated_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("data_key");
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let p = path.clone();
+                std::thread::spawn(move || read_or_create(&p, || format!("key-{i}")).unwrap())
+            })
+            .collect();
+        let results: Vec<(String, bool)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+        assert!(results.iter().all(|(v, _)| *v == results[0].0));
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1,
+            "no temporary files left"
+        );
     }
 
     #[test]
