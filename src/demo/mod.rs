@@ -440,13 +440,10 @@ fn inject_faults(sandbox: &Sandbox, round: usize) {
             sandbox.advance_clock(3 * 3600);
             Faults::default()
         }
+        // Shipping notifications meet a busy WeChat too. (45011 is left out of the demo: its
+        // correct handling, waiting for the next minute, would stall the compressed day.)
         5 => Faults {
-            pathnotify: ApiFault {
-                errcode: Some(45011),
-                probability: Some(0.01),
-                times: Some(5),
-                ..Default::default()
-            },
+            subscribe_send: busy(10),
             ..Default::default()
         },
         _ => Faults::default(),
