@@ -433,15 +433,7 @@ impl NotifyWorker {
         let call = match call {
             Ok(c) => c,
             Err(e) => {
-                let attempt = self.attempt(
-                    w,
-                    started,
-                    0,
-                    None,
-                    None,
-                    "token-error",
-                    &format!("{api}: {e}"),
-                );
+                let attempt = self.attempt(w, started, "token-error", &format!("{api}: {e}"));
                 return self.retry(w, attempt).await;
             }
         };
@@ -654,27 +646,15 @@ impl NotifyWorker {
             .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn attempt(
         &self,
         w: &NotificationWork,
         started: i64,
-        duration_ms: i64,
-        http_status: Option<i64>,
-        errcode: Option<i64>,
         outcome: &str,
         detail: &str,
     ) -> NewAttempt {
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        NewAttempt {
-            outbox_id: w.entry.id,
-            started_at: started,
-            duration_ms,
-            http_status,
-            errcode,
-            outcome: outcome.to_string(),
-            detail: detail.to_string(),
-        }
+        crate::outbox::attempt::plain(w.entry.id, started, outcome, detail)
     }
 
     fn attempt_from_call(
@@ -685,34 +665,16 @@ impl NotifyWorker {
         call: &Call<serde_json::Value>,
         api: &str,
     ) -> NewAttempt {
-        let (outcome, errcode, detail) = match &call.result {
-            Ok(_) => ("ok", Some(0), format!("{api}: ok")),
-            Err(e) => {
-                let outcome = match classify(kind, &call.result) {
-                    Outcome::Delivered => "ok",
-                    Outcome::TokenInvalid => "token-invalid",
-                    Outcome::NoConsent => "no-consent",
-                    Outcome::CredentialRefused => "credential-refused",
-                    Outcome::UserBusy | Outcome::Transient => "transient",
-                    Outcome::MinuteQuota | Outcome::DailyQuota => "quota",
-                    Outcome::Permanent => "permanent",
-                };
-                let name = e.errcode().map(policy::errcode_name).unwrap_or("");
-                (
-                    outcome,
-                    e.errcode(),
-                    format!("{api}: {e} {name}").trim_end().to_string(),
-                )
-            }
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let outcome = match classify(kind, &call.result) {
+            Outcome::Delivered => "ok",
+            Outcome::TokenInvalid => "token-invalid",
+            Outcome::NoConsent => "no-consent",
+            Outcome::CredentialRefused => "credential-refused",
+            Outcome::UserBusy | Outcome::Transient => "transient",
+            Outcome::MinuteQuota | Outcome::DailyQuota => "quota",
+            Outcome::Permanent => "permanent",
         };
-        self.attempt(
-            w,
-            started,
-            call.duration.as_millis() as i64,
-            call.http_status.map(i64::from),
-            errcode,
-            outcome,
-            &detail,
-        )
+        crate::outbox::attempt::of_call(w.entry.id, started, call, api, outcome)
     }
 }

@@ -1,5 +1,6 @@
 //! The durable outbox: what must reach WeChat, retried until it does.
 
+pub mod attempt;
 pub mod policy;
 pub mod ratelimit;
 pub mod worker;

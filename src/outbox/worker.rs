@@ -189,9 +189,6 @@ impl Worker {
                     let attempt = self.attempt(
                         &e,
                         now,
-                        0,
-                        None,
-                        None,
                         "delivered",
                         "receipt recorded by the reverse query before the interruption",
                     );
@@ -326,15 +323,8 @@ impl Worker {
                     .await;
                 match call {
                     Err(e) => {
-                        let attempt = self.attempt(
-                            entry,
-                            started,
-                            0,
-                            None,
-                            None,
-                            "token-error",
-                            &format!("userquery: {e}"),
-                        );
+                        let attempt =
+                            self.attempt(entry, started, "token-error", &format!("userquery: {e}"));
                         self.retry(entry, attempt, Class::Transient).await?;
                         return Ok(());
                     }
@@ -405,15 +395,8 @@ impl Worker {
         let call = match call {
             Ok(c) => c,
             Err(e) => {
-                let attempt = self.attempt(
-                    entry,
-                    started,
-                    0,
-                    None,
-                    None,
-                    "token-error",
-                    &format!("pathnotify: {e}"),
-                );
+                let attempt =
+                    self.attempt(entry, started, "token-error", &format!("pathnotify: {e}"));
                 self.retry(entry, attempt, Class::Transient).await?;
                 return Ok(());
             }
@@ -618,27 +601,15 @@ impl Worker {
             .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn attempt(
         &self,
         entry: &OutboxEntry,
         started: i64,
-        duration_ms: i64,
-        http_status: Option<i64>,
-        errcode: Option<i64>,
         outcome: &str,
         detail: &str,
     ) -> NewAttempt {
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        NewAttempt {
-            outbox_id: entry.id,
-            started_at: started,
-            duration_ms,
-            http_status,
-            errcode,
-            outcome: outcome.to_string(),
-            detail: detail.to_string(),
-        }
+        super::attempt::plain(entry.id, started, outcome, detail)
     }
 
     fn attempt_from_call<T>(
@@ -648,32 +619,14 @@ impl Worker {
         call: &Call<T>,
         api: &str,
     ) -> NewAttempt {
-        let (outcome, errcode, detail) = match &call.result {
-            Ok(_) => ("ok", Some(0), format!("{api}: ok")),
-            Err(e) => {
-                let outcome = match classify(&call.result) {
-                    Class::Delivered => "ok",
-                    Class::TokenInvalid => "token-invalid",
-                    Class::Transient => "transient",
-                    Class::MinuteQuota | Class::DailyQuota => "quota",
-                    Class::Permanent => "permanent",
-                };
-                let name = e.errcode().map(policy::errcode_name).unwrap_or("");
-                (
-                    outcome,
-                    e.errcode(),
-                    format!("{api}: {e} {name}").trim_end().to_string(),
-                )
-            }
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let outcome = match classify(&call.result) {
+            Class::Delivered => "ok",
+            Class::TokenInvalid => "token-invalid",
+            Class::Transient => "transient",
+            Class::MinuteQuota | Class::DailyQuota => "quota",
+            Class::Permanent => "permanent",
         };
-        self.attempt(
-            entry,
-            started,
-            call.duration.as_millis() as i64,
-            call.http_status.map(i64::from),
-            errcode,
-            outcome,
-            &detail,
-        )
+        super::attempt::of_call(entry.id, started, call, api, outcome)
     }
 }

@@ -1,0 +1,49 @@
+//! Attempt rows: one per try of any outbox entry (pushes and shipping notifications alike).
+
+use super::policy::errcode_name;
+use crate::store::NewAttempt;
+use crate::wechat::client::Call;
+
+/// The attempt row of one try that did not reach WeChat's answer (a token error, a receipt).
+pub fn plain(outbox_id: i64, started: i64, outcome: &str, detail: &str) -> NewAttempt {
+    NewAttempt {
+        outbox_id,
+        started_at: started,
+        duration_ms: 0,
+        http_status: None,
+        errcode: None,
+        outcome: outcome.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// The attempt row of one call to `api`. `failed_outcome` is the caller's classification of a
+/// failed call (`transient`, `permanent`, …); a successful call is `ok` with errcode 0.
+pub fn of_call<T>(
+    outbox_id: i64,
+    started: i64,
+    call: &Call<T>,
+    api: &str,
+    failed_outcome: &str,
+) -> NewAttempt {
+    let (outcome, errcode, detail) = match &call.result {
+        Ok(_) => ("ok", Some(0), format!("{api}: ok")),
+        Err(e) => {
+            let name = e.errcode().map(errcode_name).unwrap_or("");
+            (
+                failed_outcome,
+                e.errcode(),
+                format!("{api}: {e} {name}").trim_end().to_string(),
+            )
+        }
+    };
+    NewAttempt {
+        outbox_id,
+        started_at: started,
+        duration_ms: call.duration.as_millis() as i64,
+        http_status: call.http_status.map(i64::from),
+        errcode,
+        outcome: outcome.to_string(),
+        detail,
+    }
+}
