@@ -243,15 +243,7 @@ impl Worker {
     async fn push(&self, entry: &OutboxEntry) -> Result<(), StepError> {
         let now = now_ms();
         let Some(record) = self.store.get_waybill(&entry.waybill_id).await? else {
-            self.store
-                .complete_entry(
-                    entry.id,
-                    None,
-                    &Completion::Dead {
-                        error: "waybill missing".into(),
-                    },
-                    now,
-                )
+            self.dead(entry, None, "waybill missing".to_string())
                 .await?;
             return Ok(());
         };
@@ -261,31 +253,17 @@ impl Worker {
             events.iter().find(|e| e.id == event_id),
             codec::open_contacts(&self.privacy, &record),
         ) else {
-            self.store
-                .complete_entry(
-                    entry.id,
-                    None,
-                    &Completion::Dead {
-                        error: "event or contacts unreadable".into(),
-                    },
-                    now,
-                )
+            self.dead(entry, None, "event or contacts unreadable".to_string())
                 .await?;
-            self.stats.dead.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
         let Ok(node) = codec::open_node(&self.privacy, ev) else {
-            self.store
-                .complete_entry(
-                    entry.id,
-                    None,
-                    &Completion::Dead {
-                        error: "node text unreadable (data key changed?)".into(),
-                    },
-                    now,
-                )
-                .await?;
-            self.stats.dead.fetch_add(1, Ordering::Relaxed);
+            self.dead(
+                entry,
+                None,
+                "node text unreadable (data key changed?)".to_string(),
+            )
+            .await?;
             return Ok(());
         };
         let phone = contacts.receiver.phone();
@@ -515,17 +493,8 @@ impl Worker {
             }
             Class::Permanent => {
                 tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, errcode = attempt.errcode, detail = %attempt.detail, "permanent failure: entry is dead");
-                self.store
-                    .complete_entry(
-                        entry.id,
-                        Some(&attempt),
-                        &Completion::Dead {
-                            error: attempt.detail.clone(),
-                        },
-                        now_ms(),
-                    )
+                self.dead(entry, Some(&attempt), attempt.detail.clone())
                     .await?;
-                self.stats.dead.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             // A token error that survived one refresh, or anything transient: the schedule.
@@ -560,18 +529,24 @@ impl Worker {
                     attempt.detail
                 );
                 tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, "retry schedule spent: entry is dead");
-                self.store
-                    .complete_entry(
-                        entry.id,
-                        Some(&attempt),
-                        &Completion::Dead { error },
-                        now_ms(),
-                    )
-                    .await?;
-                self.stats.dead.fetch_add(1, Ordering::Relaxed);
+                self.dead(entry, Some(&attempt), error).await?;
                 Ok(())
             }
         }
+    }
+
+    /// Mark an entry dead (counted in the stats), with the attempt that made it so, if any.
+    async fn dead(
+        &self,
+        entry: &OutboxEntry,
+        attempt: Option<&NewAttempt>,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.store
+            .complete_entry(entry.id, attempt, &Completion::Dead { error }, now_ms())
+            .await?;
+        self.stats.dead.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn retry_at(
