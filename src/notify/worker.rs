@@ -625,10 +625,6 @@ impl NotifyWorker {
         at_ms: i64,
         why: &str,
     ) -> Result<(), StoreError> {
-        let error = attempt
-            .as_ref()
-            .map(|a| a.detail.clone())
-            .unwrap_or_else(|| why.to_string());
         if attempt.is_some() {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
@@ -636,10 +632,7 @@ impl NotifyWorker {
             .complete_notification(
                 w.entry.id,
                 attempt.as_ref(),
-                &Completion::Retry {
-                    next_attempt_at: at_ms,
-                    error,
-                },
+                &crate::outbox::attempt::retry(attempt.as_ref(), at_ms, why),
                 false,
                 now_ms(),
             )

@@ -1,7 +1,7 @@
 //! Attempt rows: one per try of any outbox entry (pushes and shipping notifications alike).
 
 use super::policy::errcode_name;
-use crate::store::NewAttempt;
+use crate::store::{Completion, NewAttempt};
 use crate::wechat::client::Call;
 
 /// The attempt row of one try that did not reach WeChat's answer (a token error, a receipt).
@@ -45,5 +45,15 @@ pub fn of_call<T>(
         errcode,
         outcome: outcome.to_string(),
         detail,
+    }
+}
+
+/// A retry at `at_ms`: its error is the attempt's detail, or `why` when no call was made
+/// (an API paused by WeChat's quota, say).
+pub fn retry(attempt: Option<&NewAttempt>, at_ms: i64, why: &str) -> Completion {
+    let error = attempt.map_or_else(|| why.to_string(), |a| a.detail.clone());
+    Completion::Retry {
+        next_attempt_at: at_ms,
+        error,
     }
 }

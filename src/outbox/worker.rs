@@ -556,10 +556,6 @@ impl Worker {
         at_ms: i64,
         why: &str,
     ) -> Result<(), StoreError> {
-        let error = attempt
-            .as_ref()
-            .map(|a| a.detail.clone())
-            .unwrap_or_else(|| why.to_string());
         if attempt.is_some() {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
@@ -567,10 +563,7 @@ impl Worker {
             .complete_entry(
                 entry.id,
                 attempt.as_ref(),
-                &Completion::Retry {
-                    next_attempt_at: at_ms,
-                    error,
-                },
+                &super::attempt::retry(attempt.as_ref(), at_ms, why),
                 now_ms(),
             )
             .await
