@@ -120,9 +120,14 @@ impl Privacy {
     /// Keyed hash (HMAC-SHA256, lowercase hex) of any secret value that must be compared
     /// without being stored in clear (phones, access tokens).
     pub fn keyed_hash(&self, value: &str) -> String {
+        self.keyed_hash_bytes(value.as_bytes())
+    }
+
+    /// [`Privacy::keyed_hash`] of raw bytes (a whole decrypted message, say).
+    pub fn keyed_hash_bytes(&self, value: &[u8]) -> String {
         let mut mac =
             <HmacSha256 as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
-        mac.update(value.as_bytes());
+        mac.update(value);
         hex::encode(mac.finalize().into_bytes())
     }
 }

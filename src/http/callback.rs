@@ -16,7 +16,9 @@ use crate::codec::{self, now_ms, now_secs};
 use crate::domain::{mask_phones_in_text, Phone};
 use crate::store::{ExchangeInsert, NewExchange};
 use crate::wechat::crypto::{verify_sha1_signature, CryptoError, KeySlot};
-use crate::wechat::envelope::{self, get_str, CallbackQuery, Document, MessageFormat, OpenError};
+use crate::wechat::envelope::{
+    self, get_str, CallbackQuery, Document, MessageFormat, OpenError, OpenedMessage,
+};
 use crate::wechat::reverse_query::{self, build_reply, Lookup, Query};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -94,7 +96,7 @@ async fn message(
     }
     let nonce = query.nonce.clone().unwrap_or_default();
     let key_slot = opened.key_slot.unwrap_or(KeySlot::Current);
-    match answer_query(&state, &opened.doc, started).await {
+    match answer_query(&state, &opened, started).await {
         Ok(reply) => seal(&state, format, &reply, &nonce, key_slot),
         Err(()) => HttpResponse::InternalServerError().finish(),
     }
@@ -147,7 +149,12 @@ fn seal(
 }
 
 /// Answer a `waybill_notify_query`, or replay the stored answer of an earlier delivery.
-async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Result<Document, ()> {
+async fn answer_query(
+    state: &AppState,
+    opened: &OpenedMessage,
+    started: Instant,
+) -> Result<Document, ()> {
+    let doc = &opened.doc;
     let Some(query) = Query::from_document(doc) else {
         tracing::warn!("waybill_notify_query without WaybillId");
         return Ok(build_reply(
@@ -158,19 +165,16 @@ async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Res
         ));
     };
     let store_err = |e: crate::store::StoreError| tracing::error!(error = %e, "store error while answering a reverse query");
-    // WeChat's retry of one query repeats FromUserName, CreateTime and WaybillId; so does a
-    // query for the next push of the same waybill within the same second. The push in
-    // flight tells them apart.
+    // A replay answers only the very same question: WeChat's retry repeats the message
+    // byte for byte (the keyed hash of all of it, phones included), and only for the same
+    // push in flight (a query for the next push of the same waybill in the same second
+    // repeats the message too).
     let inflight = state
         .store
         .inflight(&query.waybill_id)
         .await
         .map_err(store_err)?;
-    let key = format!(
-        "{}:{}",
-        query.dedupe_key(),
-        inflight.map_or(0, |i| i.outbox_id)
-    );
+    let key = replay_key(state, &opened.raw, inflight);
     let replay = match state.store.find_exchange(&key).await.map_err(store_err)? {
         Some(prev) => replayed(state, prev.reply.as_deref()),
         None => None,
@@ -192,11 +196,21 @@ async fn answer_query(state: &AppState, doc: &Document, started: Instant) -> Res
     if let (true, Some(i)) = (ok, inflight) {
         state
             .store
-            .record_receipt(i.outbox_id, now_ms())
+            .record_receipt(i.outbox_id, i.push_seq, now_ms())
             .await
             .map_err(store_err)?;
     }
     Ok(reply)
+}
+
+/// The dedupe key of a reverse query: a keyed hash of the whole message as received (never
+/// the message itself: it holds phone numbers), and the push in flight, if any.
+fn replay_key(state: &AppState, raw: &[u8], inflight: Option<crate::store::InFlight>) -> String {
+    let digest = state.privacy.keyed_hash_bytes(raw);
+    match inflight {
+        Some(i) => format!("wnq:{digest}:{}:{}", i.outbox_id, i.push_seq),
+        None => format!("wnq:{digest}:0"),
+    }
 }
 
 /// Build, log and return a new answer; a concurrent retry that logged first wins.

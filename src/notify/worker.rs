@@ -18,6 +18,7 @@ use super::rules::{MessageContext, Rules};
 use crate::codec::{self, now_ms, now_secs};
 use crate::domain::ActionType;
 use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset, Schedule};
+use crate::outbox::lease::{while_held, ClaimTokens};
 use crate::outbox::ratelimit::RateLimit;
 use crate::privacy::Privacy;
 use crate::store::{
@@ -104,7 +105,8 @@ pub struct NotifyWorker {
     privacy: Privacy,
     rules: Arc<Rules>,
     settings: NotifySettings,
-    owner: String,
+    /// Each claim's lease token: the fence every completion is checked against.
+    claims: ClaimTokens,
     stats: Arc<NotifyStats>,
     subscribe_limit: RateLimit,
     template_limit: RateLimit,
@@ -137,7 +139,7 @@ impl NotifyWorker {
             privacy,
             rules,
             settings,
-            owner: owner.to_string(),
+            claims: ClaimTokens::new(owner),
             stats: Arc::new(NotifyStats::default()),
         })
     }
@@ -150,26 +152,31 @@ impl NotifyWorker {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let concurrency = self.settings.concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
-        tracing::info!(owner = %self.owner, concurrency, "notification worker started");
+        tracing::info!(owner = %self.claims.instance(), concurrency, "notification worker started");
         while !*shutdown.borrow() {
             // Claim only what can start now: a claimed user waits for nobody.
             let free = (permits.available_permits() as i64).min(self.settings.batch_size);
-            let claimed = if free == 0 {
-                Vec::new()
-            } else {
-                self.store
-                    .claim_recipients(
-                        &self.owner,
-                        now_ms(),
-                        self.settings.lease.as_millis() as i64,
-                        free,
-                    )
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "claiming notification work failed");
-                        Vec::new()
-                    })
-            };
+            if free == 0 {
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => drop(p),
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let owner = self.claims.next();
+            let claimed = self
+                .store
+                .claim_recipients(
+                    &owner,
+                    now_ms(),
+                    self.settings.lease.as_millis() as i64,
+                    free,
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "claiming notification work failed");
+                    Vec::new()
+                });
             if claimed.is_empty() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -180,12 +187,11 @@ impl NotifyWorker {
             for openid in claimed {
                 let permit = permits
                     .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                let me = self.clone();
+                    .try_acquire_owned()
+                    .expect("no more users are claimed than there are free permits");
+                let (me, owner) = (self.clone(), owner.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = me.process_recipient(&openid).await {
+                    if let Err(e) = me.process_recipient(&openid, &owner).await {
                         tracing::warn!(error = %e, "notification step failed; the lease will lapse and the work be retried");
                     }
                     drop(permit);
@@ -193,37 +199,46 @@ impl NotifyWorker {
             }
         }
         let _ = permits.acquire_many(concurrency as u32).await;
-        tracing::info!(owner = %self.owner, "notification worker stopped");
+        tracing::info!(owner = %self.claims.instance(), "notification worker stopped");
     }
 
     /// Claims due users once and handles them one after the other (tests, tools).
     pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let owner = self.claims.next();
         let claimed = self
             .store
             .claim_recipients(
-                &self.owner,
+                &owner,
                 now_ms(),
                 self.settings.lease.as_millis() as i64,
                 self.settings.batch_size,
             )
             .await?;
         for openid in &claimed {
-            self.process_recipient(openid).await?;
+            self.process_recipient(openid, &owner).await?;
         }
         Ok(claimed.len())
     }
 
-    /// Sends the user's due notifications one at a time, then releases the user.
-    pub async fn process_recipient(&self, openid: &str) -> Result<(), StoreError> {
-        let result = self.drain(openid).await;
-        self.store.release_recipient(openid, &self.owner).await?;
+    /// Sends the user's due notifications one at a time under the lease of the claim
+    /// `owner`, kept alive meanwhile, then releases the user.
+    pub async fn process_recipient(&self, openid: &str, owner: &str) -> Result<(), StoreError> {
+        let lease = self.settings.lease;
+        let renew = || {
+            self.store
+                .extend_recipient_lease(openid, owner, now_ms() + lease.as_millis() as i64)
+        };
+        let result = while_held(lease, renew, self.drain(openid, owner)).await;
+        self.store.release_recipient(openid, owner).await?;
         match result {
-            Ok(()) | Err(StepError::LeaseLost) => Ok(()),
+            Ok(()) | Err(StepError::LeaseLost) | Err(StepError::Store(StoreError::Fenced(_))) => {
+                Ok(())
+            }
             Err(StepError::Store(e)) => Err(e),
         }
     }
 
-    async fn drain(&self, openid: &str) -> Result<(), StepError> {
+    async fn drain(&self, openid: &str, owner: &str) -> Result<(), StepError> {
         let work = self
             .store
             .load_notification_work(openid, now_ms(), PER_CLAIM)
@@ -232,36 +247,41 @@ impl NotifyWorker {
             let until = now_ms() + self.settings.lease.as_millis() as i64;
             if !self
                 .store
-                .extend_recipient_lease(openid, &self.owner, until)
+                .extend_recipient_lease(openid, owner, until)
                 .await?
             {
                 return Err(StepError::LeaseLost);
             }
-            self.send(openid, w).await?;
+            self.send(openid, owner, w).await?;
         }
         Ok(())
     }
 
-    async fn send(&self, openid: &str, w: &NotificationWork) -> Result<(), StoreError> {
+    async fn send(
+        &self,
+        openid: &str,
+        owner: &str,
+        w: &NotificationWork,
+    ) -> Result<(), StoreError> {
         let entry_id = w.entry.id;
         let Some(kind) = NotifyKind::parse(&w.entry.kind) else {
-            return self.dead(w, None, "not a notification kind").await;
+            return self.dead(w, owner, None, "not a notification kind").await;
         };
         let Some(rule) = self.rules.rule(&w.rule) else {
             return self
-                .dead(w, None, &format!("rule {} is no longer configured", w.rule))
+                .dead(w, owner, None, &format!("rule {} is no longer configured", w.rule))
                 .await;
         };
         if rule.api != kind {
             return self
-                .dead(w, None, &format!("rule {} now uses another API", w.rule))
+                .dead(w, owner, None, &format!("rule {} now uses another API", w.rule))
                 .await;
         }
         let message = match self.build(w, rule).await? {
             Ok(m) => m,
             Err(why) => {
                 tracing::warn!(outbox_id = entry_id, rule = %w.rule, why = %why, "notification cannot be built: entry is dead");
-                return self.dead(w, None, &why).await;
+                return self.dead(w, owner, None, &why).await;
             }
         };
         let api = match kind {
@@ -271,7 +291,7 @@ impl NotifyWorker {
         let now = now_ms();
         if let Some(until) = self.store.api_paused_until(api, now).await? {
             return self
-                .retry_at(w, None, until, &format!("{api} paused (daily quota)"))
+                .retry_at(w, owner, None, until, &format!("{api} paused (daily quota)"))
                 .await;
         }
 
@@ -282,7 +302,7 @@ impl NotifyWorker {
                     .take_grant(entry_id, openid, &w.template_id, now)
                     .await?
                 {
-                    GrantTake::NoGrant => return self.skip_no_consent(w, None, false).await,
+                    GrantTake::NoGrant => return self.skip_no_consent(w, owner, None, false).await,
                     GrantTake::Taken { .. } | GrantTake::AlreadyHeld => {}
                 }
                 let mut body = self.rules.body(rule, openid, &message, None);
@@ -291,7 +311,7 @@ impl NotifyWorker {
                 let started = now_ms();
                 let (call, detail_prefix) =
                     (self.call(SUBSCRIBE_PATH, &body).await, "subscribe/send");
-                self.conclude(w, kind, started, call, detail_prefix).await
+                self.conclude(w, owner, kind, started, call, detail_prefix).await
             }
             NotifyKind::Template => {
                 for _ in 0..CREDENTIALS_PER_STEP {
@@ -305,7 +325,7 @@ impl NotifyWorker {
                         )
                         .await?
                     else {
-                        return self.skip_no_consent(w, None, false).await;
+                        return self.skip_no_consent(w, owner, None, false).await;
                     };
                     let mut body = self
                         .rules
@@ -321,7 +341,7 @@ impl NotifyWorker {
                     if !refused {
                         let prefix =
                             format!("template/send with {} #{}", credential.kind, credential.id);
-                        return self.conclude(w, kind, started, call, &prefix).await;
+                        return self.conclude(w, owner, kind, started, call, &prefix).await;
                     }
                     let c = call.as_ref().expect("checked: refused");
                     let code = c
@@ -352,7 +372,7 @@ impl NotifyWorker {
                     );
                 }
                 self.retry_at(
-                    w,
+                    w, owner,
                     None,
                     now_ms() + 60_000,
                     "too many refused credentials in one step",
@@ -424,7 +444,7 @@ impl NotifyWorker {
 
     async fn conclude(
         &self,
-        w: &NotificationWork,
+        w: &NotificationWork, owner: &str,
         kind: NotifyKind,
         started: i64,
         call: Result<Call<serde_json::Value>, TokenError>,
@@ -434,7 +454,7 @@ impl NotifyWorker {
             Ok(c) => c,
             Err(e) => {
                 let attempt = self.attempt(w, started, "token-error", &format!("{api}: {e}"));
-                return self.retry(w, attempt).await;
+                return self.retry(w, owner, attempt).await;
             }
         };
         let outcome = classify(kind, &call.result);
@@ -444,7 +464,7 @@ impl NotifyWorker {
             Outcome::Delivered => {
                 self.store
                     .complete_notification(
-                        w.entry.id,
+                        w.entry.id, owner,
                         Some(&attempt),
                         &Completion::Delivered,
                         false,
@@ -467,7 +487,7 @@ impl NotifyWorker {
                 };
                 self.store
                     .complete_notification(
-                        w.entry.id,
+                        w.entry.id, owner,
                         Some(&attempt),
                         &Completion::Delivered,
                         false,
@@ -477,14 +497,14 @@ impl NotifyWorker {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Outcome::NoConsent => self.skip_no_consent(w, Some(attempt), true).await,
+            Outcome::NoConsent => self.skip_no_consent(w, owner, Some(attempt), true).await,
             Outcome::UserBusy => {
                 let at = now_ms() + USER_BUSY_DELAY.as_millis() as i64;
-                self.retry_at(w, Some(attempt), at, "user busy").await
+                self.retry_at(w, owner, Some(attempt), at, "user busy").await
             }
             Outcome::MinuteQuota => {
                 let at = (now + secs_until_next_minute(now)) * 1000;
-                self.retry_at(w, Some(attempt), at, "minute quota").await
+                self.retry_at(w, owner, Some(attempt), at, "minute quota").await
             }
             Outcome::DailyQuota => {
                 let until = (now + secs_until_quota_reset(now)) * 1000;
@@ -500,7 +520,7 @@ impl NotifyWorker {
                     until_ms = until,
                     "WeChat daily quota reached: API paused until the quota resets"
                 );
-                self.retry_at(w, Some(attempt), until, "daily quota").await
+                self.retry_at(w, owner, Some(attempt), until, "daily quota").await
             }
             Outcome::Permanent | Outcome::CredentialRefused => {
                 let errcode = attempt.errcode.unwrap_or_default();
@@ -510,7 +530,7 @@ impl NotifyWorker {
                     tracing::warn!(outbox_id = w.entry.id, rule = %w.rule, errcode, detail = %attempt.detail, "permanent failure: notification is dead");
                 }
                 let error = attempt.detail.clone();
-                self.dead(w, Some(attempt), &error).await
+                self.dead(w, owner, Some(attempt), &error).await
             }
             Outcome::Transient
                 if kind == NotifyKind::Subscribe
@@ -522,9 +542,9 @@ impl NotifyWorker {
                     "{}; not retried: a long-term template may have been delivered",
                     attempt.detail
                 );
-                self.dead(w, Some(attempt), &error).await
+                self.dead(w, owner, Some(attempt), &error).await
             }
-            Outcome::TokenInvalid | Outcome::Transient => self.retry(w, attempt).await,
+            Outcome::TokenInvalid | Outcome::Transient => self.retry(w, owner, attempt).await,
         }
     }
 
@@ -546,13 +566,13 @@ impl NotifyWorker {
 
     async fn skip_no_consent(
         &self,
-        w: &NotificationWork,
+        w: &NotificationWork, owner: &str,
         attempt: Option<NewAttempt>,
         revoke: bool,
     ) -> Result<(), StoreError> {
         self.store
             .complete_notification(
-                w.entry.id,
+                w.entry.id, owner,
                 attempt.as_ref(),
                 &Completion::Skipped {
                     reason: NO_CONSENT.into(),
@@ -569,13 +589,13 @@ impl NotifyWorker {
 
     async fn dead(
         &self,
-        w: &NotificationWork,
+        w: &NotificationWork, owner: &str,
         attempt: Option<NewAttempt>,
         error: &str,
     ) -> Result<(), StoreError> {
         self.store
             .complete_notification(
-                w.entry.id,
+                w.entry.id, owner,
                 attempt.as_ref(),
                 &Completion::Dead {
                     error: error.to_string(),
@@ -588,7 +608,7 @@ impl NotifyWorker {
         Ok(())
     }
 
-    async fn retry(&self, w: &NotificationWork, attempt: NewAttempt) -> Result<(), StoreError> {
+    async fn retry(&self, w: &NotificationWork, owner: &str, attempt: NewAttempt) -> Result<(), StoreError> {
         let tries_done = w.entry.tries as u32 + 1;
         let delay = self
             .settings
@@ -597,7 +617,7 @@ impl NotifyWorker {
         match delay {
             Some(d) => {
                 self.retry_at(
-                    w,
+                    w, owner,
                     Some(attempt),
                     now_ms() + d.as_millis() as i64,
                     "transient",
@@ -613,14 +633,14 @@ impl NotifyWorker {
                     outbox_id = w.entry.id,
                     "retry schedule spent: notification is dead"
                 );
-                self.dead(w, Some(attempt), &error).await
+                self.dead(w, owner, Some(attempt), &error).await
             }
         }
     }
 
     async fn retry_at(
         &self,
-        w: &NotificationWork,
+        w: &NotificationWork, owner: &str,
         attempt: Option<NewAttempt>,
         at_ms: i64,
         why: &str,
@@ -630,7 +650,7 @@ impl NotifyWorker {
         }
         self.store
             .complete_notification(
-                w.entry.id,
+                w.entry.id, owner,
                 attempt.as_ref(),
                 &crate::outbox::attempt::retry(attempt.as_ref(), at_ms, why),
                 false,

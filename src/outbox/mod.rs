@@ -1,6 +1,7 @@
 //! The durable outbox: what must reach WeChat, retried until it does.
 
 pub mod attempt;
+pub mod lease;
 pub mod policy;
 pub mod ratelimit;
 pub mod worker;

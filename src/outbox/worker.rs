@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 
+use super::lease::{while_held, ClaimTokens};
 use super::policy::{self, classify, Class, Schedule};
 use super::ratelimit::RateLimit;
 use crate::codec::{self, now_ms, now_secs};
@@ -60,7 +61,8 @@ pub struct Worker {
     tokens: Arc<TokenManager>,
     privacy: Privacy,
     settings: WorkerSettings,
-    owner: String,
+    /// Each claim's lease token: the fence every completion is checked against.
+    claims: ClaimTokens,
     stats: Arc<WorkerStats>,
     pathnotify_limit: RateLimit,
     userquery_limit: RateLimit,
@@ -92,7 +94,7 @@ impl Worker {
             tokens,
             privacy,
             settings,
-            owner: owner.to_string(),
+            claims: ClaimTokens::new(owner),
             stats: Arc::new(WorkerStats::default()),
         })
     }
@@ -103,10 +105,22 @@ impl Worker {
 
     /// Run until `shutdown` turns true: then stop claiming and wait for in-flight pushes.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let permits = Arc::new(Semaphore::new(self.settings.concurrency));
-        tracing::info!(owner = %self.owner, concurrency = self.settings.concurrency, "outbox worker started");
+        let concurrency = self.settings.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        tracing::info!(owner = %self.claims.instance(), concurrency, "outbox worker started");
         while !*shutdown.borrow() {
-            let claimed = match self.claim().await {
+            // Claim only what can start now: a claimed waybill waits for nobody, so its
+            // lease never runs down in a queue.
+            let free = (permits.available_permits() as i64).min(self.settings.batch_size);
+            if free == 0 {
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => drop(p),
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let owner = self.claims.next();
+            let claimed = match self.claim(&owner, free).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming outbox work failed");
@@ -120,26 +134,14 @@ impl Worker {
                 }
                 continue;
             }
-            let mut claimed = claimed.into_iter();
-            while let Some(waybill_id) = claimed.next() {
-                // Stopping means no new push: waybills claimed but not started are handed back
-                // at once (not left to their leases), and only pushes already in flight finish.
-                let permit = tokio::select! {
-                    biased;
-                    // (The watch guard must not live across the awaits below.)
-                    _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
-                        for w in std::iter::once(waybill_id).chain(claimed.by_ref()) {
-                            if let Err(e) = self.store.release_waybill(&w, &self.owner).await {
-                                tracing::warn!(waybill_id = %w, error = %e, "handing back a claimed waybill failed; its lease will lapse");
-                            }
-                        }
-                        break;
-                    }
-                    p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                };
-                let me = self.clone();
+            for waybill_id in claimed {
+                let permit = permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("no more waybills are claimed than there are free permits");
+                let (me, owner) = (self.clone(), owner.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = me.process_waybill(&waybill_id).await {
+                    if let Err(e) = me.process_waybill(&waybill_id, &owner).await {
                         tracing::warn!(waybill_id = %waybill_id, error = %e, "push step failed; the lease will lapse and the work be retried");
                     }
                     drop(permit);
@@ -147,35 +149,53 @@ impl Worker {
             }
         }
         // Drain: wait until every permit is back (all in-flight pushes finished).
-        let _ = permits.acquire_many(self.settings.concurrency as u32).await;
-        tracing::info!(owner = %self.owner, "outbox worker stopped");
+        let _ = permits.acquire_many(concurrency as u32).await;
+        tracing::info!(owner = %self.claims.instance(), "outbox worker stopped");
     }
 
-    async fn claim(&self) -> Result<Vec<String>, StoreError> {
-        let free = self.settings.batch_size;
+    async fn claim(&self, owner: &str, limit: i64) -> Result<Vec<String>, StoreError> {
         self.store
             .claim_waybills(
-                &self.owner,
+                owner,
                 now_ms(),
                 self.settings.lease.as_millis() as i64,
-                free,
+                limit,
             )
             .await
     }
 
-    /// One step for one claimed waybill (public for tests: `run_once`-style driving).
-    pub async fn process_waybill(&self, waybill_id: &str) -> Result<(), StoreError> {
-        let result = self.step(waybill_id).await;
+    /// Claims due waybills once (up to `batch_size`) and handles them one after the other
+    /// (tests, tools); returns how many were claimed.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let owner = self.claims.next();
+        let claimed = self.claim(&owner, self.settings.batch_size).await?;
+        for waybill_id in &claimed {
+            self.process_waybill(waybill_id, &owner).await?;
+        }
+        Ok(claimed.len())
+    }
+
+    /// One step for one waybill claimed under `owner` (the claim's token), its lease kept
+    /// alive meanwhile; then the waybill is handed back.
+    pub async fn process_waybill(&self, waybill_id: &str, owner: &str) -> Result<(), StoreError> {
+        let lease = self.settings.lease;
+        let renew = || {
+            self.store
+                .extend_lease(waybill_id, owner, now_ms() + lease.as_millis() as i64)
+        };
+        let result = while_held(lease, renew, self.step(waybill_id, owner)).await;
         // Always hand the waybill back (recomputing when it is next due), unless the lease is
         // already someone else's — release only clears a lease we hold.
-        self.store.release_waybill(waybill_id, &self.owner).await?;
+        self.store.release_waybill(waybill_id, owner).await?;
         match result {
-            Ok(()) | Err(StepError::LeaseLost) => Ok(()),
+            Ok(()) | Err(StepError::LeaseLost) | Err(StepError::Store(StoreError::Fenced(_))) => {
+                Ok(())
+            }
             Err(StepError::Store(e)) => Err(e),
         }
     }
 
-    async fn step(&self, waybill_id: &str) -> Result<(), StepError> {
+    async fn step(&self, waybill_id: &str, owner: &str) -> Result<(), StepError> {
         let Some(work) = self.store.load_push_work(waybill_id).await? else {
             return Ok(());
         };
@@ -193,7 +213,7 @@ impl Worker {
                         "receipt recorded by the reverse query before the interruption",
                     );
                     self.store
-                        .complete_entry(e.id, Some(&attempt), &Completion::Delivered, now)
+                        .complete_entry(e.id, owner, Some(&attempt), &Completion::Delivered, now)
                         .await?;
                     self.stats
                         .receipts_recovered
@@ -214,7 +234,7 @@ impl Worker {
             .partition(|e| last.is_some_and(|l| key(e) < l));
         if !stale.is_empty() {
             let ids: Vec<i64> = stale.iter().map(|e| e.id).collect();
-            self.store.mark_skipped(&ids, "stale", now).await?;
+            self.store.mark_skipped(&ids, "stale", owner, now).await?;
             self.stats
                 .skipped_stale
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -229,7 +249,7 @@ impl Worker {
         };
         if self.settings.coalesce && fresh.len() > 1 {
             let ids: Vec<i64> = fresh[..fresh.len() - 1].iter().map(|e| e.id).collect();
-            self.store.mark_skipped(&ids, "coalesced", now).await?;
+            self.store.mark_skipped(&ids, "coalesced", owner, now).await?;
             self.stats
                 .skipped_coalesced
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -237,13 +257,13 @@ impl Worker {
         if target.next_attempt_at > now {
             return Ok(());
         }
-        self.push(target).await
+        self.push(target, owner).await
     }
 
-    async fn push(&self, entry: &OutboxEntry) -> Result<(), StepError> {
+    async fn push(&self, entry: &OutboxEntry, owner: &str) -> Result<(), StepError> {
         let now = now_ms();
         let Some(record) = self.store.get_waybill(&entry.waybill_id).await? else {
-            self.dead(entry, None, "waybill missing".to_string())
+            self.dead(entry, owner, None, "waybill missing".to_string())
                 .await?;
             return Ok(());
         };
@@ -253,13 +273,13 @@ impl Worker {
             events.iter().find(|e| e.id == event_id),
             codec::open_contacts(&self.privacy, &record),
         ) else {
-            self.dead(entry, None, "event or contacts unreadable".to_string())
+            self.dead(entry, owner, None, "event or contacts unreadable".to_string())
                 .await?;
             return Ok(());
         };
         let Ok(node) = codec::open_node(&self.privacy, ev) else {
             self.dead(
-                entry,
+                entry, owner,
                 None,
                 "node text unreadable (data key changed?)".to_string(),
             )
@@ -270,9 +290,7 @@ impl Worker {
         let Some(phone) = phone.filter(Phone::is_mobile) else {
             // WeChat users bind mainland mobile numbers; a landline or an extension cannot be bound.
             self.store
-                .complete_entry(
-                    entry.id,
-                    None,
+                .complete_entry(entry.id, owner, None,
                     &Completion::Skipped {
                         reason: "unbound".into(),
                     },
@@ -289,7 +307,7 @@ impl Worker {
             Some(b) => b,
             None => {
                 if let Some(until) = self.store.api_paused_until(USERQUERY, now).await? {
-                    self.retry_at(entry, None, until, "userquery paused (daily quota)")
+                    self.retry_at(entry, owner, None, until, "userquery paused (daily quota)")
                         .await?;
                     return Ok(());
                 }
@@ -303,7 +321,7 @@ impl Worker {
                     Err(e) => {
                         let attempt =
                             self.attempt(entry, started, "token-error", &format!("userquery: {e}"));
-                        self.retry(entry, attempt, Class::Transient).await?;
+                        self.retry(entry, owner, attempt, Class::Transient).await?;
                         return Ok(());
                     }
                     Ok(call) => match classify(&call.result) {
@@ -314,7 +332,7 @@ impl Worker {
                         }
                         class => {
                             let a = self.attempt_from_call(entry, started, &call, "userquery");
-                            self.fail(entry, a, class, USERQUERY).await?;
+                            self.fail(entry, owner, a, class, USERQUERY).await?;
                             return Ok(());
                         }
                     },
@@ -323,9 +341,7 @@ impl Worker {
         };
         if !bound {
             self.store
-                .complete_entry(
-                    entry.id,
-                    None,
+                .complete_entry(entry.id, owner, None,
                     &Completion::Skipped {
                         reason: "unbound".into(),
                     },
@@ -337,7 +353,7 @@ impl Worker {
         }
 
         if let Some(until) = self.store.api_paused_until(PATHNOTIFY, now).await? {
-            self.retry_at(entry, None, until, "pathnotify paused (daily quota)")
+            self.retry_at(entry, owner, None, until, "pathnotify paused (daily quota)")
                 .await?;
             return Ok(());
         }
@@ -351,16 +367,8 @@ impl Worker {
         );
         if !self
             .store
-            .extend_lease(
-                &entry.waybill_id,
-                &self.owner,
-                now_ms() + self.settings.lease.as_millis() as i64,
-            )
+            .begin_push(&entry.waybill_id, owner, entry.id)
             .await?
-            || !self
-                .store
-                .begin_push(&entry.waybill_id, &self.owner, entry.id)
-                .await?
         {
             return Err(StepError::LeaseLost);
         }
@@ -375,7 +383,7 @@ impl Worker {
             Err(e) => {
                 let attempt =
                     self.attempt(entry, started, "token-error", &format!("pathnotify: {e}"));
-                self.retry(entry, attempt, Class::Transient).await?;
+                self.retry(entry, owner, attempt, Class::Transient).await?;
                 return Ok(());
             }
         };
@@ -401,16 +409,14 @@ impl Worker {
                     .unwrap_or(1);
                 if exist == 1 {
                     self.store
-                        .complete_entry(entry.id, Some(&attempt), &Completion::Delivered, now_ms())
+                        .complete_entry(entry.id, owner, Some(&attempt), &Completion::Delivered, now_ms())
                         .await?;
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 } else {
                     // Accepted, but nobody is bound to the phone any more: refresh the cache.
                     self.put_binding(&phone_hash, false).await?;
                     self.store
-                        .complete_entry(
-                            entry.id,
-                            Some(&attempt),
+                        .complete_entry(entry.id, owner, Some(&attempt),
                             &Completion::Skipped {
                                 reason: "unbound".into(),
                             },
@@ -420,7 +426,7 @@ impl Worker {
                     self.stats.skipped_unbound.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            class => self.fail(entry, attempt, class, PATHNOTIFY).await?,
+            class => self.fail(entry, owner, attempt, class, PATHNOTIFY).await?,
         }
         Ok(())
     }
@@ -463,6 +469,7 @@ impl Worker {
     async fn fail(
         &self,
         entry: &OutboxEntry,
+        owner: &str,
         attempt: NewAttempt,
         class: Class,
         api: &str,
@@ -471,7 +478,7 @@ impl Worker {
         match class {
             Class::MinuteQuota => {
                 self.retry_at(
-                    entry,
+                    entry, owner,
                     Some(attempt),
                     (now + policy::secs_until_next_minute(now)) * 1000,
                     "minute quota",
@@ -488,23 +495,24 @@ impl Worker {
                     until_ms = until,
                     "WeChat daily quota reached: API paused until the quota resets"
                 );
-                self.retry_at(entry, Some(attempt), until, "daily quota")
+                self.retry_at(entry, owner, Some(attempt), until, "daily quota")
                     .await
             }
             Class::Permanent => {
                 tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, errcode = attempt.errcode, detail = %attempt.detail, "permanent failure: entry is dead");
-                self.dead(entry, Some(&attempt), attempt.detail.clone())
+                self.dead(entry, owner, Some(&attempt), attempt.detail.clone())
                     .await?;
                 Ok(())
             }
             // A token error that survived one refresh, or anything transient: the schedule.
-            _ => self.retry(entry, attempt, class).await,
+            _ => self.retry(entry, owner, attempt, class).await,
         }
     }
 
     async fn retry(
         &self,
         entry: &OutboxEntry,
+        owner: &str,
         attempt: NewAttempt,
         _class: Class,
     ) -> Result<(), StoreError> {
@@ -516,7 +524,7 @@ impl Worker {
         match delay {
             Some(d) => {
                 self.retry_at(
-                    entry,
+                    entry, owner,
                     Some(attempt),
                     now_ms() + d.as_millis() as i64,
                     "transient",
@@ -529,7 +537,7 @@ impl Worker {
                     attempt.detail
                 );
                 tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, "retry schedule spent: entry is dead");
-                self.dead(entry, Some(&attempt), error).await?;
+                self.dead(entry, owner, Some(&attempt), error).await?;
                 Ok(())
             }
         }
@@ -539,11 +547,12 @@ impl Worker {
     async fn dead(
         &self,
         entry: &OutboxEntry,
+        owner: &str,
         attempt: Option<&NewAttempt>,
         error: String,
     ) -> Result<(), StoreError> {
         self.store
-            .complete_entry(entry.id, attempt, &Completion::Dead { error }, now_ms())
+            .complete_entry(entry.id, owner, attempt, &Completion::Dead { error }, now_ms())
             .await?;
         self.stats.dead.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -552,6 +561,7 @@ impl Worker {
     async fn retry_at(
         &self,
         entry: &OutboxEntry,
+        owner: &str,
         attempt: Option<NewAttempt>,
         at_ms: i64,
         why: &str,
@@ -560,9 +570,7 @@ impl Worker {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
         self.store
-            .complete_entry(
-                entry.id,
-                attempt.as_ref(),
+            .complete_entry(entry.id, owner, attempt.as_ref(),
                 &super::attempt::retry(attempt.as_ref(), at_ms, why),
                 now_ms(),
             )

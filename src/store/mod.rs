@@ -98,6 +98,12 @@ pub enum StoreError {
     /// [`Store::complete_entry`] was given an id with no outbox row; nothing was written.
     #[error("outbox entry {0} does not exist")]
     UnknownOutboxEntry(i64),
+    /// A write of a leaseholder (completing a try, beginning a push, skipping entries) was
+    /// refused, writing nothing: the caller's lease is gone (it lapsed and someone else
+    /// claimed the work) or the entry is no longer pending. The fence that keeps a late
+    /// worker from undoing what the new leaseholder did.
+    #[error("outbox entry {0} was left as it is: the lease on it was lost or it is no longer pending")]
+    Fenced(i64),
 }
 
 /// Handle to the database: cheap to clone (the pool is shared).

@@ -15,7 +15,7 @@ use sqlx::{AnyConnection, Connection};
 
 use super::outbox::{OUTBOX_COLUMNS, PENDING};
 use super::{
-    attempts, events, push_queue, Completion, EventInsert, NewAttempt, NewEvent, OutboxEntry,
+    attempts, events, push_queue, Backend, Completion, EventInsert, NewAttempt, NewEvent, OutboxEntry,
     Store, StoreError, WaybillRecord,
 };
 
@@ -320,10 +320,13 @@ impl Store {
     /// [`Store::complete_entry`] but without touching the push queue. `revoke_consent`
     /// (WeChat answered 43101) also sets the user's subscriptions of the entry's template to
     /// zero. Fails with [`StoreError::UnknownOutboxEntry`] (writing nothing) unless `outbox_id`
-    /// is a notification.
+    /// is a notification. Fenced: unless the entry is still pending and `owner` (the claim's
+    /// token) still holds the lease on its recipient, nothing is written and
+    /// [`StoreError::Fenced`] returned.
     pub async fn complete_notification(
         &self,
         outbox_id: i64,
+        owner: &str,
         attempt: Option<&NewAttempt>,
         completion: &Completion,
         revoke_consent: bool,
@@ -333,7 +336,8 @@ impl Store {
         let update = match completion {
             Completion::Delivered => sqlx::query_scalar(
                 "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND kind IN ('subscribe', 'template') RETURNING id",
+                 WHERE id = $1 AND kind IN ('subscribe', 'template') AND state = 'pending' \
+                 RETURNING recipient",
             )
             .bind(outbox_id)
             .bind(now)
@@ -344,7 +348,8 @@ impl Store {
             } => sqlx::query_scalar(
                 "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
                         last_error = $5, updated_at = $2 \
-                 WHERE id = $1 AND kind IN ('subscribe', 'template') RETURNING id",
+                 WHERE id = $1 AND kind IN ('subscribe', 'template') AND state = 'pending' \
+                 RETURNING recipient",
             )
             .bind(outbox_id)
             .bind(now)
@@ -354,7 +359,8 @@ impl Store {
             Completion::Dead { error } => sqlx::query_scalar(
                 "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
                         done_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND kind IN ('subscribe', 'template') RETURNING id",
+                 WHERE id = $1 AND kind IN ('subscribe', 'template') AND state = 'pending' \
+                 RETURNING recipient",
             )
             .bind(outbox_id)
             .bind(now)
@@ -362,16 +368,41 @@ impl Store {
             .bind(error.as_str()),
             Completion::Skipped { reason } => sqlx::query_scalar(
                 "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND kind IN ('subscribe', 'template') RETURNING id",
+                 WHERE id = $1 AND kind IN ('subscribe', 'template') AND state = 'pending' \
+                 RETURNING recipient",
             )
             .bind(outbox_id)
             .bind(now)
             .bind(SKIPPED)
             .bind(reason.as_str()),
         };
-        let found: Option<i64> = update.fetch_optional(&mut *tx).await?;
-        if found.is_none() {
-            return Err(StoreError::UnknownOutboxEntry(outbox_id));
+        let found: Option<Option<String>> = update.fetch_optional(&mut *tx).await?;
+        let Some(recipient) = found else {
+            return Err(match super::outbox::not_pending(&mut tx, outbox_id).await? {
+                // A path-node entry is not a notification.
+                StoreError::Fenced(_) if !self.is_notification(&mut tx, outbox_id).await? => {
+                    StoreError::UnknownOutboxEntry(outbox_id)
+                }
+                e => e,
+            });
+        };
+        // Lock order: the outbox row (above) before the lease row.
+        let lease_sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT openid FROM notify_leases WHERE openid = $1 AND lease_owner = $2 \
+                 FOR UPDATE"
+            }
+            Backend::Sqlite => {
+                "SELECT openid FROM notify_leases WHERE openid = $1 AND lease_owner = $2"
+            }
+        };
+        let held: Option<String> = sqlx::query_scalar(lease_sql)
+            .bind(recipient.unwrap_or_default())
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held.is_none() {
+            return Err(StoreError::Fenced(outbox_id));
         }
         if let Some(attempt) = attempt {
             attempts::insert_in(&mut tx, attempt).await?;
@@ -390,6 +421,18 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn is_notification(
+        &self,
+        conn: &mut AnyConnection,
+        outbox_id: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM outbox WHERE id = $1")
+            .bind(outbox_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(kind.as_deref().and_then(NotifyKind::parse).is_some())
     }
 
     /// Records a try that leaves the entry pending (a refused legacy credential: the next

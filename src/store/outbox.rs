@@ -31,11 +31,17 @@ impl Store {
     /// Applies the outcome of one try in one transaction: records `attempt` (if any), moves
     /// the entry as `completion` says, and clears the waybill's in-flight marker if it
     /// points at this entry. `Delivered` also raises the waybill's last pushed node to this
-    /// entry's (action_time, event_id) when that is newer, never lowers it. The entry's
-    /// current state is not checked: the caller holds the waybill's lease.
+    /// entry's (action_time, event_id) when that is newer, never lowers it. A retry forgets
+    /// the entry's receipt: it belonged to the try that just ended.
+    ///
+    /// Fenced: nothing is written, and [`StoreError::Fenced`] returned, unless the entry is
+    /// still pending and `owner` still holds its waybill's lease (`owner` is the claim's
+    /// token, unique per claim, so a lease that lapsed and was claimed again by anyone, this
+    /// process included, no longer matches).
     pub async fn complete_entry(
         &self,
         outbox_id: i64,
+        owner: &str,
         attempt: Option<&NewAttempt>,
         completion: &Completion,
         now: i64,
@@ -44,7 +50,8 @@ impl Store {
         let update = match completion {
             Completion::Delivered => sqlx::query_as(
                 "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
-                 WHERE id = $1 RETURNING waybill_id, action_time, event_id",
+                 WHERE id = $1 AND state = 'pending' \
+                 RETURNING waybill_id, action_time, event_id",
             )
             .bind(outbox_id)
             .bind(now)
@@ -54,8 +61,9 @@ impl Store {
                 error,
             } => sqlx::query_as(
                 "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
-                        last_error = $5, updated_at = $2 \
-                 WHERE id = $1 RETURNING waybill_id, action_time, event_id",
+                        last_error = $5, updated_at = $2, receipt_at = NULL \
+                 WHERE id = $1 AND state = 'pending' \
+                 RETURNING waybill_id, action_time, event_id",
             )
             .bind(outbox_id)
             .bind(now)
@@ -65,7 +73,8 @@ impl Store {
             Completion::Dead { error } => sqlx::query_as(
                 "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
                         done_at = $2, updated_at = $2 \
-                 WHERE id = $1 RETURNING waybill_id, action_time, event_id",
+                 WHERE id = $1 AND state = 'pending' \
+                 RETURNING waybill_id, action_time, event_id",
             )
             .bind(outbox_id)
             .bind(now)
@@ -73,7 +82,8 @@ impl Store {
             .bind(error.as_str()),
             Completion::Skipped { reason } => sqlx::query_as(
                 "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
-                 WHERE id = $1 RETURNING waybill_id, action_time, event_id",
+                 WHERE id = $1 AND state = 'pending' \
+                 RETURNING waybill_id, action_time, event_id",
             )
             .bind(outbox_id)
             .bind(now)
@@ -83,8 +93,12 @@ impl Store {
         let entry: Option<(String, i64, Option<i64>)> = update.fetch_optional(&mut *tx).await?;
         // Dropping the transaction rolls it back.
         let Some((waybill_id, action_time, event_id)) = entry else {
-            return Err(StoreError::UnknownOutboxEntry(outbox_id));
+            return Err(not_pending(&mut tx, outbox_id).await?);
         };
+        // Lock order: the outbox row (above) before the queue row.
+        if !push_queue::holds_lease_in(&mut tx, self.backend, &waybill_id, owner).await? {
+            return Err(StoreError::Fenced(outbox_id));
+        }
         if let Some(attempt) = attempt {
             attempts::insert_in(&mut tx, attempt).await?;
         }
@@ -118,23 +132,41 @@ impl Store {
         Ok(())
     }
 
-    /// WeChat's reverse query answered for this node while it was in flight: the push reached
-    /// WeChat. Keeps the first receipt time.
-    pub async fn record_receipt(&self, outbox_id: i64, now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET receipt_at = COALESCE(receipt_at, $2) WHERE id = $1")
-            .bind(outbox_id)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// WeChat's reverse query answered for this node while push number `push_seq` of it was
+    /// in flight: that push reached WeChat. Recorded only while that same push is still in
+    /// flight (the entry pending, its `push_seq` unchanged, the waybill's in-flight marker on
+    /// it); keeps the first receipt time. `false` when nothing was recorded.
+    pub async fn record_receipt(
+        &self,
+        outbox_id: i64,
+        push_seq: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE outbox SET receipt_at = COALESCE(receipt_at, $2) \
+             WHERE id = $1 AND push_seq = $3 AND state = 'pending' \
+               AND EXISTS (SELECT 1 FROM push_queue q \
+                           WHERE q.waybill_id = outbox.waybill_id \
+                             AND q.inflight_outbox_id = outbox.id)",
+        )
+        .bind(outbox_id)
+        .bind(now)
+        .bind(push_seq)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
     }
 
     /// Marks the given entries skipped for `reason`, in one transaction; only entries still
     /// pending change (a delivered or dead entry keeps its state). Unknown ids are ignored.
+    /// Fenced like [`Store::complete_entry`]: unless `owner` holds the lease of every waybill
+    /// whose entries would change, nothing changes and [`StoreError::Fenced`] names one.
     pub async fn mark_skipped(
         &self,
         ids: &[i64],
         reason: &str,
+        owner: &str,
         now: i64,
     ) -> Result<(), StoreError> {
         if ids.is_empty() {
@@ -161,7 +193,14 @@ impl Store {
         }
         // Waybill order: the lock order on push_queue rows.
         skipped.sort();
+        let mut checked: Option<&str> = None;
         for (waybill_id, id) in &skipped {
+            if checked != Some(waybill_id.as_str()) {
+                if !push_queue::holds_lease_in(&mut tx, self.backend, waybill_id, owner).await? {
+                    return Err(StoreError::Fenced(*id));
+                }
+                checked = Some(waybill_id);
+            }
             clear_inflight_in(&mut tx, waybill_id, *id).await?;
         }
         tx.commit().await?;
@@ -197,7 +236,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let set = "UPDATE outbox SET state = $1, next_attempt_at = $2, tries = 0, \
-                   done_at = NULL, updated_at = $2 WHERE state = $3";
+                   done_at = NULL, receipt_at = NULL, updated_at = $2 WHERE state = $3";
         let waybills: Vec<String> = match waybill_id {
             Some(w) => {
                 sqlx::query_scalar(&format!("{set} AND waybill_id = $4 RETURNING waybill_id"))
@@ -231,7 +270,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let waybill_id: Option<String> = sqlx::query_scalar(
             "UPDATE outbox SET state = $1, next_attempt_at = $2, tries = 0, \
-                    done_at = NULL, updated_at = $2 \
+                    done_at = NULL, receipt_at = NULL, updated_at = $2 \
              WHERE id = $3 AND state = $4 RETURNING waybill_id",
         )
         .bind(PENDING)
@@ -281,6 +320,22 @@ pub(super) async fn insert_for_event_in(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Why a fenced update of a pending entry found no row: [`StoreError::UnknownOutboxEntry`]
+/// if there is none with that id, else [`StoreError::Fenced`] (it is no longer pending).
+pub(super) async fn not_pending(
+    conn: &mut AnyConnection,
+    outbox_id: i64,
+) -> Result<StoreError, sqlx::Error> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM outbox WHERE id = $1")
+        .bind(outbox_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match exists {
+        Some(_) => StoreError::Fenced(outbox_id),
+        None => StoreError::UnknownOutboxEntry(outbox_id),
+    })
 }
 
 /// Clears the waybill's in-flight marker if it points at `outbox_id`.

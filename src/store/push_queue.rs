@@ -125,13 +125,30 @@ impl Store {
     }
 
     /// Records that `outbox_id` is being pushed now (the reverse query will answer as of it),
-    /// only while `owner` holds the waybill's lease; `false` if the lease was lost.
+    /// only while `owner` holds the waybill's lease and the entry is pending; `false` (and
+    /// nothing written) otherwise. Each call is a new push of the entry: its `push_seq` goes
+    /// up and its receipt is forgotten, so only a reverse query answered for this push can
+    /// count as this push's receipt.
     pub async fn begin_push(
         &self,
         waybill_id: &str,
         owner: &str,
         outbox_id: i64,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Lock order: the outbox row before the queue row.
+        let stamped = sqlx::query(
+            "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
+             WHERE id = $1 AND waybill_id = $2 AND state = 'pending'",
+        )
+        .bind(outbox_id)
+        .bind(waybill_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if stamped != 1 {
+            return Ok(false);
+        }
         let updated = sqlx::query(
             "UPDATE push_queue SET inflight_outbox_id = $3 \
              WHERE waybill_id = $1 AND lease_owner = $2",
@@ -139,16 +156,21 @@ impl Store {
         .bind(waybill_id)
         .bind(owner)
         .bind(outbox_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        Ok(updated == 1)
+        if updated != 1 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// What is being pushed for this waybill right now, if anything.
     pub async fn inflight(&self, waybill_id: &str) -> Result<Option<InFlight>, StoreError> {
         let row = sqlx::query_as::<_, InFlight>(
-            "SELECT o.id AS outbox_id, o.event_id AS event_id, o.action_time AS action_time \
+            "SELECT o.id AS outbox_id, o.event_id AS event_id, o.action_time AS action_time, \
+                    o.push_seq AS push_seq \
              FROM push_queue q JOIN outbox o ON o.id = q.inflight_outbox_id \
              WHERE q.waybill_id = $1 AND o.event_id IS NOT NULL",
         )
@@ -200,6 +222,33 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Whether `owner` holds the waybill's lease, inside the caller's write transaction; on
+/// PostgreSQL the queue row stays locked until the transaction ends, so a claimer that
+/// would take the lease over waits for it (and then sees the lease renewed or released).
+pub(super) async fn holds_lease_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    waybill_id: &str,
+    owner: &str,
+) -> Result<bool, sqlx::Error> {
+    let sql = match backend {
+        Backend::Postgres => {
+            "SELECT waybill_id FROM push_queue WHERE waybill_id = $1 AND lease_owner = $2 \
+             FOR UPDATE"
+        }
+        // BEGIN IMMEDIATE: nobody else writes until we commit.
+        Backend::Sqlite => {
+            "SELECT waybill_id FROM push_queue WHERE waybill_id = $1 AND lease_owner = $2"
+        }
+    };
+    let held: Option<String> = sqlx::query_scalar(sql)
+        .bind(waybill_id)
+        .bind(owner)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(held.is_some())
 }
 
 /// The part of a `push_queue` row that [`Store::load_push_work`] returns.

@@ -163,6 +163,8 @@ pub struct InFlight {
     pub event_id: i64,
     /// Unix s.
     pub action_time: i64,
+    /// Which push of the entry this is: a receipt is recorded only for it.
+    pub push_seq: i64,
 }
 
 /// One try of an outbox entry, to record.

@@ -270,6 +270,9 @@ pub struct CallbackQuery {
 pub struct OpenedMessage {
     /// The (decrypted) message document.
     pub doc: Document,
+    /// The message's bytes as they were signed (plaintext mode) or decrypted: what a
+    /// byte-identical redelivery repeats.
+    pub raw: Vec<u8>,
     /// Which key decrypted it; `None` in plaintext mode. The reply must use the same slot.
     pub key_slot: Option<KeySlot>,
     /// Whether the document came out of `Encrypt`.
@@ -350,6 +353,7 @@ pub fn open_request(
             }
             Ok(OpenedMessage {
                 doc: parse_document(format, body)?,
+                raw: body.to_vec(),
                 key_slot: None,
                 was_encrypted: false,
             })
@@ -370,6 +374,7 @@ pub fn open_request(
             let (plain, slot) = crypto.decrypt(encrypt)?;
             Ok(OpenedMessage {
                 doc: parse_document(format, &plain)?,
+                raw: plain,
                 key_slot: Some(slot),
                 was_encrypted: true,
             })
@@ -1473,6 +1478,7 @@ mod tests {
     fn opened_message_debug_hides_the_document() {
         let opened = OpenedMessage {
             doc: query_request(),
+            raw: b"13763357711".to_vec(),
             key_slot: Some(KeySlot::Current),
             was_encrypted: true,
         };

@@ -66,14 +66,6 @@ impl Query {
             receiver_phone: nonempty("ReceiverPhone"),
         })
     }
-
-    /// Retry deduplication key: `FromUserName + CreateTime + WaybillId` (crypto spec §5).
-    pub fn dedupe_key(&self) -> String {
-        format!(
-            "wnq:{}:{}:{}",
-            self.from_user_name, self.create_time, self.waybill_id
-        )
-    }
 }
 
 /// One stored path node.
@@ -209,13 +201,5 @@ mod tests {
         assert_eq!(doc["ResultCode"], 1001);
         assert!(!doc.contains_key("Path"));
         assert_eq!(doc["WaybillCreateTime"], 0);
-    }
-
-    #[test]
-    fn dedupe_key_uses_sender_time_and_waybill() {
-        assert_eq!(
-            query().dedupe_key(),
-            "wnq:oHt_80DRclK4qjKfdYnPg6RxxsNI:1600152165:557007127498128"
-        );
     }
 }

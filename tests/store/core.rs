@@ -377,6 +377,7 @@ const SCHEMA: &[(&str, &str, bool)] = &[
     ("outbox", "created_at", true),
     ("outbox", "updated_at", true),
     ("outbox", "done_at", false),
+    ("outbox", "push_seq", true),
     ("outbox_attempts", "id", true),
     ("outbox_attempts", "outbox_id", true),
     ("outbox_attempts", "started_at", true),

@@ -68,6 +68,8 @@ store_tests! {
     outbox::redriving_brings_dead_entries_back_and_makes_their_waybills_due,
     outbox::retrying_one_entry_works_only_on_a_dead_entry,
     outbox::outbox_counts_group_entries_by_state_and_skip_reason,
+    outbox::a_late_completion_after_the_lease_lapsed_and_was_claimed_again_changes_nothing,
+    outbox::a_receipt_counts_only_for_the_push_in_flight_and_is_forgotten_by_a_retry,
     queue::two_concurrent_claimers_never_get_the_same_waybill_while_its_lease_is_valid,
     queue::only_due_waybills_are_claimed_earliest_first,
     queue::an_expired_lease_can_be_claimed_by_another_owner,

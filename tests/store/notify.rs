@@ -520,6 +520,11 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     record(&store, Some(&w), &event("K1", 300003, t)).await;
     let entries = store.list_outbox("K1").await.unwrap();
     let (path, note) = (entries[0].id, entries[1].id);
+    let claimed = store
+        .claim_recipients("n", i64::MAX / 4, 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed, ["oK"]);
     store
         .add_subscriptions(
             "oK",
@@ -538,6 +543,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     store
         .complete_notification(
             note,
+            "n",
             Some(&attempt(note, 0)),
             &Completion::Delivered,
             false,
@@ -558,6 +564,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
         store
             .complete_notification(
                 path,
+            "n",
                 Some(&attempt(path, 0)),
                 &Completion::Delivered,
                 false,
@@ -568,12 +575,37 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     ));
     assert!(store.list_attempts(path).await.unwrap().is_empty());
 
+    // Only the holder of the user's lease completes a notification.
+    record(&store, None, &event("K1", 300003, t + 5)).await;
+    let fenced = store.list_outbox("K1").await.unwrap().last().unwrap().id;
+    let late = store
+        .complete_notification(
+            fenced,
+            "someone-else",
+            Some(&attempt(fenced, 0)),
+            &Completion::Delivered,
+            false,
+            5,
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
+    assert_eq!(
+        store.get_outbox(fenced).await.unwrap().unwrap().state,
+        "pending"
+    );
+    assert!(store.list_attempts(fenced).await.unwrap().is_empty());
+    store
+        .complete_notification(fenced, "n", None, &Completion::Delivered, false, 5)
+        .await
+        .unwrap();
+
     // 43101: skipped for lack of consent, and the user's count for the template is zero.
     record(&store, None, &event("K1", 300003, t + 10)).await;
     let second = store.list_outbox("K1").await.unwrap().last().unwrap().id;
     store
         .complete_notification(
             second,
+            "n",
             Some(&attempt(second, 43101)),
             &Completion::Skipped {
                 reason: "no_consent".into(),
@@ -596,6 +628,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     store
         .complete_notification(
             third,
+            "n",
             Some(&attempt(third, 47003)),
             &Completion::Dead {
                 error: "47003".into(),
@@ -624,7 +657,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     assert_eq!(claimed, ["K1"]);
     for e in store.load_push_work("K1").await.unwrap().unwrap().pending {
         store
-            .complete_entry(e.id, None, &Completion::Delivered, 9)
+            .complete_entry(e.id, "w", None, &Completion::Delivered, 9)
             .await
             .unwrap();
     }

@@ -69,7 +69,13 @@ pub async fn a_duplicate_event_creates_no_outbox_entry_and_leaves_the_queue_alon
         panic!("one entry");
     };
     store
-        .complete_entry(entry.id, None, &Completion::Delivered, e.received_at + 1)
+        .complete_entry(
+            entry.id,
+            "node-a",
+            None,
+            &Completion::Delivered,
+            e.received_at + 1,
+        )
         .await
         .unwrap();
     store.release_waybill("SF2", "node-a").await.unwrap();
@@ -157,7 +163,7 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
         error: "errcode -1".into(),
     };
     store
-        .complete_entry(o2, Some(&attempt), &retry, now)
+        .complete_entry(o2, "me", Some(&attempt), &retry, now)
         .await
         .unwrap();
     let entry = store.get_outbox(o2).await.unwrap().unwrap();
@@ -186,7 +192,7 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
     // Delivered: done, and the pushed position is this node.
     assert!(store.begin_push("SF3", "me", o3).await.unwrap());
     store
-        .complete_entry(o3, None, &Completion::Delivered, now + 1)
+        .complete_entry(o3, "me", None, &Completion::Delivered, now + 1)
         .await
         .unwrap();
     let entry = store.get_outbox(o3).await.unwrap().unwrap();
@@ -197,21 +203,44 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
 
     // Same action_time, higher event id: raises it. An older node delivered later: does not.
     store
-        .complete_entry(o4, None, &Completion::Delivered, now + 2)
+        .complete_entry(o4, "me", None, &Completion::Delivered, now + 2)
         .await
         .unwrap();
     assert_eq!(pushed(&store, "SF3").await, (Some(300), Some(e4), None));
     store
-        .complete_entry(o1, None, &Completion::Delivered, now + 3)
+        .complete_entry(o1, "me", None, &Completion::Delivered, now + 3)
         .await
         .unwrap();
     assert_eq!(pushed(&store, "SF3").await, (Some(300), Some(e4), None));
     assert_ne!(e1, e4);
 
+    // An entry that is no longer pending stays as it is: the completion is refused.
+    let refused = store
+        .complete_entry(
+            o1,
+            "me",
+            Some(&attempt),
+            &Completion::Retry {
+                next_attempt_at: now + 9_000,
+                error: "late".into(),
+            },
+            now + 4,
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::Fenced(id)) if id == o1), "{refused:?}");
+    let entry = store.get_outbox(o1).await.unwrap().unwrap();
+    assert_eq!((entry.state.as_str(), entry.tries), ("delivered", 0));
+    assert_eq!(store.list_attempts(o1).await.unwrap(), vec![]);
+
     // Completing an entry that is not in flight leaves the in-flight marker alone.
+    new_event_id(&store, None, &event("SF3", 400001, 40)).await;
+    let o6 = *entry_ids(&store, "SF3").await.last().unwrap();
     assert!(store.begin_push("SF3", "me", o2).await.unwrap());
+    let skip = Completion::Skipped {
+        reason: "stale".into(),
+    };
     store
-        .complete_entry(o1, None, &Completion::Delivered, now + 4)
+        .complete_entry(o6, "me", None, &skip, now + 4)
         .await
         .unwrap();
     assert_eq!(pushed(&store, "SF3").await.2, Some(o2));
@@ -220,6 +249,7 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
     store
         .complete_entry(
             o2,
+            "me",
             None,
             &Completion::Dead {
                 error: "errcode 40097".into(),
@@ -236,12 +266,13 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
     assert_ne!(e2, e4);
 
     // Skipped: the reason, done.
-    let e5 = new_event_id(&store, None, &event("SF3", 400001, 50)).await;
+    let e5 = new_event_id(&store, None, &event("SF3", 400002, 50)).await;
     let o5 = *entry_ids(&store, "SF3").await.last().unwrap();
     assert!(store.begin_push("SF3", "me", o5).await.unwrap());
     store
         .complete_entry(
             o5,
+            "me",
             None,
             &Completion::Skipped {
                 reason: "stale".into(),
@@ -271,7 +302,7 @@ pub async fn completing_an_unknown_entry_fails_and_records_no_attempt(store: Sto
         detail: "".into(),
     };
     let outcome = store
-        .complete_entry(999, Some(&attempt), &Completion::Delivered, 1)
+        .complete_entry(999, "me", Some(&attempt), &Completion::Delivered, 1)
         .await;
     assert!(
         matches!(outcome, Err(StoreError::UnknownOutboxEntry(999))),
@@ -284,8 +315,15 @@ pub async fn a_receipt_keeps_the_time_of_the_first_reverse_query(store: Store) {
     let store = migrated(store).await;
     new_event_id(&store, Some(&waybill("SF4")), &event("SF4", 100001, 1)).await;
     let id = entry_ids(&store, "SF4").await[0];
-    store.record_receipt(id, 5_000).await.unwrap();
-    store.record_receipt(id, 6_000).await.unwrap();
+    store.claim_waybills("me", i64::MAX / 4, 1_000, 1).await.unwrap();
+    assert!(
+        !store.record_receipt(id, 0, 4_000).await.unwrap(),
+        "not in flight: no receipt"
+    );
+    assert!(store.begin_push("SF4", "me", id).await.unwrap());
+    let seq = store.inflight("SF4").await.unwrap().unwrap().push_seq;
+    assert!(store.record_receipt(id, seq, 5_000).await.unwrap());
+    assert!(store.record_receipt(id, seq, 6_000).await.unwrap());
     let entry = store.get_outbox(id).await.unwrap().unwrap();
     assert_eq!(entry.receipt_at, Some(5_000));
     assert_eq!(entry.state, "pending", "a receipt alone completes nothing");
@@ -302,16 +340,16 @@ pub async fn skipping_changes_only_pending_entries_and_clears_the_in_flight_mark
         .await
         .unwrap();
     store
-        .complete_entry(ids[0], None, &Completion::Delivered, 10)
+        .complete_entry(ids[0], "me", None, &Completion::Delivered, 10)
         .await
         .unwrap();
     assert!(store.begin_push("SF5", "me", ids[1]).await.unwrap());
 
     store
-        .mark_skipped(&[ids[0], ids[1], 424_242], "coalesced", 20)
+        .mark_skipped(&[ids[0], ids[1], 424_242], "coalesced", "me", 20)
         .await
         .unwrap();
-    store.mark_skipped(&[], "coalesced", 21).await.unwrap();
+    store.mark_skipped(&[], "coalesced", "me", 21).await.unwrap();
     let entries = store.list_outbox("SF5").await.unwrap();
     let states: Vec<(&str, Option<&str>, Option<i64>)> = entries
         .iter()
@@ -343,12 +381,12 @@ pub async fn redriving_brings_dead_entries_back_and_makes_their_waybills_due(sto
     };
     for id in [a[0], a[1], b[0]] {
         store
-            .complete_entry(id, None, &dead("errcode 40097"), 11_000)
+            .complete_entry(id, "me", None, &dead("errcode 40097"), 11_000)
             .await
             .unwrap();
     }
     store
-        .complete_entry(b[1], None, &Completion::Delivered, 11_000)
+        .complete_entry(b[1], "me", None, &Completion::Delivered, 11_000)
         .await
         .unwrap();
     store.release_waybill("A", "me").await.unwrap();
@@ -390,7 +428,7 @@ pub async fn retrying_one_entry_works_only_on_a_dead_entry(store: Store) {
     let dead = Completion::Dead {
         error: "errcode 150004".into(),
     };
-    store.complete_entry(id, None, &dead, 2_100).await.unwrap();
+    store.complete_entry(id, "me", None, &dead, 2_100).await.unwrap();
     store.release_waybill("SF6", "me").await.unwrap();
     assert_eq!(due_at(&store, "SF6").await, Some(None));
 
@@ -413,6 +451,7 @@ pub async fn outbox_counts_group_entries_by_state_and_skip_reason(store: Store) 
         new_event_id(&store, None, &event("SF7", 200001, t)).await;
     }
     let ids = entry_ids(&store, "SF7").await;
+    store.claim_waybills("me", i64::MAX / 4, 1_000, 1).await.unwrap();
     let attempt = |id: i64| NewAttempt {
         outbox_id: id,
         started_at: 1,
@@ -424,16 +463,16 @@ pub async fn outbox_counts_group_entries_by_state_and_skip_reason(store: Store) 
     };
     for id in &ids[0..2] {
         store
-            .complete_entry(*id, Some(&attempt(*id)), &Completion::Delivered, 10)
+            .complete_entry(*id, "me", Some(&attempt(*id)), &Completion::Delivered, 10)
             .await
             .unwrap();
     }
-    store.mark_skipped(&ids[2..4], "stale", 10).await.unwrap();
+    store.mark_skipped(&ids[2..4], "stale", "me", 10).await.unwrap();
     let skipped = Completion::Skipped {
         reason: "unbound".into(),
     };
     store
-        .complete_entry(ids[4], Some(&attempt(ids[4])), &skipped, 10)
+        .complete_entry(ids[4], "me", Some(&attempt(ids[4])), &skipped, 10)
         .await
         .unwrap();
 
@@ -474,4 +513,128 @@ async fn pushed(store: &Store, waybill_id: &str) -> (Option<i64>, Option<i64>, O
         work.last_pushed_event_id,
         work.inflight_outbox_id,
     )
+}
+
+pub async fn a_late_completion_after_the_lease_lapsed_and_was_claimed_again_changes_nothing(
+    store: Store,
+) {
+    let store = migrated(store).await;
+    new_event_id(&store, Some(&waybill("SF8")), &event("SF8", 100001, 1)).await;
+    new_event_id(&store, None, &event("SF8", 200001, 2)).await;
+    let ids = entry_ids(&store, "SF8").await;
+    let t = 1_000_000;
+    // Instance A claims and begins pushing; its lease lapses (a stalled call).
+    assert_eq!(
+        store.claim_waybills("a#1", t, 1_000, 1).await.unwrap(),
+        ["SF8"]
+    );
+    assert!(store.begin_push("SF8", "a#1", ids[1]).await.unwrap());
+    // Instance B claims the lapsed lease and delivers the same node.
+    assert_eq!(
+        store.claim_waybills("b#1", t + 1_001, 1_000, 1).await.unwrap(),
+        ["SF8"]
+    );
+    assert!(store.begin_push("SF8", "b#1", ids[1]).await.unwrap());
+    store
+        .complete_entry(ids[1], "b#1", None, &Completion::Delivered, t + 1_100)
+        .await
+        .unwrap();
+
+    // A's answer arrives late: a retry of the delivered entry is refused and writes nothing.
+    let attempt = NewAttempt {
+        outbox_id: ids[1],
+        started_at: t,
+        duration_ms: 8_000,
+        http_status: None,
+        errcode: None,
+        outcome: "transient".into(),
+        detail: "timeout".into(),
+    };
+    let retry = Completion::Retry {
+        next_attempt_at: t + 60_000,
+        error: "timeout".into(),
+    };
+    let late = store
+        .complete_entry(ids[1], "a#1", Some(&attempt), &retry, t + 1_200)
+        .await;
+    assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
+    let entry = store.get_outbox(ids[1]).await.unwrap().unwrap();
+    assert_eq!((entry.state.as_str(), entry.tries), ("delivered", 0));
+    assert!(store.list_attempts(ids[1]).await.unwrap().is_empty());
+
+    // The same goes for a still-pending entry of the waybill: B holds the lease, not A.
+    let late = store
+        .complete_entry(ids[0], "a#1", None, &Completion::Delivered, t + 1_300)
+        .await;
+    assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
+    let late = store
+        .mark_skipped(&[ids[0]], "stale", "a#1", t + 1_300)
+        .await;
+    assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
+    assert_eq!(
+        store.get_outbox(ids[0]).await.unwrap().unwrap().state,
+        "pending"
+    );
+    assert!(!store.begin_push("SF8", "a#1", ids[0]).await.unwrap());
+    assert!(!store.extend_lease("SF8", "a#1", t + 99_000).await.unwrap());
+    // A's release leaves B's lease alone.
+    store.release_waybill("SF8", "a#1").await.unwrap();
+    assert!(store.extend_lease("SF8", "b#1", t + 5_000).await.unwrap());
+    // Beginning a push of an entry that is no longer pending is refused too.
+    assert!(!store.begin_push("SF8", "b#1", ids[1]).await.unwrap());
+}
+
+pub async fn a_receipt_counts_only_for_the_push_in_flight_and_is_forgotten_by_a_retry(
+    store: Store,
+) {
+    let store = migrated(store).await;
+    new_event_id(&store, Some(&waybill("SF9")), &event("SF9", 100001, 1)).await;
+    let id = entry_ids(&store, "SF9").await[0];
+    let t = 1_000_000;
+    store.claim_waybills("me", t, 60_000, 1).await.unwrap();
+
+    // Push 1: WeChat's reverse query answers it (a receipt), then WeChat fails anyway.
+    assert!(store.begin_push("SF9", "me", id).await.unwrap());
+    let first = store.inflight("SF9").await.unwrap().unwrap();
+    assert!(store.record_receipt(id, first.push_seq, t + 1).await.unwrap());
+    assert_eq!(
+        store.get_outbox(id).await.unwrap().unwrap().receipt_at,
+        Some(t + 1)
+    );
+    let retry = Completion::Retry {
+        next_attempt_at: t,
+        error: "errcode 932001".into(),
+    };
+    store
+        .complete_entry(id, "me", None, &retry, t + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_outbox(id).await.unwrap().unwrap().receipt_at,
+        None,
+        "the receipt belonged to push 1"
+    );
+
+    // Push 2: a late answer for push 1 is not push 2's receipt.
+    assert!(store.begin_push("SF9", "me", id).await.unwrap());
+    let second = store.inflight("SF9").await.unwrap().unwrap();
+    assert_eq!(second.push_seq, first.push_seq + 1);
+    assert!(!store.record_receipt(id, first.push_seq, t + 3).await.unwrap());
+    assert_eq!(store.get_outbox(id).await.unwrap().unwrap().receipt_at, None);
+    assert!(store.record_receipt(id, second.push_seq, t + 4).await.unwrap());
+    assert_eq!(
+        store.get_outbox(id).await.unwrap().unwrap().receipt_at,
+        Some(t + 4)
+    );
+
+    // Dead, then redriven: the receipt goes with the redrive; a new push starts without one.
+    let dead = Completion::Dead {
+        error: "spent".into(),
+    };
+    store.complete_entry(id, "me", None, &dead, t + 5).await.unwrap();
+    assert!(!store.record_receipt(id, second.push_seq, t + 6).await.unwrap());
+    store.release_waybill("SF9", "me").await.unwrap();
+    assert!(store.retry_entry(id, t + 7).await.unwrap());
+    let entry = store.get_outbox(id).await.unwrap().unwrap();
+    assert_eq!((entry.state.as_str(), entry.receipt_at), ("pending", None));
 }

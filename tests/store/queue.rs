@@ -155,6 +155,7 @@ pub async fn only_the_lease_holder_can_extend_it_or_begin_a_push(store: Store) {
             outbox_id: entry_id,
             event_id,
             action_time: 7,
+            push_seq: 1,
         })
     );
     assert_eq!(store.inflight("NOPE").await.unwrap(), None);
@@ -177,10 +178,12 @@ pub async fn push_work_lists_pending_path_entries_by_action_time_then_event_id(s
         .into_iter()
         .find(|e| e.event_id == Some(done))
         .unwrap();
+    store.claim_waybills("me", i64::MAX / 4, 1_000, 1).await.unwrap();
     store
-        .complete_entry(done_entry.id, None, &Completion::Delivered, 1)
+        .complete_entry(done_entry.id, "me", None, &Completion::Delivered, 1)
         .await
         .unwrap();
+    store.release_waybill("SF3", "me").await.unwrap();
 
     let work = store.load_push_work("SF3").await.unwrap().expect("queued");
     assert_eq!(work.waybill_id, "SF3");
@@ -221,9 +224,12 @@ pub async fn releasing_a_waybill_recomputes_its_due_time_from_pending_entries(st
         next_attempt_at: t + 30_000,
         error: "timeout".into(),
     };
-    store.complete_entry(ids[0], None, &retry, t).await.unwrap();
     store
-        .complete_entry(ids[1], None, &Completion::Delivered, t)
+        .complete_entry(ids[0], "me", None, &retry, t)
+        .await
+        .unwrap();
+    store
+        .complete_entry(ids[1], "me", None, &Completion::Delivered, t)
         .await
         .unwrap();
 
@@ -250,7 +256,7 @@ pub async fn releasing_a_waybill_recomputes_its_due_time_from_pending_entries(st
     );
 
     store
-        .complete_entry(ids[0], None, &Completion::Delivered, t + 30_001)
+        .complete_entry(ids[0], "other", None, &Completion::Delivered, t + 30_001)
         .await
         .unwrap();
     store.release_waybill("SF4", "other").await.unwrap();
@@ -274,7 +280,7 @@ pub async fn an_event_recorded_while_its_waybill_is_released_keeps_it_due(store:
         let work = store.load_push_work("SF5").await.unwrap().unwrap();
         for entry in &work.pending {
             store
-                .complete_entry(entry.id, None, &Completion::Delivered, now)
+                .complete_entry(entry.id, "me", None, &Completion::Delivered, now)
                 .await
                 .unwrap();
         }

@@ -1,0 +1,139 @@
+//! Leases as the workers hold them: a token unique to each claim (the fencing token every
+//! write of the leaseholder is checked against), and a keep-alive that renews the lease while
+//! the work under it runs.
+//!
+//! Why a token per claim and not per process: a lease that lapses (a stalled push, a paused
+//! VM) may be claimed again by anyone, this very process included. With one name per process
+//! the late holder's completion would still match; with one per claim it never does, and the
+//! store refuses it ([`crate::store::StoreError::Fenced`]).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::store::StoreError;
+
+/// Hands out claim tokens: `<instance>#<n>`, `n` counting up from 1 in this process.
+#[derive(Debug)]
+pub struct ClaimTokens {
+    instance: String,
+    next: AtomicU64,
+}
+
+impl ClaimTokens {
+    pub fn new(instance: &str) -> ClaimTokens {
+        ClaimTokens {
+            instance: instance.to_string(),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// A token no other claim of any instance has had.
+    pub fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}#{n}", self.instance)
+    }
+
+    /// The instance part, for logs.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+}
+
+/// Runs `work` while renewing its lease every third of `lease` with `renew` (which answers
+/// whether the lease is still held). A renewal that finds the lease lost is logged and stops
+/// the renewals; the work goes on, and its fenced writes are refused. A renewal that fails
+/// (the database is unreachable) is retried at the next tick.
+pub async fn while_held<W, R, RF>(lease: Duration, renew: R, work: W) -> W::Output
+where
+    W: Future,
+    R: Fn() -> RF,
+    RF: Future<Output = Result<bool, StoreError>>,
+{
+    let every = (lease / 3).max(Duration::from_millis(10));
+    let keep = async {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match renew().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("lease lost while its work was running; its writes will be refused");
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing a lease failed; retrying"),
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        out = &mut work => out,
+        () = keep => unreachable!("the keep-alive never finishes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn claim_tokens_are_unique_in_a_process() {
+        let t = ClaimTokens::new("host-1-abcd");
+        let (a, b) = (t.next(), t.next());
+        assert_ne!(a, b);
+        assert!(a.starts_with("host-1-abcd#"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_is_renewed_while_the_work_runs_and_not_after() {
+        let renewals = Arc::new(AtomicUsize::new(0));
+        let r = renewals.clone();
+        let out = while_held(
+            Duration::from_secs(30),
+            move || {
+                let r = r.clone();
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    Ok(true)
+                }
+            },
+            async {
+                tokio::time::sleep(Duration::from_secs(65)).await;
+                7
+            },
+        )
+        .await;
+        assert_eq!(out, 7);
+        // Renewed at 10 s, 20 s, … 60 s: six times in 65 s.
+        assert_eq!(renewals.load(Ordering::SeqCst), 6);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(renewals.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_lease_stops_the_renewals_but_not_the_work() {
+        let renewals = Arc::new(AtomicUsize::new(0));
+        let r = renewals.clone();
+        let out = while_held(
+            Duration::from_secs(3),
+            move || {
+                let r = r.clone();
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    Ok(false)
+                }
+            },
+            async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                "done"
+            },
+        )
+        .await;
+        assert_eq!(out, "done");
+        assert_eq!(renewals.load(Ordering::SeqCst), 1);
+    }
+}
