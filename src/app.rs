@@ -167,16 +167,13 @@ impl Application {
 
         let server_settings = settings.server.clone();
         let grace = Duration::from_secs(o.shutdown_grace_secs);
-        let jsonp_limit = http::client_limit::ClientLimiter::new(
-            settings.jsonp.rate_per_sec,
-            settings.jsonp.rate_burst,
-        );
+        let jsonp = http::jsonp::JsonpGuard::new(&settings.jsonp);
         let state = web::Data::new(AppState {
             settings: Arc::new(settings),
             store: store.clone(),
             privacy,
             crypto,
-            jsonp_limit,
+            jsonp,
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -359,8 +356,26 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
 }
 
 /// `wxexpress sandbox`: WeChat's side, emulated, on its own.
-pub async fn run_sandbox(settings: &Settings, listen: Option<&str>) -> Result<(), AppError> {
+///
+/// Binds loopback addresses only unless `allow_remote`: its control routes bind phones, read
+/// inboxes, sign JSONP URLs with the configured token and redirect callbacks, for anyone who
+/// can reach them.
+pub async fn run_sandbox(
+    settings: &Settings,
+    listen: Option<&str>,
+    allow_remote: bool,
+) -> Result<(), AppError> {
     let listen = listen.unwrap_or(&settings.sandbox.listen);
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        AppError::Config(format!(
+            "--listen: {listen:?} is not an address like 127.0.0.1:9090"
+        ))
+    })?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(AppError::Config(format!(
+            "sandbox.listen: {listen} is not a loopback address; the sandbox's control routes would answer anyone (pass --allow-remote to mean it)"
+        )));
+    }
     let gateway = &settings.server.listen;
     let callback = settings
         .sandbox

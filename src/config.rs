@@ -130,9 +130,16 @@ pub struct NotificationRuleSection {
 #[serde(default, deny_unknown_fields)]
 pub struct JsonpSettings {
     /// Lookups per second per client IP (IPv6: per /64), refilled continuously; 0 = no limit.
+    /// A flood guard sized for WeChat's own servers, which seem to fetch the JSONP for its
+    /// users (spec §11.3): one IP may stand for many users.
     pub rate_per_sec: f64,
-    /// Lookups a client may make at once before the rate applies.
+    /// Lookups a client IP may make at once before the rate applies.
     pub rate_burst: u32,
+    /// Lookups per second per signed URL and per `openid`, each with a bucket of its own;
+    /// 0 = no limit. The limits that follow a user, whoever relays the request.
+    pub key_rate_per_sec: f64,
+    /// Lookups a signed URL or an openid may make at once before `key_rate_per_sec` applies.
+    pub key_rate_burst: u32,
     /// Behind a reverse proxy: the header it sets to the client's address (for example
     /// `X-Forwarded-For`; its last entry is used). Unset: the TCP peer address.
     pub client_ip_header: Option<String>,
@@ -141,8 +148,10 @@ pub struct JsonpSettings {
 impl Default for JsonpSettings {
     fn default() -> Self {
         JsonpSettings {
-            rate_per_sec: 10.0,
-            rate_burst: 30,
+            rate_per_sec: 200.0,
+            rate_burst: 400,
+            key_rate_per_sec: 2.0,
+            key_rate_burst: 20,
             client_ip_header: None,
         }
     }
@@ -264,7 +273,28 @@ pub struct RawWechat {
     pub previous_encoding_aes_key: Option<Secret>,
     pub message_format: String,
     pub message_mode: String,
+    /// Plaintext mode authenticates a push only by sha1(token, timestamp, nonce), a triple
+    /// every WeChat user sees in a JSONP URL: refused unless this is set.
+    pub allow_plaintext: bool,
     pub api_base: Option<String>,
+}
+
+impl RawWechat {
+    /// Whether any `[wechat]` setting was given (file or environment): then the gateway is
+    /// tied to a real mini program and never falls back to the sandbox.
+    fn any_given(&self) -> bool {
+        let d = RawWechat::default();
+        self.appid.is_some()
+            || self.secret.is_some()
+            || self.original_id.is_some()
+            || self.token.is_some()
+            || self.encoding_aes_key.is_some()
+            || self.previous_encoding_aes_key.is_some()
+            || self.api_base.is_some()
+            || self.allow_plaintext
+            || self.message_format != d.message_format
+            || self.message_mode != d.message_mode
+    }
 }
 
 impl Default for RawWechat {
@@ -278,6 +308,7 @@ impl Default for RawWechat {
             previous_encoding_aes_key: None,
             message_format: "json".into(),
             message_mode: "secure".into(),
+            allow_plaintext: false,
             api_base: None,
         }
     }
@@ -360,6 +391,18 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Notes for the start-up log (generated keys, sandbox mode), never containing secrets.
     pub notices: Vec<String>,
+    /// Sandbox mode: WeChat is emulated (no `[wechat]` setting at all, or `serve --sandbox`).
+    sandboxed: bool,
+}
+
+/// How to load: what the command line adds to the file and the environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// May write generated keys into the data directory (no file given).
+    pub generate: bool,
+    /// `serve --sandbox`: run against the WeChat sandbox whatever `[wechat]` says (its
+    /// settings then describe the emulated mini program).
+    pub sandbox: bool,
 }
 
 /// Every problem found, one line each (`key: problem`).
@@ -386,11 +429,19 @@ pub enum Source {
 }
 
 /// Load and validate. `path`: `--config`; when `None`, `wxexpress.toml` is used if present.
-pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
+/// `sandbox`: `serve --sandbox`.
+pub fn load(path: Option<&Path>, sandbox: bool) -> Result<Settings, ConfigErrors> {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("WXEXPRESS_"))
         .collect();
-    load_from(path, &env, true)
+    load_with(
+        path,
+        &env,
+        LoadOptions {
+            generate: true,
+            sandbox,
+        },
+    )
 }
 
 /// Load with an explicit environment (tests). `generate` allows writing generated keys.
@@ -398,6 +449,22 @@ pub fn load_from(
     path: Option<&Path>,
     env: &BTreeMap<String, String>,
     generate: bool,
+) -> Result<Settings, ConfigErrors> {
+    load_with(
+        path,
+        env,
+        LoadOptions {
+            generate,
+            sandbox: false,
+        },
+    )
+}
+
+/// Load with an explicit environment and options.
+pub fn load_with(
+    path: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    opts: LoadOptions,
 ) -> Result<Settings, ConfigErrors> {
     let default_path = Path::new("wxexpress.toml");
     let file = match path {
@@ -424,7 +491,7 @@ pub fn load_from(
     let raw: RawSettings = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| ConfigErrors(vec![e.message().replace('\n', " ")]))?;
-    validate(raw, source, generate)
+    validate(raw, source, opts)
 }
 
 /// Overlay `WXEXPRESS_SECTION__KEY=value` onto the table, typed like the default's field.
@@ -495,7 +562,8 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
     }
 }
 
-fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings, ConfigErrors> {
+fn validate(raw: RawSettings, source: Source, opts: LoadOptions) -> Result<Settings, ConfigErrors> {
+    let generate = opts.generate;
     let mut p: Vec<String> = Vec::new();
     let mut notices = Vec::new();
 
@@ -519,15 +587,37 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
         }
     };
 
-    // WeChat: with no secret we run against the sandbox, with its credentials as defaults.
+    // WeChat: the sandbox only with no [wechat] setting at all, or when asked for
+    // (`serve --sandbox`); any [wechat] setting ties the gateway to a real mini program, and
+    // then a missing or empty secret is an error, never a silent fallback to the emulator.
     let w = &raw.wechat;
-    let sandbox = w.secret.as_ref().is_none_or(|s| s.expose().is_empty());
+    let sandbox = opts.sandbox || !w.any_given();
+    let no_secret = w.secret.as_ref().is_none_or(|s| s.expose().is_empty());
+    if !sandbox && no_secret {
+        p.push(
+            "wechat.secret: is missing or empty, but [wechat] is configured; set the AppSecret (or run `serve --sandbox` to use the WeChat sandbox)"
+                .into(),
+        );
+    }
+    if sandbox {
+        let loopback = raw
+            .server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        if !loopback {
+            p.push(format!(
+                "server.listen: {:?} is not a loopback address; sandbox mode (no WeChat credentials) serves only this machine",
+                raw.server.listen
+            ));
+        }
+    }
     use sandbox_defaults as sd;
     let pick = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
     let pick_secret = |v: &Option<Secret>, d: &str| v.clone().unwrap_or_else(|| Secret::new(d));
     let (appid, original_id, token, aes) = if sandbox {
         notices.push(
-            "no wechat.secret is set: no WeChat credentials; pushes go to the WeChat sandbox (in-process unless wechat.api_base points at one)"
+            "SANDBOX MODE: no WeChat credentials are used; pushes go to the WeChat sandbox (in-process unless wechat.api_base points at one), never to WeChat"
                 .to_string(),
         );
         (
@@ -544,7 +634,7 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
             ("wechat.encoding_aes_key", w.encoding_aes_key.is_none()),
         ] {
             if v {
-                p.push(format!("{k}: is required when wechat.secret is set"));
+                p.push(format!("{k}: is required when [wechat] is configured"));
             }
         }
         (
@@ -593,6 +683,19 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
             w.message_mode
         ));
     });
+    if message_mode == Ok(MessageMode::Plaintext) {
+        if w.allow_plaintext {
+            notices.push(
+                "wechat.message_mode is plaintext: WeChat's pushes are authenticated only by sha1(token, timestamp, nonce), the same triple every user sees in a JSONP URL; use secure mode in production"
+                    .into(),
+            );
+        } else {
+            p.push(
+                "wechat.message_mode: plaintext is refused unless wechat.allow_plaintext = true (its pushes are authenticated only by sha1(token, timestamp, nonce), which every JSONP URL discloses); use secure"
+                    .into(),
+            );
+        }
+    }
     let api_base = match &w.api_base {
         Some(b)
             if url::Url::parse(b)
@@ -718,6 +821,14 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
     if j.rate_per_sec > 0.0 && j.rate_burst == 0 {
         p.push("jsonp.rate_burst: must be at least 1 when jsonp.rate_per_sec is set".into());
     }
+    if !j.key_rate_per_sec.is_finite() || j.key_rate_per_sec < 0.0 {
+        p.push("jsonp.key_rate_per_sec: must be a number >= 0 (0 = no limit)".into());
+    }
+    if j.key_rate_per_sec > 0.0 && j.key_rate_burst == 0 {
+        p.push(
+            "jsonp.key_rate_burst: must be at least 1 when jsonp.key_rate_per_sec is set".into(),
+        );
+    }
     if let Some(h) = &j.client_ip_header {
         if actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
             p.push(format!(
@@ -750,7 +861,7 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
         database: raw.database.clone(),
         wechat: WechatSettings {
             appid,
-            secret: if sandbox { None } else { w.secret.clone() },
+            secret: if no_secret { None } else { w.secret.clone() },
             original_id,
             token,
             encoding_aes_key: aes,
@@ -771,6 +882,7 @@ fn validate(raw: RawSettings, source: Source, generate: bool) -> Result<Settings
         token_endpoint: token_endpoint.expect("checked"),
         data_dir,
         notices,
+        sandboxed: sandbox,
         raw,
     })
 }
@@ -825,9 +937,10 @@ impl Settings {
         toml::to_string_pretty(&raw).unwrap_or_default()
     }
 
-    /// True when there are no real WeChat credentials and the gateway uses the sandbox.
+    /// True in sandbox mode: WeChat is emulated, by the in-process sandbox or the one at
+    /// `wechat.api_base`.
     pub fn sandbox_mode(&self) -> bool {
-        self.wechat.secret.is_none()
+        self.sandboxed
     }
 }
 
@@ -976,6 +1089,108 @@ data_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
         assert!(dir.path().join("api_key").exists());
         let again = load_from(None, &env(&[("WXEXPRESS_DATABASE__URL", &url)]), true).unwrap();
         assert_eq!(again.data_key, s.data_key, "the generated key is reused");
+    }
+
+    #[test]
+    fn an_empty_secret_is_an_error_never_a_silent_sandbox() {
+        // As an unset template variable renders it, next to real settings.
+        let f = file(GOOD);
+        let e = load_from(
+            Some(f.path()),
+            &env(&[("WXEXPRESS_WECHAT__SECRET", "")]),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].starts_with("wechat.secret: "), "{e}");
+        // Even alone: the empty secret itself is a [wechat] setting.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+        let e = load_from(
+            None,
+            &env(&[
+                ("WXEXPRESS_DATABASE__URL", &url),
+                ("WXEXPRESS_WECHAT__SECRET", ""),
+            ]),
+            true,
+        )
+        .unwrap_err();
+        assert!(e.0.iter().any(|l| l.starts_with("wechat.secret: ")), "{e}");
+        // A file whose [wechat] has no secret at all.
+        let f = file(&GOOD.replace("secret = \"s3cr3t\"\n", ""));
+        let e = load_from(Some(f.path()), &env(&[]), false).unwrap_err();
+        assert!(e.0.iter().any(|l| l.starts_with("wechat.secret: ")), "{e}");
+    }
+
+    #[test]
+    fn serve_sandbox_plays_the_configured_app_without_a_secret() {
+        let f = file(&GOOD.replace("secret = \"s3cr3t\"\n", ""));
+        let opts = LoadOptions {
+            generate: false,
+            sandbox: true,
+        };
+        let s = load_with(Some(f.path()), &env(&[]), opts).unwrap();
+        assert!(s.sandbox_mode());
+        assert_eq!(s.wechat.appid, "wxba5fad812f8e6fb9");
+        assert!(s.notices.iter().any(|n| n.starts_with("SANDBOX MODE")));
+    }
+
+    #[test]
+    fn sandbox_mode_listens_on_loopback_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+        for (listen, ok) in [
+            ("0.0.0.0:8080", false),
+            ("192.168.1.5:8080", false),
+            ("[::]:8080", false),
+            ("127.0.0.1:8080", true),
+            ("[::1]:8080", true),
+        ] {
+            let r = load_from(
+                None,
+                &env(&[
+                    ("WXEXPRESS_DATABASE__URL", &url),
+                    ("WXEXPRESS_SERVER__LISTEN", listen),
+                ]),
+                true,
+            );
+            match r {
+                Ok(s) => assert!(ok && s.sandbox_mode(), "{listen}"),
+                Err(e) => {
+                    assert!(!ok, "{listen}: {e}");
+                    assert!(e.0[0].starts_with("server.listen: "), "{e}");
+                }
+            }
+        }
+        // With credentials, any address.
+        let f = file(GOOD);
+        let s = load_from(
+            Some(f.path()),
+            &env(&[("WXEXPRESS_SERVER__LISTEN", "0.0.0.0:8080")]),
+            false,
+        )
+        .unwrap();
+        assert!(!s.sandbox_mode());
+    }
+
+    #[test]
+    fn plaintext_mode_needs_allow_plaintext_and_then_warns() {
+        let f = file(GOOD);
+        let plain = [("WXEXPRESS_WECHAT__MESSAGE_MODE", "plaintext")];
+        let e = load_from(Some(f.path()), &env(&plain), false).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(
+            e.0[0].starts_with("wechat.message_mode: plaintext is refused"),
+            "{e}"
+        );
+        let allowed = [plain[0], ("WXEXPRESS_WECHAT__ALLOW_PLAINTEXT", "true")];
+        let s = load_from(Some(f.path()), &env(&allowed), false).unwrap();
+        assert_eq!(s.wechat.message_mode, MessageMode::Plaintext);
+        assert!(
+            s.notices.iter().any(|n| n.contains("plaintext")),
+            "{:?}",
+            s.notices
+        );
     }
 
     #[test]

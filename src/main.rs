@@ -19,10 +19,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway: HTTP server (and, later, outbox workers and the token manager). Migrates on start.
+    /// Run the gateway: HTTP server, outbox workers, token manager. Migrates on start.
     Serve {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Use the WeChat sandbox whatever [wechat] says (loopback listeners only).
+        #[arg(long)]
+        sandbox: bool,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -35,6 +38,9 @@ enum Command {
         listen: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Allow a non-loopback listen address (its control routes then answer anyone).
+        #[arg(long)]
+        allow_remote: bool,
     },
     /// A synthetic day through the whole pipeline against the in-process sandbox; exits 0
     /// only if every expected notification arrived.
@@ -88,7 +94,12 @@ enum ConfigCommand {
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
-    config::load(path.map(PathBuf::as_path)).map_err(|e| {
+    load_as(path, false)
+}
+
+/// `sandbox`: `serve --sandbox`, and `wxexpress sandbox` (which plays WeChat itself).
+fn load_as(path: Option<&PathBuf>, sandbox: bool) -> Result<Settings, ExitCode> {
+    config::load(path.map(PathBuf::as_path), sandbox).map_err(|e| {
         for line in &e.0 {
             eprintln!("configuration error: {line}");
         }
@@ -120,8 +131,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
-            let settings = match load(config.as_ref()) {
+        Command::Serve { config, sandbox } => {
+            let settings = match load_as(config.as_ref(), sandbox) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
@@ -136,12 +147,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             tracing::info!(database = %config::redact_url(&settings.database.url), "migrations applied");
         }
-        Command::Sandbox { listen, config } => {
-            let settings = match load(config.as_ref()) {
+        Command::Sandbox {
+            listen,
+            config,
+            allow_remote,
+        } => {
+            let settings = match load_as(config.as_ref(), true) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
-            wxexpress::app::run_sandbox(&settings, listen.as_deref()).await?;
+            wxexpress::app::run_sandbox(&settings, listen.as_deref(), allow_remote).await?;
         }
         Command::Demo {
             waybills,

@@ -1823,6 +1823,10 @@ async fn spawn_gateway(mode: &str, format: &str) -> Gateway {
         ("WXEXPRESS_WECHAT__TOKEN", TOKEN),
         ("WXEXPRESS_WECHAT__ENCODING_AES_KEY", AES_KEY),
         ("WXEXPRESS_WECHAT__MESSAGE_MODE", mode),
+        (
+            "WXEXPRESS_WECHAT__ALLOW_PLAINTEXT",
+            if mode == "plaintext" { "true" } else { "false" },
+        ),
         ("WXEXPRESS_WECHAT__MESSAGE_FORMAT", format),
         // The gateway's own pushes go nowhere: this test pushes by hand.
         ("WXEXPRESS_WECHAT__API_BASE", "http://127.0.0.1:9"),

@@ -179,38 +179,121 @@ pub fn mask_phone_str(s: &str) -> String {
     }
 }
 
-/// Mask every run of 7 or more digits in free text (courier numbers inside `action_msg`,
-/// log lines). An 11-digit run keeps its first 3 and last 4 digits; other runs keep only
-/// their last 4.
+/// Mask phone numbers in free text (courier numbers inside `action_msg`, log lines), however
+/// people write them: a run of 7 or more digits, ASCII or full-width (`１３９…`), also when
+/// written in short groups joined by one space or hyphen (`138 0013 8000`, `139-0013-9000`,
+/// `+86 138 0013 8000`). An 11-digit mobile keeps its first 3 and last 4 digits; anything else
+/// keeps only its last 4. Separators stay where they were. A date (`2024-11-25`) is not a
+/// number anyone can call and stays as it is.
 pub fn mask_phones_in_text(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.len() >= 7 {
-            if run.len() == 11 && run.starts_with('1') {
-                out.push_str(&run[..3]);
-                out.push_str("****");
-                out.push_str(&run[7..]);
-            } else {
-                let keep = 4;
-                out.push_str(&"*".repeat(run.len() - keep));
-                out.push_str(&run[run.len() - keep..]);
-            }
-        } else {
-            out.push_str(run);
+    let mut i = 0;
+    while i < chars.len() {
+        if digit_value(chars[i]).is_none() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
         }
-        run.clear();
+        let end = number_end(&chars, i);
+        mask_number(&chars[i..end], &mut out);
+        i = end;
+    }
+    out
+}
+
+/// ASCII and full-width digits.
+fn digit_value(c: char) -> Option<u32> {
+    match c {
+        '0'..='9' => Some(c as u32 - '0' as u32),
+        '\u{FF10}'..='\u{FF19}' => Some(c as u32 - 0xFF10),
+        _ => None,
+    }
+}
+
+/// What may join two groups of one written number.
+fn is_separator(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '-' | '\u{00A0}' | '\u{3000}' | '\u{FF0D}' | '\u{2010}' | '\u{2011}'
+    )
+}
+
+/// Longest group of digits merged through single separators: groups are merged only while
+/// each is at most 4 digits (how numbers are grouped for reading); a longer group stands alone.
+fn number_end(chars: &[char], start: usize) -> usize {
+    let group_end = |from: usize| {
+        let mut j = from;
+        while j < chars.len() && digit_value(chars[j]).is_some() {
+            j += 1;
+        }
+        j
     };
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            run.push(c);
+    let mut end = group_end(start);
+    if end - start > 4 {
+        return end;
+    }
+    loop {
+        let next = end + 1;
+        if end < chars.len()
+            && is_separator(chars[end])
+            && next < chars.len()
+            && digit_value(chars[next]).is_some()
+        {
+            let after = group_end(next);
+            if after - next > 4 {
+                return end;
+            }
+            end = after;
         } else {
-            flush(&mut run, &mut out);
-            out.push(c);
+            return end;
         }
     }
-    flush(&mut run, &mut out);
-    out
+}
+
+fn mask_number(number: &[char], out: &mut String) {
+    let digits: Vec<u32> = number.iter().filter_map(|c| digit_value(*c)).collect();
+    let grouped = digits.len() != number.len();
+    if digits.len() < 7 || (grouped && is_date(number)) {
+        out.extend(number);
+        return;
+    }
+    let n = digits.len();
+    let (keep_head, keep_tail) = if n == 11 && digits[0] == 1 {
+        (3, 4)
+    } else {
+        (0, 4)
+    };
+    let mut k = 0;
+    for c in number {
+        if digit_value(*c).is_some() {
+            out.push(if k < keep_head || k >= n - keep_tail {
+                *c
+            } else {
+                '*'
+            });
+            k += 1;
+        } else {
+            out.push(*c);
+        }
+    }
+}
+
+/// `2024-11-25` (and `2024 11 25 09`): a four-digit year from 1900-2099, then groups of at
+/// most two digits.
+fn is_date(number: &[char]) -> bool {
+    let s: String = number
+        .iter()
+        .map(|c| match digit_value(*c) {
+            Some(d) => char::from_digit(d, 10).unwrap_or('0'),
+            None => ' ',
+        })
+        .collect();
+    let mut groups = s.split(' ');
+    let year = groups.next().unwrap_or("");
+    year.len() == 4
+        && (year.starts_with("19") || year.starts_with("20"))
+        && groups.all(|g| (1..=2).contains(&g.len()))
 }
 
 #[cfg(test)]
@@ -297,5 +380,47 @@ mod tests {
             "网点电话 ********5678"
         );
         assert_eq!(mask_phones_in_text("第3车 12号"), "第3车 12号");
+    }
+
+    #[test]
+    fn phones_written_in_groups_or_full_width_are_masked() {
+        assert_eq!(
+            mask_phones_in_text("派件员 138 0013 8000 联系"),
+            "派件员 138 **** 8000 联系"
+        );
+        assert_eq!(
+            mask_phones_in_text("电话139-0013-9000。"),
+            "电话139-****-9000。"
+        );
+        assert_eq!(
+            mask_phones_in_text("致电１３９００１３９００１"),
+            "致电１３９****９００１"
+        );
+        assert_eq!(
+            mask_phones_in_text("+86 138 0013 8000"),
+            "+** *** **** 8000"
+        );
+        assert_eq!(
+            mask_phones_in_text("网点 0755-12345678"),
+            "网点 0755-****5678"
+        );
+        assert_eq!(mask_phones_in_text("座机 8765 4321"), "座机 **** 4321");
+        assert_eq!(
+            mask_phones_in_text("１３８　００１３　８０００"),
+            "１３８　****　８０００"
+        );
+    }
+
+    #[test]
+    fn dates_times_and_short_numbers_stay_readable() {
+        for s in [
+            "2024-11-25 09:00:00 到达",
+            "2024 11 25",
+            "第3车 12号 5-6 件",
+            "单号 SF1234 共 2 件",
+            "1-2-3-4",
+        ] {
+            assert_eq!(mask_phones_in_text(s), s);
+        }
     }
 }

@@ -202,8 +202,10 @@ fn parse_line(
             message,
         }]
     };
-    let l: BatchLine = serde_json::from_str(line)
-        .map_err(|e| fe("", format!("not a JSON object of this endpoint: {e}")))?;
+    let l: BatchLine = serde_json::from_str(line).map_err(|e| {
+        let e = mask_phones_in_text(&e.to_string());
+        fe("", format!("not a JSON object of this endpoint: {e}"))
+    })?;
     let id = WaybillId::parse(l.waybill_id.as_deref().unwrap_or_default())
         .map_err(|m| fe("waybill_id", m))?;
     let mut errs = Vec::new();

@@ -17,7 +17,7 @@ use crate::domain::{mask_phones_in_text, Phone};
 use crate::store::{ExchangeInsert, NewExchange};
 use crate::wechat::crypto::{verify_sha1_signature, CryptoError, KeySlot};
 use crate::wechat::envelope::{
-    self, get_str, CallbackQuery, Document, MessageFormat, OpenError, OpenedMessage,
+    self, get_str, CallbackQuery, Document, MessageFormat, MessageMode, OpenError, OpenedMessage,
 };
 use crate::wechat::reverse_query::{self, build_reply, Lookup, Query};
 
@@ -51,7 +51,7 @@ async fn verify_url(state: web::Data<AppState>, query: web::Query<CallbackQuery>
 
 fn fresh(ts: &str, window: i64) -> bool {
     ts.parse::<i64>()
-        .map(|t| (now_secs() - t).abs() <= window)
+        .map(|t| codec::within_window(now_secs(), t, window))
         .unwrap_or(false)
 }
 
@@ -85,6 +85,20 @@ async fn message(
         Ok(o) => o,
         Err(e) => return reject(e),
     };
+    // Addressed to our mini program: in secure mode the decrypted appid already says so; in
+    // plaintext mode this is the only link to the account besides the signature.
+    match get_str(&opened.doc, "ToUserName") {
+        Some(to) if to == w.original_id => {}
+        None if mode != MessageMode::Plaintext => {}
+        _ => {
+            tracing::warn!(
+                status = 403,
+                reason = "ToUserName is not wechat.original_id",
+                "callback rejected"
+            );
+            return HttpResponse::Forbidden().finish();
+        }
+    }
     let event = get_str(&opened.doc, "Event")
         .unwrap_or_default()
         .to_string();

@@ -2,12 +2,15 @@
 //! guessable string and the signature covers only (token, timestamp, nonce), so the rate
 //! limit is what stops anyone from walking through waybill numbers with one signed URL.
 //!
-//! Clients are keyed by IP address; an IPv6 client by its /64 (one subscriber usually holds
-//! a whole /64). Memory is bounded: idle buckets (full again) are swept at most once a
+//! Clients are keyed by IP address (an IPv6 client by its /64: one subscriber usually holds
+//! a whole /64), or by any other key ([`LimitKey`]): the JSONP lookup also limits each signed
+//! URL and each openid, since WeChat may fetch the JSONP through its own servers and the
+//! client IP alone would then throttle WeChat itself. Memory is bounded: idle buckets (full again) are swept at most once a
 //! second when the table grows past [`MAX_TRACKED`], and while it is still full every new
 //! client shares one overflow bucket. Per process: with several instances behind a load
 //! balancer the effective limit is the sum.
 
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,23 +26,42 @@ struct Bucket {
     at: Instant,
 }
 
-pub struct ClientLimiter {
+/// What a bucket is kept for: the key maps to the bucket it shares (an IPv6 address to its
+/// /64; anything else to itself).
+pub trait LimitKey: Eq + Hash + Clone {
+    fn bucket(self) -> Self;
+}
+
+impl LimitKey for IpAddr {
+    fn bucket(self) -> IpAddr {
+        bucket_key(self)
+    }
+}
+
+/// A key that is a string (an openid), kept as given.
+impl LimitKey for String {
+    fn bucket(self) -> String {
+        self
+    }
+}
+
+pub struct ClientLimiter<K: LimitKey = IpAddr> {
     /// Tokens per second; `None`: no limit.
     rate: Option<f64>,
     burst: f64,
-    buckets: DashMap<IpAddr, Bucket>,
+    buckets: DashMap<K, Bucket>,
     overflow: Mutex<Bucket>,
     last_sweep: Mutex<Instant>,
     max_tracked: usize,
 }
 
-impl ClientLimiter {
+impl<K: LimitKey> ClientLimiter<K> {
     /// `rate_per_sec` <= 0 disables the limit.
-    pub fn new(rate_per_sec: f64, burst: u32) -> ClientLimiter {
+    pub fn new(rate_per_sec: f64, burst: u32) -> ClientLimiter<K> {
         ClientLimiter::with_capacity(rate_per_sec, burst, MAX_TRACKED)
     }
 
-    fn with_capacity(rate_per_sec: f64, burst: u32, max_tracked: usize) -> ClientLimiter {
+    fn with_capacity(rate_per_sec: f64, burst: u32, max_tracked: usize) -> ClientLimiter<K> {
         let now = Instant::now();
         let burst = f64::from(burst.max(1));
         ClientLimiter {
@@ -56,11 +78,11 @@ impl ClientLimiter {
     }
 
     /// Takes one token for `client` at `now`; false when its bucket is empty.
-    pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+    pub fn allow(&self, client: K, now: Instant) -> bool {
         let Some(rate) = self.rate else {
             return true;
         };
-        let key = bucket_key(client);
+        let key = client.bucket();
         if let Some(mut b) = self.buckets.get_mut(&key) {
             return take(&mut b, rate, self.burst, now);
         }
@@ -134,7 +156,7 @@ mod tests {
 
     #[test]
     fn a_client_gets_its_burst_then_the_rate() {
-        let l = ClientLimiter::new(10.0, 3);
+        let l: ClientLimiter = ClientLimiter::new(10.0, 3);
         let t0 = Instant::now();
         let a = ip("10.0.0.1");
         assert!((0..3).all(|_| l.allow(a, t0)));
@@ -159,7 +181,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_subscriber_is_one_client_per_64() {
-        let l = ClientLimiter::new(1.0, 1);
+        let l: ClientLimiter = ClientLimiter::new(1.0, 1);
         let t0 = Instant::now();
         assert!(l.allow(ip("2001:db8:1:2::1"), t0));
         assert!(!l.allow(ip("2001:db8:1:2:ffff::9"), t0));
@@ -173,15 +195,24 @@ mod tests {
 
     #[test]
     fn zero_rate_means_no_limit() {
-        let l = ClientLimiter::new(0.0, 0);
+        let l: ClientLimiter = ClientLimiter::new(0.0, 0);
         let t0 = Instant::now();
         assert!((0..1000).all(|_| l.allow(ip("10.0.0.1"), t0)));
         assert_eq!(l.tracked(), 0);
     }
 
     #[test]
+    fn string_keys_have_a_bucket_each() {
+        let l: ClientLimiter<String> = ClientLimiter::new(1.0, 1);
+        let t0 = Instant::now();
+        assert!(l.allow("oA".to_string(), t0));
+        assert!(!l.allow("oA".to_string(), t0));
+        assert!(l.allow("oB".to_string(), t0));
+    }
+
+    #[test]
     fn memory_is_bounded_and_idle_clients_are_forgotten() {
-        let l = ClientLimiter::with_capacity(10.0, 2, 4);
+        let l: ClientLimiter = ClientLimiter::with_capacity(10.0, 2, 4);
         let t0 = Instant::now() + Duration::from_secs(2);
         for i in 0..4 {
             assert!(l.allow(ip(&format!("10.0.0.{i}")), t0));

@@ -16,6 +16,8 @@ async fn healthz() -> HttpResponse {
 
 /// Ready when the database answers and every migration is applied.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    // Whether pushes go to WeChat or to the emulator: an operator must never have to guess.
+    let sandbox = state.settings.sandbox_mode();
     match state.store.check_ready().await {
         Ok(()) => {
             // A paused API (45009: WeChat's daily quota is spent) does not stop the node from
@@ -29,12 +31,13 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 .map(|(api, until, reason)| json!({ "api": api, "paused_until_ms": until, "reason": reason }))
                 .collect();
             HttpResponse::Ok()
-                .json(json!({ "status": "ready", "database": "ok", "paused_apis": paused }))
+                .json(json!({ "status": "ready", "database": "ok", "sandbox": sandbox, "paused_apis": paused }))
         }
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({ "status": "not ready", "database": e.to_string() }))
+            HttpResponse::ServiceUnavailable().json(
+                json!({ "status": "not ready", "database": e.to_string(), "sandbox": sandbox }),
+            )
         }
     }
 }

@@ -20,8 +20,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::cells::cells_in_force;
+use super::client_limit::ClientLimiter;
+use super::signed_urls::{Binding, SignedUrls};
 use super::AppState;
 use crate::codec::{self, now_secs};
+use crate::config::JsonpSettings;
 use crate::domain::{mask_phones_in_text, ActionType, WaybillId};
 use crate::wechat::crypto::verify_sha1_signature;
 
@@ -59,12 +62,34 @@ impl Callback {
     }
 }
 
+/// The lookup's defences: rate limits per client IP, per signed URL and per openid, and the
+/// binding of each signed URL to the first waybill it was used for.
+pub struct JsonpGuard {
+    ip: ClientLimiter<IpAddr>,
+    url: ClientLimiter<String>,
+    openid: ClientLimiter<String>,
+    urls: SignedUrls,
+}
+
+impl JsonpGuard {
+    pub fn new(j: &JsonpSettings) -> JsonpGuard {
+        JsonpGuard {
+            ip: ClientLimiter::new(j.rate_per_sec, j.rate_burst),
+            url: ClientLimiter::new(j.key_rate_per_sec, j.key_rate_burst),
+            openid: ClientLimiter::new(j.key_rate_per_sec, j.key_rate_burst),
+            urls: SignedUrls::default(),
+        }
+    }
+}
+
 /// Why a lookup carries no data; the code is the reply's `err_code` (`docs/JSONP.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookupError {
     MissingParameter(&'static str),
     StaleTimestamp,
     BadSignature,
+    /// The signed URL was already used to look up another waybill.
+    UrlForAnotherWaybill,
     UnknownWaybill,
     RateLimited,
     Internal,
@@ -76,6 +101,7 @@ impl LookupError {
             LookupError::MissingParameter(_) => 40000,
             LookupError::BadSignature => 40100,
             LookupError::StaleTimestamp => 40101,
+            LookupError::UrlForAnotherWaybill => 40102,
             LookupError::UnknownWaybill => 40400,
             LookupError::RateLimited => 42900,
             LookupError::Internal => 50000,
@@ -86,6 +112,9 @@ impl LookupError {
             LookupError::MissingParameter(p) => format!("missing or invalid parameter: {p}"),
             LookupError::BadSignature => "invalid signature".into(),
             LookupError::StaleTimestamp => "timestamp outside the accepted window".into(),
+            LookupError::UrlForAnotherWaybill => {
+                "this signed URL was issued for another waybill".into()
+            }
             LookupError::UnknownWaybill => "waybill not found".into(),
             LookupError::RateLimited => "too many requests".into(),
             LookupError::Internal => "internal error".into(),
@@ -175,21 +204,16 @@ async fn waybill(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
             .body("invalid or missing callback: expected a JavaScript identifier path of [A-Za-z0-9_$.], at most 64 characters\n");
     };
     let client = client_ip(&req, state.settings.jsonp.client_ip_header.as_deref());
-    if !state.jsonp_limit.allow(client, Instant::now()) {
+    if !state.jsonp.ip.allow(client, Instant::now()) {
         tracing::warn!("jsonp lookup refused: client rate limit exceeded");
-        let mut resp = reply(
-            StatusCode::TOO_MANY_REQUESTS,
-            &callback,
-            &OrderInfo::error(LookupError::RateLimited),
-        );
-        resp.headers_mut().insert(
-            actix_web::http::header::RETRY_AFTER,
-            actix_web::http::header::HeaderValue::from_static("1"),
-        );
-        return resp;
+        return too_many(&callback);
     }
     let info = match lookup(&state, &params).await {
         Ok(info) => info,
+        Err(LookupError::RateLimited) => {
+            tracing::warn!("jsonp lookup refused: signed URL or openid rate limit exceeded");
+            return too_many(&callback);
+        }
         Err(e) => {
             tracing::warn!(err_code = e.code(), reason = %e.message(), "jsonp lookup answered with an error");
             OrderInfo::error(e)
@@ -197,6 +221,19 @@ async fn waybill(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     };
     // A script that failed to load tells the page nothing, so errors are 200 with err_code.
     reply(StatusCode::OK, &callback, &info)
+}
+
+fn too_many(callback: &Callback) -> HttpResponse {
+    let mut resp = reply(
+        StatusCode::TOO_MANY_REQUESTS,
+        callback,
+        &OrderInfo::error(LookupError::RateLimited),
+    );
+    resp.headers_mut().insert(
+        actix_web::http::header::RETRY_AFTER,
+        actix_web::http::header::HeaderValue::from_static("1"),
+    );
+    resp
 }
 
 async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> {
@@ -213,12 +250,14 @@ async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> 
         .as_deref()
         .ok_or(LookupError::MissingParameter("nonce"))?;
     let window = state.settings.server.callback_window_secs;
-    if !timestamp
+    let now = now_secs();
+    let Some(ts) = timestamp
         .parse::<i64>()
-        .is_ok_and(|t| (now_secs() - t).abs() <= window)
-    {
+        .ok()
+        .filter(|t| codec::within_window(now, *t, window))
+    else {
         return Err(LookupError::StaleTimestamp);
-    }
+    };
     if !verify_sha1_signature(signature, &[state.crypto.token(), timestamp, nonce]) {
         return Err(LookupError::BadSignature);
     }
@@ -231,6 +270,23 @@ async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> 
     let openid = p.openid.as_deref().unwrap_or_default();
     if openid.chars().count() > OPENID_MAX_CHARS {
         return Err(LookupError::MissingParameter("openid"));
+    }
+    // The signature does not cover orderid: the URL serves the first waybill it was used for,
+    // and its users' lookups are limited whoever relays them.
+    let guard = &state.jsonp;
+    match guard
+        .urls
+        .bind(signature, orderid, ts.saturating_add(window), now)
+    {
+        Binding::Allowed => {}
+        Binding::OtherWaybill => return Err(LookupError::UrlForAnotherWaybill),
+        Binding::Full => return Err(LookupError::RateLimited),
+    }
+    let at = Instant::now();
+    if !guard.url.allow(signature.to_ascii_lowercase(), at)
+        || (!openid.is_empty() && !guard.openid.allow(openid.to_string(), at))
+    {
+        return Err(LookupError::RateLimited);
     }
     let id = WaybillId::parse(orderid).map_err(|_| LookupError::UnknownWaybill)?;
     let internal = |e: crate::store::StoreError| {

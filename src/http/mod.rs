@@ -11,6 +11,7 @@ pub mod health;
 pub mod jsonp;
 pub mod notifications;
 pub mod problem;
+pub mod signed_urls;
 pub mod wechatpay;
 
 use std::sync::Arc;
@@ -28,8 +29,8 @@ pub struct AppState {
     pub store: Store,
     pub privacy: Privacy,
     pub crypto: MessageCrypto,
-    /// Per-client rate limit of the JSONP lookup (`jsonp.rate_per_sec`, `jsonp.rate_burst`).
-    pub jsonp_limit: client_limit::ClientLimiter,
+    /// The JSONP lookup's rate limits and signed-URL bindings.
+    pub jsonp: jsonp::JsonpGuard,
 }
 
 /// All gateway routes.

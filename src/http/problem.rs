@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::domain::FieldError;
+use crate::domain::{mask_phones_in_text, FieldError};
 
 /// An error response. `errors` names each bad field.
 #[derive(Debug, Clone, Serialize)]
@@ -19,16 +19,21 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// The detail is shown to people and logged: phone numbers in it (a parser's error can
+    /// quote the input, e.g. a phone sent as a JSON number) are masked here, once for all.
     pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Problem {
         Problem {
             kind: format!("https://wxexpress.dev/problems/{slug}"),
             title: title.to_string(),
             status: status.as_u16(),
-            detail: detail.into(),
+            detail: mask_phones_in_text(&detail.into()),
             errors: Vec::new(),
         }
     }
-    pub fn validation(errors: Vec<FieldError>) -> Problem {
+    pub fn validation(mut errors: Vec<FieldError>) -> Problem {
+        for e in &mut errors {
+            e.message = mask_phones_in_text(&e.message);
+        }
         let mut p = Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation",

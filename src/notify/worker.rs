@@ -17,8 +17,8 @@ use super::policy::{self, classify, Outcome};
 use super::rules::{MessageContext, Rules};
 use crate::codec::{self, now_ms, now_secs};
 use crate::domain::ActionType;
-use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset, Schedule};
 use crate::outbox::lease::{while_held, ClaimTokens};
+use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset, Schedule};
 use crate::outbox::ratelimit::RateLimit;
 use crate::privacy::Privacy;
 use crate::store::{
@@ -269,12 +269,22 @@ impl NotifyWorker {
         };
         let Some(rule) = self.rules.rule(&w.rule) else {
             return self
-                .dead(w, owner, None, &format!("rule {} is no longer configured", w.rule))
+                .dead(
+                    w,
+                    owner,
+                    None,
+                    &format!("rule {} is no longer configured", w.rule),
+                )
                 .await;
         };
         if rule.api != kind {
             return self
-                .dead(w, owner, None, &format!("rule {} now uses another API", w.rule))
+                .dead(
+                    w,
+                    owner,
+                    None,
+                    &format!("rule {} now uses another API", w.rule),
+                )
                 .await;
         }
         let message = match self.build(w, rule).await? {
@@ -291,7 +301,13 @@ impl NotifyWorker {
         let now = now_ms();
         if let Some(until) = self.store.api_paused_until(api, now).await? {
             return self
-                .retry_at(w, owner, None, until, &format!("{api} paused (daily quota)"))
+                .retry_at(
+                    w,
+                    owner,
+                    None,
+                    until,
+                    &format!("{api} paused (daily quota)"),
+                )
                 .await;
         }
 
@@ -311,7 +327,8 @@ impl NotifyWorker {
                 let started = now_ms();
                 let (call, detail_prefix) =
                     (self.call(SUBSCRIBE_PATH, &body).await, "subscribe/send");
-                self.conclude(w, owner, kind, started, call, detail_prefix).await
+                self.conclude(w, owner, kind, started, call, detail_prefix)
+                    .await
             }
             NotifyKind::Template => {
                 for _ in 0..CREDENTIALS_PER_STEP {
@@ -372,7 +389,8 @@ impl NotifyWorker {
                     );
                 }
                 self.retry_at(
-                    w, owner,
+                    w,
+                    owner,
                     None,
                     now_ms() + 60_000,
                     "too many refused credentials in one step",
@@ -444,7 +462,8 @@ impl NotifyWorker {
 
     async fn conclude(
         &self,
-        w: &NotificationWork, owner: &str,
+        w: &NotificationWork,
+        owner: &str,
         kind: NotifyKind,
         started: i64,
         call: Result<Call<serde_json::Value>, TokenError>,
@@ -464,7 +483,8 @@ impl NotifyWorker {
             Outcome::Delivered => {
                 self.store
                     .complete_notification(
-                        w.entry.id, owner,
+                        w.entry.id,
+                        owner,
                         Some(&attempt),
                         &Completion::Delivered,
                         false,
@@ -487,7 +507,8 @@ impl NotifyWorker {
                 };
                 self.store
                     .complete_notification(
-                        w.entry.id, owner,
+                        w.entry.id,
+                        owner,
                         Some(&attempt),
                         &Completion::Delivered,
                         false,
@@ -500,11 +521,13 @@ impl NotifyWorker {
             Outcome::NoConsent => self.skip_no_consent(w, owner, Some(attempt), true).await,
             Outcome::UserBusy => {
                 let at = now_ms() + USER_BUSY_DELAY.as_millis() as i64;
-                self.retry_at(w, owner, Some(attempt), at, "user busy").await
+                self.retry_at(w, owner, Some(attempt), at, "user busy")
+                    .await
             }
             Outcome::MinuteQuota => {
                 let at = (now + secs_until_next_minute(now)) * 1000;
-                self.retry_at(w, owner, Some(attempt), at, "minute quota").await
+                self.retry_at(w, owner, Some(attempt), at, "minute quota")
+                    .await
             }
             Outcome::DailyQuota => {
                 let until = (now + secs_until_quota_reset(now)) * 1000;
@@ -520,7 +543,8 @@ impl NotifyWorker {
                     until_ms = until,
                     "WeChat daily quota reached: API paused until the quota resets"
                 );
-                self.retry_at(w, owner, Some(attempt), until, "daily quota").await
+                self.retry_at(w, owner, Some(attempt), until, "daily quota")
+                    .await
             }
             Outcome::Permanent | Outcome::CredentialRefused => {
                 let errcode = attempt.errcode.unwrap_or_default();
@@ -566,13 +590,15 @@ impl NotifyWorker {
 
     async fn skip_no_consent(
         &self,
-        w: &NotificationWork, owner: &str,
+        w: &NotificationWork,
+        owner: &str,
         attempt: Option<NewAttempt>,
         revoke: bool,
     ) -> Result<(), StoreError> {
         self.store
             .complete_notification(
-                w.entry.id, owner,
+                w.entry.id,
+                owner,
                 attempt.as_ref(),
                 &Completion::Skipped {
                     reason: NO_CONSENT.into(),
@@ -589,13 +615,15 @@ impl NotifyWorker {
 
     async fn dead(
         &self,
-        w: &NotificationWork, owner: &str,
+        w: &NotificationWork,
+        owner: &str,
         attempt: Option<NewAttempt>,
         error: &str,
     ) -> Result<(), StoreError> {
         self.store
             .complete_notification(
-                w.entry.id, owner,
+                w.entry.id,
+                owner,
                 attempt.as_ref(),
                 &Completion::Dead {
                     error: error.to_string(),
@@ -608,7 +636,12 @@ impl NotifyWorker {
         Ok(())
     }
 
-    async fn retry(&self, w: &NotificationWork, owner: &str, attempt: NewAttempt) -> Result<(), StoreError> {
+    async fn retry(
+        &self,
+        w: &NotificationWork,
+        owner: &str,
+        attempt: NewAttempt,
+    ) -> Result<(), StoreError> {
         let tries_done = w.entry.tries as u32 + 1;
         let delay = self
             .settings
@@ -617,7 +650,8 @@ impl NotifyWorker {
         match delay {
             Some(d) => {
                 self.retry_at(
-                    w, owner,
+                    w,
+                    owner,
                     Some(attempt),
                     now_ms() + d.as_millis() as i64,
                     "transient",
@@ -640,7 +674,8 @@ impl NotifyWorker {
 
     async fn retry_at(
         &self,
-        w: &NotificationWork, owner: &str,
+        w: &NotificationWork,
+        owner: &str,
         attempt: Option<NewAttempt>,
         at_ms: i64,
         why: &str,
@@ -650,7 +685,8 @@ impl NotifyWorker {
         }
         self.store
             .complete_notification(
-                w.entry.id, owner,
+                w.entry.id,
+                owner,
                 attempt.as_ref(),
                 &crate::outbox::attempt::retry(attempt.as_ref(), at_ms, why),
                 false,

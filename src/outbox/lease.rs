@@ -59,7 +59,9 @@ where
             match renew().await {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::warn!("lease lost while its work was running; its writes will be refused");
+                    tracing::warn!(
+                        "lease lost while its work was running; its writes will be refused"
+                    );
                     break;
                 }
                 Err(e) => tracing::warn!(error = %e, "renewing a lease failed; retrying"),

@@ -249,7 +249,9 @@ impl Worker {
         };
         if self.settings.coalesce && fresh.len() > 1 {
             let ids: Vec<i64> = fresh[..fresh.len() - 1].iter().map(|e| e.id).collect();
-            self.store.mark_skipped(&ids, "coalesced", owner, now).await?;
+            self.store
+                .mark_skipped(&ids, "coalesced", owner, now)
+                .await?;
             self.stats
                 .skipped_coalesced
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -273,13 +275,19 @@ impl Worker {
             events.iter().find(|e| e.id == event_id),
             codec::open_contacts(&self.privacy, &record),
         ) else {
-            self.dead(entry, owner, None, "event or contacts unreadable".to_string())
-                .await?;
+            self.dead(
+                entry,
+                owner,
+                None,
+                "event or contacts unreadable".to_string(),
+            )
+            .await?;
             return Ok(());
         };
         let Ok(node) = codec::open_node(&self.privacy, ev) else {
             self.dead(
-                entry, owner,
+                entry,
+                owner,
                 None,
                 "node text unreadable (data key changed?)".to_string(),
             )
@@ -290,7 +298,10 @@ impl Worker {
         let Some(phone) = phone.filter(Phone::is_mobile) else {
             // WeChat users bind mainland mobile numbers; a landline or an extension cannot be bound.
             self.store
-                .complete_entry(entry.id, owner, None,
+                .complete_entry(
+                    entry.id,
+                    owner,
+                    None,
                     &Completion::Skipped {
                         reason: "unbound".into(),
                     },
@@ -341,7 +352,10 @@ impl Worker {
         };
         if !bound {
             self.store
-                .complete_entry(entry.id, owner, None,
+                .complete_entry(
+                    entry.id,
+                    owner,
+                    None,
                     &Completion::Skipped {
                         reason: "unbound".into(),
                     },
@@ -409,14 +423,23 @@ impl Worker {
                     .unwrap_or(1);
                 if exist == 1 {
                     self.store
-                        .complete_entry(entry.id, owner, Some(&attempt), &Completion::Delivered, now_ms())
+                        .complete_entry(
+                            entry.id,
+                            owner,
+                            Some(&attempt),
+                            &Completion::Delivered,
+                            now_ms(),
+                        )
                         .await?;
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 } else {
                     // Accepted, but nobody is bound to the phone any more: refresh the cache.
                     self.put_binding(&phone_hash, false).await?;
                     self.store
-                        .complete_entry(entry.id, owner, Some(&attempt),
+                        .complete_entry(
+                            entry.id,
+                            owner,
+                            Some(&attempt),
                             &Completion::Skipped {
                                 reason: "unbound".into(),
                             },
@@ -478,7 +501,8 @@ impl Worker {
         match class {
             Class::MinuteQuota => {
                 self.retry_at(
-                    entry, owner,
+                    entry,
+                    owner,
                     Some(attempt),
                     (now + policy::secs_until_next_minute(now)) * 1000,
                     "minute quota",
@@ -524,7 +548,8 @@ impl Worker {
         match delay {
             Some(d) => {
                 self.retry_at(
-                    entry, owner,
+                    entry,
+                    owner,
                     Some(attempt),
                     now_ms() + d.as_millis() as i64,
                     "transient",
@@ -552,7 +577,13 @@ impl Worker {
         error: String,
     ) -> Result<(), StoreError> {
         self.store
-            .complete_entry(entry.id, owner, attempt, &Completion::Dead { error }, now_ms())
+            .complete_entry(
+                entry.id,
+                owner,
+                attempt,
+                &Completion::Dead { error },
+                now_ms(),
+            )
             .await?;
         self.stats.dead.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -570,7 +601,10 @@ impl Worker {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
         self.store
-            .complete_entry(entry.id, owner, attempt.as_ref(),
+            .complete_entry(
+                entry.id,
+                owner,
+                attempt.as_ref(),
                 &super::attempt::retry(attempt.as_ref(), at_ms, why),
                 now_ms(),
             )

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::api::{errcode as ec, ok_body, Api, WxError};
-use super::gate::{answer, check_token, fault, json_object};
+use super::gate::{answer, check_token, fault, fault_after_reverse_query, json_object};
 use super::reverse;
 use super::state::Shared;
 use crate::domain::{mask_phone_str, mask_phones_in_text, ActionType};
@@ -176,6 +176,10 @@ pub async fn pathnotify(
     // No lock is held here: the callback may call back into anything while we wait.
     let result = match reverse::query(&shared, &push).await {
         Ok(()) => {
+            // WeChat checked the node, then failed anyway: nothing is delivered.
+            if let Some(r) = fault_after_reverse_query(&shared, api) {
+                return r;
+            }
             shared.deliver(&push.receiver_phone, push.inbox_node(shared.clock.now()));
             Ok(ok_body([("exist", Value::from(1))]))
         }

@@ -44,6 +44,11 @@ pub struct ApiFault {
     pub http_status: Option<u16>,
     /// Close the connection without a complete response.
     pub drop_connection: bool,
+    /// `pathnotify` only: the failure fires after the reverse query was answered and the
+    /// node checked (WeChat saw a consistent node, then failed anyway: the node is not
+    /// delivered). Without it, failures fire before anything is done.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub after_reverse_query: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +104,11 @@ impl Faults {
             }
             if f.errcode == Some(0) {
                 return Err(format!("{name}.errcode: 0 is not an error"));
+            }
+            if f.after_reverse_query && api != Api::Pathnotify {
+                return Err(format!(
+                    "{name}.after_reverse_query: only pathnotify makes a reverse query"
+                ));
             }
             check_probability(&format!("{name}.probability"), f.probability)?;
         }
@@ -195,13 +205,35 @@ impl FaultBox {
         self.armed.load().faults.clone()
     }
 
+    /// The decision before the API does anything: the latency, and a failure unless it is
+    /// set to fire after the reverse query.
     pub fn decide(&self, api: Api) -> Decision {
+        self.decide_phase(api, false)
+    }
+
+    /// The decision after the reverse query was answered: a failure set with
+    /// `after_reverse_query`, if it fires (no latency: that was added before).
+    pub fn decide_after_reverse_query(&self, api: Api) -> Option<FaultAction> {
+        self.decide_phase(api, true).action
+    }
+
+    fn decide_phase(&self, api: Api, after_reverse_query: bool) -> Decision {
         let armed = self.armed.load();
         if !armed.active {
             return Decision::default();
         }
         let f = armed.faults.api(api);
-        let latency = Duration::from_millis(f.latency_ms);
+        let latency = if after_reverse_query {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(f.latency_ms)
+        };
+        if f.after_reverse_query != after_reverse_query {
+            return Decision {
+                latency,
+                action: None,
+            };
+        }
         let wanted = if f.drop_connection {
             Some(FaultAction::Drop)
         } else if let Some(s) = f.http_status {

@@ -38,7 +38,17 @@ pub async fn fault(shared: &Shared, api: Api) -> Option<HttpResponse> {
     if !d.latency.is_zero() {
         tokio::time::sleep(d.latency).await;
     }
-    match d.action? {
+    fault_response(shared, api, d.action?)
+}
+
+/// The failure set to fire after `pathnotify`'s reverse query was answered, if it fires.
+pub fn fault_after_reverse_query(shared: &Shared, api: Api) -> Option<HttpResponse> {
+    let action = shared.faults.decide_after_reverse_query(api)?;
+    fault_response(shared, api, action)
+}
+
+fn fault_response(shared: &Shared, api: Api, action: FaultAction) -> Option<HttpResponse> {
+    match action {
         FaultAction::Errcode(code) => Some(answer(
             shared,
             api,

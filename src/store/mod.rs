@@ -102,7 +102,9 @@ pub enum StoreError {
     /// refused, writing nothing: the caller's lease is gone (it lapsed and someone else
     /// claimed the work) or the entry is no longer pending. The fence that keeps a late
     /// worker from undoing what the new leaseholder did.
-    #[error("outbox entry {0} was left as it is: the lease on it was lost or it is no longer pending")]
+    #[error(
+        "outbox entry {0} was left as it is: the lease on it was lost or it is no longer pending"
+    )]
     Fenced(i64),
 }
 

@@ -15,8 +15,8 @@ use sqlx::{AnyConnection, Connection};
 
 use super::outbox::{OUTBOX_COLUMNS, PENDING};
 use super::{
-    attempts, events, push_queue, Backend, Completion, EventInsert, NewAttempt, NewEvent, OutboxEntry,
-    Store, StoreError, WaybillRecord,
+    attempts, events, push_queue, Backend, Completion, EventInsert, NewAttempt, NewEvent,
+    OutboxEntry, Store, StoreError, WaybillRecord,
 };
 
 const DELIVERED: &str = "delivered";
@@ -378,13 +378,15 @@ impl Store {
         };
         let found: Option<Option<String>> = update.fetch_optional(&mut *tx).await?;
         let Some(recipient) = found else {
-            return Err(match super::outbox::not_pending(&mut tx, outbox_id).await? {
-                // A path-node entry is not a notification.
-                StoreError::Fenced(_) if !self.is_notification(&mut tx, outbox_id).await? => {
-                    StoreError::UnknownOutboxEntry(outbox_id)
-                }
-                e => e,
-            });
+            return Err(
+                match super::outbox::not_pending(&mut tx, outbox_id).await? {
+                    // A path-node entry is not a notification.
+                    StoreError::Fenced(_) if !self.is_notification(&mut tx, outbox_id).await? => {
+                        StoreError::UnknownOutboxEntry(outbox_id)
+                    }
+                    e => e,
+                },
+            );
         };
         // Lock order: the outbox row (above) before the lease row.
         let lease_sql = match self.backend {

@@ -266,4 +266,49 @@ async fn health_and_readiness_answer() {
     );
     let r = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["sandbox"], false, "real credentials: {ready}");
+    let sandboxed = spawn_sandboxed_app(&[]).await;
+    let r = sandboxed.client.get(sandboxed.url("/readyz")).send().await;
+    let ready: Value = r.unwrap().json().await.unwrap();
+    assert_eq!(ready["sandbox"], true, "{ready}");
+}
+
+#[tokio::test]
+async fn phones_written_in_groups_or_full_width_are_masked_in_every_read() {
+    let app = spawn_app().await;
+    app.put_waybill("SF1010", &waybill_body()).await;
+    let msg = "派件员 138 0013 8000，备用 139-0013-9000，网点 １３９００１３９００１";
+    let ev = json!({ "action_type": 300002, "action_time": 1_700_100_000, "action_msg": msg });
+    assert_eq!(app.post_event("SF1010", &ev).await.status(), 202);
+    let text = app.get_waybill("SF1010").await.text().await.unwrap();
+    for clear in ["0013 8000", "0013-9000", "００１３９"] {
+        assert!(!text.contains(clear), "{clear} leaked: {text}");
+    }
+    let w: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        w["path"][0]["action_msg"],
+        "派件员 138 **** 8000，备用 139-****-9000，网点 １３９****９００１"
+    );
+}
+
+#[tokio::test]
+async fn a_phone_sent_as_a_json_number_is_not_echoed_in_the_problem() {
+    let app = spawn_app().await;
+    let mut body = waybill_body();
+    body["receiver"]["phone"] = json!(13800138000_u64);
+    let r = app.put_waybill("SF1011", &body).await;
+    assert!(r.status().is_client_error());
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("13800138000"), "{text}");
+    // The same in an NDJSON line's own error.
+    let line = json!({ "waybill_id": "SF1011", "waybill": body, "event": { "action_type": 100001, "action_time": 1_700_000_100, "action_msg": "已揽件" } });
+    let r = app.post_batch(line.to_string()).await;
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("13800138000"), "{text}");
+    assert_eq!(
+        app.get_waybill("SF1011").await.status(),
+        404,
+        "nothing stored"
+    );
 }

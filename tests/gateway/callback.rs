@@ -18,6 +18,11 @@ async fn app_in(mode: &str, xml: bool) -> TestApp {
             "WXEXPRESS_WECHAT__MESSAGE_FORMAT",
             if xml { "xml" } else { "json" },
         ),
+        // Plaintext mode is refused unless explicitly allowed.
+        (
+            "WXEXPRESS_WECHAT__ALLOW_PLAINTEXT",
+            if mode == "plaintext" { "true" } else { "" },
+        ),
     ])
     .await
 }
@@ -398,4 +403,83 @@ async fn url_verification_echoes_only_for_a_valid_signature() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// Send one reverse query in secure JSON mode and return the opened reply.
+async fn ask(app: &TestApp, doc: &str, created: i64, nonce: &str) -> Value {
+    let (q, body) = peer::seal("secure", false, TOKEN, AES_KEY, APPID, doc, created, nonce);
+    let r = post(app, &q, body, false).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let plain = peer::open_reply("secure", false, TOKEN, AES_KEY, APPID, &text, nonce);
+    serde_json::from_str(&plain).unwrap()
+}
+
+#[tokio::test]
+async fn a_question_with_another_phone_in_the_same_second_is_answered_anew_not_replayed() {
+    let app = app_in("secure", false).await;
+    seed(&app, "RQ7").await;
+    let created = peer::now();
+    let right = peer::query_doc(false, "RQ7", "13800138000", "13800138001", created);
+    let a = ask(&app, &right, created, "71").await;
+    assert_eq!(
+        (a["ResultCode"].as_i64(), a["Path"].as_array().map(Vec::len)),
+        (Some(0), Some(2))
+    );
+    // Same FromUserName, CreateTime and WaybillId; another receiver phone.
+    let wrong = peer::query_doc(false, "RQ7", "13999999999", "13800138001", created);
+    let b = ask(&app, &wrong, created, "72").await;
+    assert_eq!(b["ResultCode"], 1002, "{b}");
+    assert!(b.get("Path").is_none(), "no path for the wrong phone: {b}");
+    // And the other way round: a wrong sender phone.
+    let wrong_sender = peer::query_doc(false, "RQ7", "13800138000", "13999999999", created);
+    let c = ask(&app, &wrong_sender, created, "73").await;
+    assert_eq!(c["ResultCode"], 1002, "{c}");
+    // The right question again is still a replay of the first answer.
+    let d = ask(&app, &right, created, "74").await;
+    assert_eq!(d["Path"], a["Path"]);
+    let w: Value = app.get_waybill("RQ7").await.json().await.unwrap();
+    assert_eq!(w["callbacks"].as_array().unwrap().len(), 3, "{w}");
+}
+
+#[tokio::test]
+async fn a_push_addressed_to_another_mini_program_is_refused() {
+    for mode in ["secure", "plaintext"] {
+        let app = app_in(mode, false).await;
+        seed(&app, "RQ8").await;
+        let created = peer::now();
+        let doc = peer::query_doc(false, "RQ8", "13800138000", "13800138001", created)
+            .replace(ORIGINAL_ID, "gh_000000000000");
+        let (q, body) = peer::seal(mode, false, TOKEN, AES_KEY, APPID, &doc, created, "8");
+        assert_eq!(post(&app, &q, body, false).await.status(), 403, "{mode}");
+        // Plaintext mode: a push without ToUserName is refused too.
+        let mut v: Value = serde_json::from_str(&peer::query_doc(
+            false,
+            "RQ8",
+            "13800138000",
+            "13800138001",
+            created,
+        ))
+        .unwrap();
+        v.as_object_mut().unwrap().remove("ToUserName");
+        let (q, body) = peer::seal(
+            mode,
+            false,
+            TOKEN,
+            AES_KEY,
+            APPID,
+            &v.to_string(),
+            created,
+            "9",
+        );
+        let status = post(&app, &q, body, false).await.status();
+        if mode == "plaintext" {
+            assert_eq!(status, 403);
+        } else {
+            assert_eq!(status, 200, "secure mode: the decrypted appid binds it");
+        }
+        let w: Value = app.get_waybill("RQ8").await.json().await.unwrap();
+        let logged = w["callbacks"].as_array().unwrap().len();
+        assert_eq!(logged, usize::from(mode == "secure"), "{mode}: {w}");
+    }
 }

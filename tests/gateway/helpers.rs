@@ -31,6 +31,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Extra `WXEXPRESS_*` settings override the defaults below.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_as(extra, false).await
+}
+
+/// `sandbox`: as `serve --sandbox` (the in-process sandbox plays the app in `[wechat]`).
+async fn spawn_app_as(extra: &[(&str, &str)], sandbox: bool) -> TestApp {
     wxexpress::telemetry::init();
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}/gw.db", dir.path().display());
@@ -60,7 +65,11 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
             env.insert(k.to_string(), v.to_string());
         }
     }
-    let settings = config::load_from(None, &env, false).expect("test settings are valid");
+    let opts = config::LoadOptions {
+        generate: false,
+        sandbox,
+    };
+    let settings = config::load_with(None, &env, opts).expect("test settings are valid");
     let app = Application::build(settings.clone())
         .await
         .expect("app builds");
@@ -91,7 +100,7 @@ pub async fn spawn_sandboxed_app(extra: &[(&str, &str)]) -> TestApp {
         ("WXEXPRESS_OUTBOX__RETRY_SCHEDULE", "0.05,0.1,0.2"),
     ];
     all.extend_from_slice(extra);
-    spawn_app_with(&all).await
+    spawn_app_as(&all, true).await
 }
 
 impl TestApp {

@@ -22,11 +22,27 @@ fn now() -> i64 {
 }
 
 /// The query of a lookup signed with `token` at `timestamp`.
+/// A lookup URL as WeChat signs it: a fresh nonce each time.
 fn query(orderid: &str, callback: &str, token: &str, timestamp: i64) -> Vec<(String, String)> {
-    let (ts, nonce) = (timestamp.to_string(), "1372623149".to_string());
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1372623149);
+    let nonce = NONCE
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .to_string();
+    signed_query(orderid, callback, token, timestamp, &nonce, "oABC-user_1")
+}
+
+fn signed_query(
+    orderid: &str,
+    callback: &str,
+    token: &str,
+    timestamp: i64,
+    nonce: &str,
+    openid: &str,
+) -> Vec<(String, String)> {
+    let (ts, nonce) = (timestamp.to_string(), nonce.to_string());
     vec![
         ("orderid".into(), orderid.into()),
-        ("openid".into(), "oABC-user_1".into()),
+        ("openid".into(), openid.into()),
         ("signature".into(), sign(&[token, &ts, &nonce])),
         ("timestamp".into(), ts),
         ("nonce".into(), nonce),
@@ -641,5 +657,72 @@ async fn behind_a_configured_proxy_each_forwarded_client_has_its_own_bucket() {
     // Only the last entry (the proxy's) counts: a client-written first entry changes nothing.
     let r = get_from(&app, &q(), Some("198.51.100.8")).await;
     assert_eq!(r.status, 200, "another client");
+    assert_eq!(unwrap_jsonp(&r.body, CB)["err_code"], 0);
+}
+
+#[tokio::test]
+async fn a_signed_url_opens_only_the_first_waybill_it_was_used_for() {
+    let app = spawn_app().await;
+    seed(&app, "SF120", &[(100001, T0, "已揽件")]).await;
+    seed(&app, "SF121", &[(100001, T0, "已揽件")]).await;
+    let ts = now();
+    let url = |orderid: &str| encode(&signed_query(orderid, CB, TOKEN, ts, "555", "oU1"));
+    let first = unwrap_jsonp(&get_raw(&app, &url("SF120")).await.body, CB);
+    assert_eq!(first["err_code"], 0);
+    // A reload works.
+    let again = unwrap_jsonp(&get_raw(&app, &url("SF120")).await.body, CB);
+    assert_eq!(again["traces"], first["traces"]);
+    // Another waybill needs another URL: no data, an error code of its own.
+    let r = get_raw(&app, &url("SF121")).await;
+    assert_eq!(r.status, 200);
+    let other = unwrap_jsonp(&r.body, CB);
+    assert_eq!(other["err_code"], 40102, "{other}");
+    assert_eq!(other["traces"], json!([]));
+    assert!(other.get("waybill_id").is_none());
+    // A fresh URL (new nonce) for that waybill works.
+    let fresh = encode(&signed_query("SF121", CB, TOKEN, ts, "556", "oU1"));
+    assert_eq!(
+        unwrap_jsonp(&get_raw(&app, &fresh).await.body, CB)["err_code"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn lookups_are_limited_per_signed_url_and_per_openid_not_only_per_ip() {
+    // As when WeChat's servers relay every user's lookup: one IP, many users.
+    let app = spawn_app_with(&[
+        ("WXEXPRESS_JSONP__RATE_PER_SEC", "0"),
+        ("WXEXPRESS_JSONP__KEY_RATE_PER_SEC", "0.2"),
+        ("WXEXPRESS_JSONP__KEY_RATE_BURST", "2"),
+    ])
+    .await;
+    seed(&app, "SF122", &[(100001, T0, "已揽件")]).await;
+    let ts = now();
+    // One URL reloaded: its own bucket runs dry.
+    let url = encode(&signed_query("SF122", CB, TOKEN, ts, "700", "oUrl"));
+    for _ in 0..2 {
+        assert_eq!(get_raw(&app, &url).await.status, 200);
+    }
+    let r = get_raw(&app, &url).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(unwrap_jsonp(&r.body, CB)["err_code"], 42900);
+    // One openid with ever new URLs: its bucket runs dry too.
+    for n in 0..2 {
+        let u = encode(&signed_query(
+            "SF122",
+            CB,
+            TOKEN,
+            ts,
+            &format!("71{n}"),
+            "oSame",
+        ));
+        assert_eq!(get_raw(&app, &u).await.status, 200);
+    }
+    let u = encode(&signed_query("SF122", CB, TOKEN, ts, "719", "oSame"));
+    assert_eq!(get_raw(&app, &u).await.status, 429);
+    // Another user behind the same IP is not throttled by them.
+    let u = encode(&signed_query("SF122", CB, TOKEN, ts, "720", "oOther"));
+    let r = get_raw(&app, &u).await;
+    assert_eq!(r.status, 200);
     assert_eq!(unwrap_jsonp(&r.body, CB)["err_code"], 0);
 }

@@ -64,7 +64,12 @@ async fn spawn(notifications_toml: &str, extra: &[(&str, &str)]) -> NotifyApp {
     }
     let file = dir.path().join("wxexpress.toml");
     std::fs::write(&file, notifications_toml).unwrap();
-    let settings = config::load_from(Some(&file), &env, false).expect("test settings are valid");
+    // As `serve --sandbox`: the in-process sandbox plays whatever [wechat] describes.
+    let opts = config::LoadOptions {
+        generate: false,
+        sandbox: true,
+    };
+    let settings = config::load_with(Some(&file), &env, opts).expect("test settings are valid");
     let app = Application::build(settings).await.expect("app builds");
     let app_view = NotifyApp {
         base: format!("http://{}", app.addr()),

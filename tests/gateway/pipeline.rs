@@ -274,3 +274,71 @@ async fn the_daily_quota_pauses_the_api_and_shows_in_readyz() {
     assert_eq!(n[0]["state"], "pending", "kept for after the quota resets");
     assert!(inbox_types(&app).is_empty());
 }
+
+/// Attempt rows of the waybill's first notification: (outcome, errcode).
+async fn first_attempts(app: &TestApp, id: &str) -> Vec<(String, Option<i64>)> {
+    let entry = app.store.list_outbox(id).await.unwrap()[0].id;
+    app.store
+        .list_attempts(entry)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.outcome, a.errcode))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_receipt_from_a_failed_push_does_not_complete_the_next_one() {
+    // Retries a second apart, so the faults can change between tries.
+    let app = spawn_sandboxed_app(&[("WXEXPRESS_OUTBOX__RETRY_SCHEDULE", "1,1,1,1")]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    // Try 1: WeChat reverse-queries (we answer: a receipt), then fails anyway with 932001.
+    app.sandbox().set_faults(Faults {
+        pathnotify: ApiFault {
+            errcode: Some(932001),
+            after_reverse_query: true,
+            times: Some(1),
+            ..ApiFault::default()
+        },
+        ..Faults::default()
+    });
+    app.put_waybill("P9", &waybill_body()).await;
+    app.post_event("P9", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
+    let mut waited = 0;
+    while first_attempts(&app, "P9").await.is_empty() {
+        assert!(waited < 300, "try 1 never happened");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        first_attempts(&app, "P9").await[0].1,
+        Some(932001),
+        "WeChat failed try 1 after its reverse query"
+    );
+    assert!(
+        app.sandbox().exchanges().len() == 1,
+        "try 1 was reverse-queried"
+    );
+    // Try 2: the connection drops before WeChat sees the push. Its answer is unknown and no
+    // reverse query came for it: the receipt of try 1 must not make it "delivered".
+    app.sandbox().set_faults(Faults {
+        pathnotify: ApiFault {
+            drop_connection: true,
+            times: Some(1),
+            ..ApiFault::default()
+        },
+        ..Faults::default()
+    });
+    app.eventually("the node reaches the user", || {
+        inbox_types(&app) == vec![100001]
+    })
+    .await;
+    app.drained().await;
+    assert_eq!(inbox_types(&app), vec![100001], "exactly once");
+    let attempts = first_attempts(&app, "P9").await;
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert_eq!(attempts[2], ("ok".to_owned(), Some(0)), "{attempts:?}");
+    let n = notifications(&app, "P9").await;
+    assert_eq!(n[0]["state"], "delivered");
+}

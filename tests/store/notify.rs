@@ -564,7 +564,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
         store
             .complete_notification(
                 path,
-            "n",
+                "n",
                 Some(&attempt(path, 0)),
                 &Completion::Delivered,
                 false,

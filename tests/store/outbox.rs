@@ -227,7 +227,10 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
             now + 4,
         )
         .await;
-    assert!(matches!(refused, Err(StoreError::Fenced(id)) if id == o1), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Fenced(id)) if id == o1),
+        "{refused:?}"
+    );
     let entry = store.get_outbox(o1).await.unwrap().unwrap();
     assert_eq!((entry.state.as_str(), entry.tries), ("delivered", 0));
     assert_eq!(store.list_attempts(o1).await.unwrap(), vec![]);
@@ -315,7 +318,10 @@ pub async fn a_receipt_keeps_the_time_of_the_first_reverse_query(store: Store) {
     let store = migrated(store).await;
     new_event_id(&store, Some(&waybill("SF4")), &event("SF4", 100001, 1)).await;
     let id = entry_ids(&store, "SF4").await[0];
-    store.claim_waybills("me", i64::MAX / 4, 1_000, 1).await.unwrap();
+    store
+        .claim_waybills("me", i64::MAX / 4, 1_000, 1)
+        .await
+        .unwrap();
     assert!(
         !store.record_receipt(id, 0, 4_000).await.unwrap(),
         "not in flight: no receipt"
@@ -349,7 +355,10 @@ pub async fn skipping_changes_only_pending_entries_and_clears_the_in_flight_mark
         .mark_skipped(&[ids[0], ids[1], 424_242], "coalesced", "me", 20)
         .await
         .unwrap();
-    store.mark_skipped(&[], "coalesced", "me", 21).await.unwrap();
+    store
+        .mark_skipped(&[], "coalesced", "me", 21)
+        .await
+        .unwrap();
     let entries = store.list_outbox("SF5").await.unwrap();
     let states: Vec<(&str, Option<&str>, Option<i64>)> = entries
         .iter()
@@ -428,7 +437,10 @@ pub async fn retrying_one_entry_works_only_on_a_dead_entry(store: Store) {
     let dead = Completion::Dead {
         error: "errcode 150004".into(),
     };
-    store.complete_entry(id, "me", None, &dead, 2_100).await.unwrap();
+    store
+        .complete_entry(id, "me", None, &dead, 2_100)
+        .await
+        .unwrap();
     store.release_waybill("SF6", "me").await.unwrap();
     assert_eq!(due_at(&store, "SF6").await, Some(None));
 
@@ -451,7 +463,10 @@ pub async fn outbox_counts_group_entries_by_state_and_skip_reason(store: Store) 
         new_event_id(&store, None, &event("SF7", 200001, t)).await;
     }
     let ids = entry_ids(&store, "SF7").await;
-    store.claim_waybills("me", i64::MAX / 4, 1_000, 1).await.unwrap();
+    store
+        .claim_waybills("me", i64::MAX / 4, 1_000, 1)
+        .await
+        .unwrap();
     let attempt = |id: i64| NewAttempt {
         outbox_id: id,
         started_at: 1,
@@ -467,7 +482,10 @@ pub async fn outbox_counts_group_entries_by_state_and_skip_reason(store: Store) 
             .await
             .unwrap();
     }
-    store.mark_skipped(&ids[2..4], "stale", "me", 10).await.unwrap();
+    store
+        .mark_skipped(&ids[2..4], "stale", "me", 10)
+        .await
+        .unwrap();
     let skipped = Completion::Skipped {
         reason: "unbound".into(),
     };
@@ -531,7 +549,10 @@ pub async fn a_late_completion_after_the_lease_lapsed_and_was_claimed_again_chan
     assert!(store.begin_push("SF8", "a#1", ids[1]).await.unwrap());
     // Instance B claims the lapsed lease and delivers the same node.
     assert_eq!(
-        store.claim_waybills("b#1", t + 1_001, 1_000, 1).await.unwrap(),
+        store
+            .claim_waybills("b#1", t + 1_001, 1_000, 1)
+            .await
+            .unwrap(),
         ["SF8"]
     );
     assert!(store.begin_push("SF8", "b#1", ids[1]).await.unwrap());
@@ -596,7 +617,10 @@ pub async fn a_receipt_counts_only_for_the_push_in_flight_and_is_forgotten_by_a_
     // Push 1: WeChat's reverse query answers it (a receipt), then WeChat fails anyway.
     assert!(store.begin_push("SF9", "me", id).await.unwrap());
     let first = store.inflight("SF9").await.unwrap().unwrap();
-    assert!(store.record_receipt(id, first.push_seq, t + 1).await.unwrap());
+    assert!(store
+        .record_receipt(id, first.push_seq, t + 1)
+        .await
+        .unwrap());
     assert_eq!(
         store.get_outbox(id).await.unwrap().unwrap().receipt_at,
         Some(t + 1)
@@ -619,9 +643,18 @@ pub async fn a_receipt_counts_only_for_the_push_in_flight_and_is_forgotten_by_a_
     assert!(store.begin_push("SF9", "me", id).await.unwrap());
     let second = store.inflight("SF9").await.unwrap().unwrap();
     assert_eq!(second.push_seq, first.push_seq + 1);
-    assert!(!store.record_receipt(id, first.push_seq, t + 3).await.unwrap());
-    assert_eq!(store.get_outbox(id).await.unwrap().unwrap().receipt_at, None);
-    assert!(store.record_receipt(id, second.push_seq, t + 4).await.unwrap());
+    assert!(!store
+        .record_receipt(id, first.push_seq, t + 3)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_outbox(id).await.unwrap().unwrap().receipt_at,
+        None
+    );
+    assert!(store
+        .record_receipt(id, second.push_seq, t + 4)
+        .await
+        .unwrap());
     assert_eq!(
         store.get_outbox(id).await.unwrap().unwrap().receipt_at,
         Some(t + 4)
@@ -631,8 +664,14 @@ pub async fn a_receipt_counts_only_for_the_push_in_flight_and_is_forgotten_by_a_
     let dead = Completion::Dead {
         error: "spent".into(),
     };
-    store.complete_entry(id, "me", None, &dead, t + 5).await.unwrap();
-    assert!(!store.record_receipt(id, second.push_seq, t + 6).await.unwrap());
+    store
+        .complete_entry(id, "me", None, &dead, t + 5)
+        .await
+        .unwrap();
+    assert!(!store
+        .record_receipt(id, second.push_seq, t + 6)
+        .await
+        .unwrap());
     store.release_waybill("SF9", "me").await.unwrap();
     assert!(store.retry_entry(id, t + 7).await.unwrap());
     let entry = store.get_outbox(id).await.unwrap().unwrap();

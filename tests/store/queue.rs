@@ -178,7 +178,10 @@ pub async fn push_work_lists_pending_path_entries_by_action_time_then_event_id(s
         .into_iter()
         .find(|e| e.event_id == Some(done))
         .unwrap();
-    store.claim_waybills("me", i64::MAX / 4, 1_000, 1).await.unwrap();
+    store
+        .claim_waybills("me", i64::MAX / 4, 1_000, 1)
+        .await
+        .unwrap();
     store
         .complete_entry(done_entry.id, "me", None, &Completion::Delivered, 1)
         .await
