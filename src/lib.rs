@@ -13,12 +13,14 @@
 //!   payment notifications.
 //! - [`sandbox`]: an emulator of WeChat's side, used by `wxexpress sandbox`, the demo and tests.
 //! - [`app`]: builds everything and wires it together.
+//! - [`fuzz`]: the untrusted-input entry points as fuzzing and the property tests drive them.
 
 pub mod app;
 pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod fuzz;
 pub mod http;
 pub mod notify;
 pub mod outbox;

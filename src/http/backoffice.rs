@@ -196,6 +196,20 @@ fn parse_line(
     now: i64,
     now_ms: i64,
 ) -> Result<(Option<crate::store::WaybillRecord>, crate::store::NewEvent), Vec<FieldError>> {
+    let (id, waybill, event) = parse_batch_line(line, now)?;
+    Ok((
+        waybill.map(|w| codec::waybill_record(&state.privacy, &w, now_ms)),
+        codec::new_event(&state.privacy, &id, &event, now_ms),
+    ))
+}
+
+/// One NDJSON line of `POST /v1/events/batch`, converted to domain values at the edge (no
+/// I/O): its waybill id, the waybill if the line carries one, and the event. Every bad field
+/// is named; phone numbers in messages are masked.
+pub fn parse_batch_line(
+    line: &str,
+    now: i64,
+) -> Result<(WaybillId, Option<Waybill>, TrackingEvent), Vec<FieldError>> {
     let fe = |field: &str, message: String| {
         vec![FieldError {
             field: field.into(),
@@ -227,14 +241,10 @@ fn parse_line(
             None
         }
     };
-    if !errs.is_empty() {
-        return Err(errs);
+    match (event, errs.is_empty()) {
+        (Some(event), true) => Ok((id, waybill, event)),
+        _ => Err(errs),
     }
-    let event = event.expect("checked: no errors");
-    Ok((
-        waybill.map(|w| codec::waybill_record(&state.privacy, &w, now_ms)),
-        codec::new_event(&state.privacy, &id, &event, now_ms),
-    ))
 }
 
 async fn get_waybill(

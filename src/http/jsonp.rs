@@ -236,7 +236,31 @@ fn too_many(callback: &Callback) -> HttpResponse {
     resp
 }
 
-async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> {
+/// A lookup whose parameters passed every check that needs no store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedLookup {
+    /// The verified signature: it stands for the signed URL.
+    pub signature: String,
+    /// Unix s, within the window.
+    pub timestamp: i64,
+    /// As given, `=` typo prefixes removed; not yet checked as a waybill number.
+    pub orderid: String,
+    pub openid: String,
+}
+
+/// The checks of a lookup's query string that need no store (pure; also the fuzzing entry
+/// point): parameters present, timestamp in the window (checked arithmetic), signature over
+/// (token, timestamp, nonce) in constant time, `orderid` present, `openid` bounded.
+pub fn check_query(
+    query: &str,
+    token: &str,
+    now: i64,
+    window: i64,
+) -> Result<CheckedLookup, LookupError> {
+    check(&Params::parse(query), token, now, window)
+}
+
+fn check(p: &Params, token: &str, now: i64, window: i64) -> Result<CheckedLookup, LookupError> {
     let signature = p
         .signature
         .as_deref()
@@ -249,8 +273,6 @@ async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> 
         .nonce
         .as_deref()
         .ok_or(LookupError::MissingParameter("nonce"))?;
-    let window = state.settings.server.callback_window_secs;
-    let now = now_secs();
     let Some(ts) = timestamp
         .parse::<i64>()
         .ok()
@@ -258,7 +280,7 @@ async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> 
     else {
         return Err(LookupError::StaleTimestamp);
     };
-    if !verify_sha1_signature(signature, &[state.crypto.token(), timestamp, nonce]) {
+    if !verify_sha1_signature(signature, &[token, timestamp, nonce]) {
         return Err(LookupError::BadSignature);
     }
     let orderid = p
@@ -271,6 +293,21 @@ async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> 
     if openid.chars().count() > OPENID_MAX_CHARS {
         return Err(LookupError::MissingParameter("openid"));
     }
+    Ok(CheckedLookup {
+        signature: signature.to_string(),
+        timestamp: ts,
+        orderid: orderid.to_string(),
+        openid: openid.to_string(),
+    })
+}
+
+async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> {
+    let window = state.settings.server.callback_window_secs;
+    let now = now_secs();
+    let c = check(p, state.crypto.token(), now, window)?;
+    let (signature, orderid, openid) =
+        (c.signature.as_str(), c.orderid.as_str(), c.openid.as_str());
+    let ts = c.timestamp;
     // The signature does not cover orderid: the URL serves the first waybill it was used for,
     // and its users' lookups are limited whoever relays them.
     let guard = &state.jsonp;
