@@ -1657,6 +1657,30 @@ async fn a_failing_or_too_slow_callback_fault_makes_pathnotify_932001() {
 }
 
 #[tokio::test]
+async fn a_fault_after_the_reverse_query_fails_a_consistent_push_and_delivers_nothing() {
+    let (sb, cb) = spawn_pair(MessageMode::Secure, MessageFormat::Json, |_| {});
+    // Set from outside, as the CONTRACT spells it.
+    assert_eq!(
+        sb.put(
+            "/sandbox/faults",
+            json!({"pathnotify": {"errcode": 932001, "after_reverse_query": true, "times": 1}})
+        )
+        .await,
+        200
+    );
+    assert_eq!(errcode(&push_once(&sb, &cb, "W9").await), 932001);
+    let exchanges = sb.sandbox.exchanges();
+    assert_eq!(exchanges.len(), 1, "the reverse query was made first");
+    assert_eq!(exchanges[0].verdict, Verdict::Consistent);
+    assert!(
+        sb.sandbox.inbox_for_phone(PHONE).is_empty(),
+        "nothing delivered"
+    );
+    assert_eq!(errcode(&push_once(&sb, &cb, "W9").await), 0, "fired once");
+    assert_eq!(sb.sandbox.inbox_for_phone(PHONE).len(), 1);
+}
+
+#[tokio::test]
 async fn invalid_control_input_is_a_400() {
     let sb = spawn_sandbox(settings());
     assert_eq!(
@@ -1670,6 +1694,15 @@ async fn invalid_control_input_is_a_400() {
     assert_eq!(
         sb.put("/sandbox/faults", json!({"nosuchapi": {}})).await,
         400
+    );
+    assert_eq!(
+        sb.put(
+            "/sandbox/faults",
+            json!({"userquery": {"errcode": -1, "after_reverse_query": true}})
+        )
+        .await,
+        400,
+        "only pathnotify makes a reverse query"
     );
     assert_eq!(sb.put("/sandbox/bindings/12345", json!({})).await, 400);
     let r = sb

@@ -342,3 +342,88 @@ async fn a_receipt_from_a_failed_push_does_not_complete_the_next_one() {
     let n = notifications(&app, "P9").await;
     assert_eq!(n[0]["state"], "delivered");
 }
+
+#[tokio::test]
+async fn a_push_slower_than_its_lease_keeps_the_lease_and_is_not_pushed_twice() {
+    use wxexpress::app::Application;
+    use wxexpress::config::{self, sandbox_defaults as sd};
+    use wxexpress::sandbox::{Sandbox, SandboxSettings};
+
+    wxexpress::telemetry::init();
+    let sandbox = Sandbox::new(SandboxSettings::default());
+    let running = sandbox
+        .start(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    // WeChat takes longer than the 5 s lease to answer pathnotify.
+    sandbox.set_faults(Faults {
+        pathnotify: ApiFault {
+            latency_ms: 6_500,
+            ..ApiFault::default()
+        },
+        ..Faults::default()
+    });
+    sandbox.bind_phone(RECEIVER);
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/shared.db", dir.path().display());
+    let api_base = format!("http://{}", running.addr);
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let env: std::collections::BTreeMap<String, String> = [
+            ("WXEXPRESS_SERVER__LISTEN", "127.0.0.1:0"),
+            ("WXEXPRESS_DATABASE__URL", db.as_str()),
+            ("WXEXPRESS_WECHAT__APPID", sd::APPID),
+            ("WXEXPRESS_WECHAT__SECRET", sd::SECRET),
+            ("WXEXPRESS_WECHAT__ORIGINAL_ID", sd::ORIGINAL_ID),
+            ("WXEXPRESS_WECHAT__TOKEN", sd::TOKEN),
+            ("WXEXPRESS_WECHAT__ENCODING_AES_KEY", sd::ENCODING_AES_KEY),
+            ("WXEXPRESS_WECHAT__API_BASE", api_base.as_str()),
+            ("WXEXPRESS_BACKOFFICE__API_KEYS", API_KEY),
+            (
+                "WXEXPRESS_PRIVACY__DATA_KEY",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
+            ("WXEXPRESS_OUTBOX__LEASE_SECS", "5"),
+            ("WXEXPRESS_OUTBOX__POLL_INTERVAL_MS", "20"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let settings = config::load_from(None, &env, false).unwrap();
+        let app = Application::build(settings).await.unwrap();
+        apps.push((format!("http://{}", app.addr()), app.store().clone()));
+        tokio::spawn(app.run_until_stopped());
+    }
+    sandbox.set_callback_url(&format!("{}/wechat/callback", apps[0].0));
+    let client = reqwest::Client::new();
+    let r = client
+        .put(format!("{}/v1/waybills/P10", apps[0].0))
+        .bearer_auth(API_KEY)
+        .json(&waybill_body())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = client
+        .post(format!("{}/v1/waybills/P10/events", apps[1].0))
+        .bearer_auth(API_KEY)
+        .json(&event_body(100001, 1_700_000_100, "已揽件"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let store = &apps[0].1;
+    let mut waited = 0;
+    loop {
+        let counts = store.outbox_counts().await.unwrap();
+        if counts.iter().any(|(s, _, n)| s == "delivered" && *n == 1) {
+            break;
+        }
+        assert!(waited < 600, "not delivered: {counts:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    // Give a second (lease-stealing) push the time it would need to land.
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    assert_eq!(sandbox.inbox_for_phone(RECEIVER).len(), 1, "pushed once");
+    assert_eq!(sandbox.stats().apis["pathnotify"].calls, 1, "one call");
+}
