@@ -71,3 +71,29 @@ fn a_real_reverse_query_goes_all_the_way_through() {
     fuzz::jsonp_query(b"SF1\noABC\ncb");
     fuzz::pay_xml(b"<xml><appid><![CDATA[wx1]]></appid><sign>X</sign><time_end>20241124093015</time_end></xml>");
 }
+
+/// Every input a fuzzer ever crashed on, kept under `tests/fuzz_regressions/<target>/`
+/// (see `docs/RELIABILITY.md` for what each one found).
+#[test]
+fn inputs_fuzzing_found_stay_fixed() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let targets: [(&str, fn(&[u8])); 5] = [
+        ("callback_envelope", fuzz::callback_envelope),
+        ("decrypt", fuzz::decrypt),
+        ("ndjson_line", fuzz::ndjson_line),
+        ("jsonp_query", fuzz::jsonp_query),
+        ("pay_xml", fuzz::pay_xml),
+    ];
+    let mut ran = 0;
+    for (target, run) in targets {
+        let Ok(dir) = std::fs::read_dir(root.join(target)) else {
+            continue;
+        };
+        for file in dir {
+            let path = file.expect("a directory entry").path();
+            run(&std::fs::read(&path).expect("a regression input"));
+            ran += 1;
+        }
+    }
+    assert!(ran > 0, "the regression inputs are in the repository");
+}

@@ -182,9 +182,10 @@ pub fn mask_phone_str(s: &str) -> String {
 /// Mask phone numbers in free text (courier numbers inside `action_msg`, log lines), however
 /// people write them: a run of 7 or more digits, ASCII or full-width (`１３９…`), also when
 /// written in short groups joined by one space or hyphen (`138 0013 8000`, `139-0013-9000`,
-/// `+86 138 0013 8000`). An 11-digit mobile keeps its first 3 and last 4 digits; anything else
-/// keeps only its last 4. Separators stay where they were. A date (`2024-11-25`) is not a
-/// number anyone can call and stays as it is.
+/// `+86 138 0013 8000`, `1380013 8000`). An 11-digit mobile keeps its first 3 and last 4
+/// digits; anything else keeps only its last 4. Separators stay where they were. A date
+/// (`2024-11-25`) is not a number anyone can call and stays as it is. Masking what is already
+/// masked changes nothing.
 pub fn mask_phones_in_text(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
@@ -219,35 +220,22 @@ fn is_separator(c: char) -> bool {
     )
 }
 
-/// Longest group of digits merged through single separators: groups are merged only while
-/// each is at most 4 digits (how numbers are grouped for reading); a longer group stands alone.
+/// The end of the written number starting at `start`: digit groups joined by single
+/// separators, whatever their sizes (`1380013 8000` is one number: masking its groups apart
+/// would show 8 of its 11 digits).
 fn number_end(chars: &[char], start: usize) -> usize {
-    let group_end = |from: usize| {
-        let mut j = from;
-        while j < chars.len() && digit_value(chars[j]).is_some() {
-            j += 1;
-        }
-        j
-    };
-    let mut end = group_end(start);
-    if end - start > 4 {
-        return end;
-    }
+    let mut end = start;
     loop {
-        let next = end + 1;
-        if end < chars.len()
+        while end < chars.len() && digit_value(chars[end]).is_some() {
+            end += 1;
+        }
+        let joined = end + 1 < chars.len()
             && is_separator(chars[end])
-            && next < chars.len()
-            && digit_value(chars[next]).is_some()
-        {
-            let after = group_end(next);
-            if after - next > 4 {
-                return end;
-            }
-            end = after;
-        } else {
+            && digit_value(chars[end + 1]).is_some();
+        if !joined {
             return end;
         }
+        end += 1;
     }
 }
 
@@ -402,13 +390,43 @@ mod tests {
         );
         assert_eq!(
             mask_phones_in_text("网点 0755-12345678"),
-            "网点 0755-****5678"
+            "网点 ****-****5678"
         );
         assert_eq!(mask_phones_in_text("座机 8765 4321"), "座机 **** 4321");
+        // Found by fuzzing: groups of any size belong to one number.
+        assert_eq!(mask_phones_in_text("1380013 8000"), "138**** 8000");
+        assert_eq!(mask_phones_in_text("138 00138000"), "138 ****8000");
         assert_eq!(
             mask_phones_in_text("１３８　００１３　８０００"),
             "１３８　****　８０００"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn masking_twice_is_masking_once(s in "[0-9０-９ \\-a*]{0,40}") {
+            let once = mask_phones_in_text(&s);
+            proptest::prop_assert_eq!(mask_phones_in_text(&once), once);
+        }
+
+        #[test]
+        fn no_mobile_survives_any_grouping(
+            digits in "1[3-9][0-9]{9}",
+            cuts in proptest::collection::btree_set(1usize..11, 0..4),
+            sep in "[ \\-]",
+        ) {
+            let mut written = String::new();
+            for (i, d) in digits.chars().enumerate() {
+                if cuts.contains(&i) {
+                    written.push_str(&sep);
+                }
+                written.push(d);
+            }
+            let masked = mask_phones_in_text(&format!("电话{written}。"));
+            let shown: String = masked.chars().filter(char::is_ascii_digit).collect();
+            proptest::prop_assert_eq!(shown.len(), 7, "{}", masked);
+            proptest::prop_assert!(masked.contains('*'));
+        }
     }
 
     #[test]
