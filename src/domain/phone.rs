@@ -183,7 +183,8 @@ pub fn mask_phone_str(s: &str) -> String {
 /// people write them: a run of 7 or more digits, ASCII or full-width (`１３９…`), also when
 /// written in short groups joined by one space or hyphen (`138 0013 8000`, `139-0013-9000`,
 /// `+86 138 0013 8000`, `1380013 8000`). An 11-digit mobile keeps its first 3 and last 4
-/// digits; anything else keeps only its last 4. Separators stay where they were. A date
+/// digits, a landline written with its area code apart its area code and last 4, anything
+/// else only its last 4. Separators stay where they were. A date
 /// (`2024-11-25`) is not a number anyone can call and stays as it is. Masking what is already
 /// masked changes nothing.
 pub fn mask_phones_in_text(text: &str) -> String {
@@ -247,8 +248,20 @@ fn mask_number(number: &[char], out: &mut String) {
         return;
     }
     let n = digits.len();
+    // A landline written with its area code apart (`0571-88886666`) keeps the area code.
+    let area = number
+        .iter()
+        .take_while(|c| digit_value(**c).is_some())
+        .count();
+    let landline = grouped
+        && (3..=4).contains(&area)
+        && digits[0] == 0
+        && digits[1] != 0
+        && (7..=8).contains(&(n - area));
     let (keep_head, keep_tail) = if n == 11 && digits[0] == 1 {
         (3, 4)
+    } else if landline {
+        (area, 4)
     } else {
         (0, 4)
     };
@@ -390,7 +403,7 @@ mod tests {
         );
         assert_eq!(
             mask_phones_in_text("网点 0755-12345678"),
-            "网点 ****-****5678"
+            "网点 0755-****5678"
         );
         assert_eq!(mask_phones_in_text("座机 8765 4321"), "座机 **** 4321");
         // Found by fuzzing: groups of any size belong to one number.

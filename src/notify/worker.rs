@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::policy::{self, classify, Outcome};
 use super::rules::{MessageContext, Rules};
 use crate::codec::{self, now_ms, now_secs};
 use crate::domain::ActionType;
-use crate::outbox::lease::{while_held, ClaimTokens};
+use crate::outbox::lease::{run_claims, while_held, ClaimLoop, ClaimTokens};
 use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset, Schedule};
 use crate::outbox::ratelimit::RateLimit;
 use crate::privacy::Privacy;
@@ -149,57 +149,30 @@ impl NotifyWorker {
     }
 
     /// Run until `shutdown` turns true: then stop claiming and wait for in-flight sends.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let concurrency = self.settings.concurrency.max(1);
-        let permits = Arc::new(Semaphore::new(concurrency));
-        tracing::info!(owner = %self.claims.instance(), concurrency, "notification worker started");
-        while !*shutdown.borrow() {
-            // Claim only what can start now: a claimed user waits for nobody.
-            let free = (permits.available_permits() as i64).min(self.settings.batch_size);
-            if free == 0 {
-                tokio::select! {
-                    p = permits.clone().acquire_owned() => drop(p),
-                    _ = shutdown.changed() => {}
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let cfg = ClaimLoop {
+            concurrency: self.settings.concurrency,
+            batch_size: self.settings.batch_size,
+            poll_interval: self.settings.poll_interval,
+        };
+        let claim = |owner: String, limit| {
+            let me = self.clone();
+            async move {
+                let lease = me.settings.lease.as_millis() as i64;
+                me.store
+                    .claim_recipients(&owner, now_ms(), lease, limit)
+                    .await
+            }
+        };
+        let process = |openid: String, owner: String| {
+            let me = self.clone();
+            async move {
+                if let Err(e) = me.process_recipient(&openid, &owner).await {
+                    tracing::warn!(error = %e, "notification step failed; the lease will lapse and the work be retried");
                 }
-                continue;
             }
-            let owner = self.claims.next();
-            let claimed = self
-                .store
-                .claim_recipients(
-                    &owner,
-                    now_ms(),
-                    self.settings.lease.as_millis() as i64,
-                    free,
-                )
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "claiming notification work failed");
-                    Vec::new()
-                });
-            if claimed.is_empty() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
-            for openid in claimed {
-                let permit = permits
-                    .clone()
-                    .try_acquire_owned()
-                    .expect("no more users are claimed than there are free permits");
-                let (me, owner) = (self.clone(), owner.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = me.process_recipient(&openid, &owner).await {
-                        tracing::warn!(error = %e, "notification step failed; the lease will lapse and the work be retried");
-                    }
-                    drop(permit);
-                });
-            }
-        }
-        let _ = permits.acquire_many(concurrency as u32).await;
-        tracing::info!(owner = %self.claims.instance(), "notification worker stopped");
+        };
+        run_claims("notifications", &self.claims, cfg, shutdown, claim, process).await;
     }
 
     /// Claims due users once and handles them one after the other (tests, tools).

@@ -9,7 +9,10 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
 
 use crate::store::StoreError;
 
@@ -38,6 +41,77 @@ impl ClaimTokens {
     pub fn instance(&self) -> &str {
         &self.instance
     }
+}
+
+/// How a worker's claim loop runs (from its section of the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimLoop {
+    /// Work items (waybills, users) handled at once.
+    pub concurrency: usize,
+    /// Most items claimed at once.
+    pub batch_size: i64,
+    /// Pause when nothing was due.
+    pub poll_interval: Duration,
+}
+
+/// The loop of a worker, until `shutdown` turns true: claim, under a fresh claim token, only
+/// as many items as there are free slots (a claimed item never waits, so its lease never
+/// runs down in a queue), and hand each to `process` on a task of its own; when nothing was
+/// due, wait `poll_interval`. On shutdown it stops claiming and waits for the tasks in flight.
+/// `claim(owner, limit)` leases items to `owner`; `process(item, owner)` handles one and
+/// releases it.
+pub async fn run_claims<C, CF, P, PF>(
+    what: &'static str,
+    tokens: &ClaimTokens,
+    cfg: ClaimLoop,
+    mut shutdown: watch::Receiver<bool>,
+    claim: C,
+    process: P,
+) where
+    C: Fn(String, i64) -> CF,
+    CF: Future<Output = Result<Vec<String>, StoreError>>,
+    P: Fn(String, String) -> PF,
+    PF: Future<Output = ()> + Send + 'static,
+{
+    let concurrency = cfg.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    tracing::info!(worker = what, owner = %tokens.instance(), concurrency, "worker started");
+    while !*shutdown.borrow() {
+        let free = (permits.available_permits() as i64).min(cfg.batch_size);
+        if free == 0 {
+            tokio::select! {
+                p = permits.clone().acquire_owned() => drop(p),
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let owner = tokens.next();
+        let claimed = claim(owner.clone(), free).await.unwrap_or_else(|e| {
+            tracing::warn!(worker = what, error = %e, "claiming work failed");
+            Vec::new()
+        });
+        if claimed.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        for item in claimed {
+            let permit = permits
+                .clone()
+                .try_acquire_owned()
+                .expect("no more items are claimed than there are free permits");
+            let work = process(item, owner.clone());
+            tokio::spawn(async move {
+                work.await;
+                drop(permit);
+            });
+        }
+    }
+    // Drain: every permit back means every task in flight finished.
+    let _ = permits.acquire_many(concurrency as u32).await;
+    tracing::info!(worker = what, owner = %tokens.instance(), "worker stopped");
 }
 
 /// Runs `work` while renewing its lease every third of `lease` with `renew` (which answers

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
-use super::lease::{while_held, ClaimTokens};
+use super::lease::{run_claims, while_held, ClaimLoop, ClaimTokens};
 use super::policy::{self, classify, Class, Schedule};
 use super::ratelimit::RateLimit;
 use crate::codec::{self, now_ms, now_secs};
@@ -104,53 +104,25 @@ impl Worker {
     }
 
     /// Run until `shutdown` turns true: then stop claiming and wait for in-flight pushes.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let concurrency = self.settings.concurrency.max(1);
-        let permits = Arc::new(Semaphore::new(concurrency));
-        tracing::info!(owner = %self.claims.instance(), concurrency, "outbox worker started");
-        while !*shutdown.borrow() {
-            // Claim only what can start now: a claimed waybill waits for nobody, so its
-            // lease never runs down in a queue.
-            let free = (permits.available_permits() as i64).min(self.settings.batch_size);
-            if free == 0 {
-                tokio::select! {
-                    p = permits.clone().acquire_owned() => drop(p),
-                    _ = shutdown.changed() => {}
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let cfg = ClaimLoop {
+            concurrency: self.settings.concurrency,
+            batch_size: self.settings.batch_size,
+            poll_interval: self.settings.poll_interval,
+        };
+        let claim = |owner: String, limit| {
+            let me = self.clone();
+            async move { me.claim(&owner, limit).await }
+        };
+        let process = |waybill_id: String, owner: String| {
+            let me = self.clone();
+            async move {
+                if let Err(e) = me.process_waybill(&waybill_id, &owner).await {
+                    tracing::warn!(waybill_id = %waybill_id, error = %e, "push step failed; the lease will lapse and the work be retried");
                 }
-                continue;
             }
-            let owner = self.claims.next();
-            let claimed = match self.claim(&owner, free).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming outbox work failed");
-                    Vec::new()
-                }
-            };
-            if claimed.is_empty() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
-            for waybill_id in claimed {
-                let permit = permits
-                    .clone()
-                    .try_acquire_owned()
-                    .expect("no more waybills are claimed than there are free permits");
-                let (me, owner) = (self.clone(), owner.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = me.process_waybill(&waybill_id, &owner).await {
-                        tracing::warn!(waybill_id = %waybill_id, error = %e, "push step failed; the lease will lapse and the work be retried");
-                    }
-                    drop(permit);
-                });
-            }
-        }
-        // Drain: wait until every permit is back (all in-flight pushes finished).
-        let _ = permits.acquire_many(concurrency as u32).await;
-        tracing::info!(owner = %self.claims.instance(), "outbox worker stopped");
+        };
+        run_claims("outbox", &self.claims, cfg, shutdown, claim, process).await;
     }
 
     async fn claim(&self, owner: &str, limit: i64) -> Result<Vec<String>, StoreError> {
@@ -162,17 +134,6 @@ impl Worker {
                 limit,
             )
             .await
-    }
-
-    /// Claims due waybills once (up to `batch_size`) and handles them one after the other
-    /// (tests, tools); returns how many were claimed.
-    pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let owner = self.claims.next();
-        let claimed = self.claim(&owner, self.settings.batch_size).await?;
-        for waybill_id in &claimed {
-            self.process_waybill(waybill_id, &owner).await?;
-        }
-        Ok(claimed.len())
     }
 
     /// One step for one waybill claimed under `owner` (the claim's token), its lease kept
