@@ -77,7 +77,8 @@ fn a_real_reverse_query_goes_all_the_way_through() {
 #[test]
 fn inputs_fuzzing_found_stay_fixed() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
-    let targets: [(&str, fn(&[u8])); 5] = [
+    type Target = (&'static str, fn(&[u8]));
+    let targets: [Target; 5] = [
         ("callback_envelope", fuzz::callback_envelope),
         ("decrypt", fuzz::decrypt),
         ("ndjson_line", fuzz::ndjson_line),
