@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs one or more fuzz targets for a fixed time each, two at a time, with the committed
-# seeds; prints libFuzzer's final statistics. Nightly toolchain and cargo-fuzz required:
+# Runs one or more fuzz targets for a fixed time each, PAR at a time (default 2), with the
+# committed seeds; prints libFuzzer's final statistics. Nightly toolchain and cargo-fuzz
+# required:
 #   cargo install cargo-fuzz
 #   fuzz/run.sh 600                       # every target, 10 minutes each
 #   fuzz/run.sh 60 callback_envelope      # one target, one minute
@@ -22,6 +23,6 @@ i=0
 for t in "${targets[@]}"; do
   run "$t" &
   i=$((i + 1))
-  if [ $((i % 2)) -eq 0 ]; then wait; fi
+  if [ $((i % ${PAR:-2})) -eq 0 ]; then wait; fi
 done
 wait

@@ -205,8 +205,21 @@ fn parse_line(
 
 /// One NDJSON line of `POST /v1/events/batch`, converted to domain values at the edge (no
 /// I/O): its waybill id, the waybill if the line carries one, and the event. Every bad field
-/// is named; phone numbers in messages are masked.
+/// is named; phone numbers in the messages (a parser quoting the input) are masked, as in
+/// every problem detail.
 pub fn parse_batch_line(
+    line: &str,
+    now: i64,
+) -> Result<(WaybillId, Option<Waybill>, TrackingEvent), Vec<FieldError>> {
+    parse_line_fields(line, now).map_err(|mut errors| {
+        for e in &mut errors {
+            e.message = mask_phones_in_text(&e.message);
+        }
+        errors
+    })
+}
+
+fn parse_line_fields(
     line: &str,
     now: i64,
 ) -> Result<(WaybillId, Option<Waybill>, TrackingEvent), Vec<FieldError>> {
@@ -216,10 +229,8 @@ pub fn parse_batch_line(
             message,
         }]
     };
-    let l: BatchLine = serde_json::from_str(line).map_err(|e| {
-        let e = mask_phones_in_text(&e.to_string());
-        fe("", format!("not a JSON object of this endpoint: {e}"))
-    })?;
+    let l: BatchLine = serde_json::from_str(line)
+        .map_err(|e| fe("", format!("not a JSON object of this endpoint: {e}")))?;
     let id = WaybillId::parse(l.waybill_id.as_deref().unwrap_or_default())
         .map_err(|m| fe("waybill_id", m))?;
     let mut errs = Vec::new();
