@@ -67,6 +67,30 @@ async fn bind_all(sandbox: &SandboxProc, n: usize) {
     }
 }
 
+/// A waybill's path as `GET /v1/waybills/{id}` shows it: event id -> (action_type, action_time).
+fn path_nodes(w: &Value) -> BTreeMap<i64, (i64, i64)> {
+    w["path"]
+        .as_array()
+        .expect("path")
+        .iter()
+        .map(|p| {
+            let at = |k: &str| p[k].as_i64().expect("number");
+            (at("event_id"), (at("action_type"), at("action_time")))
+        })
+        .collect()
+}
+
+/// The (action_type, action_time) of waybill `id`'s nodes in receiver `i`'s inbox, in order.
+async fn inbox_of(sandbox: &SandboxProc, i: usize, id: &str) -> Vec<(i64, i64)> {
+    sandbox
+        .inbox(&phone(i))
+        .await
+        .iter()
+        .filter(|node| node.waybill_id == id)
+        .map(|node| (node.action_type, node.action_time))
+        .collect()
+}
+
 /// For waybills `0..n`: no notification is pending or dead (skipped only as coalesced or
 /// stale), every delivered notification's node is in the receiver's inbox exactly once and
 /// nothing else is, in `action_time` order, and the newest scan `newest` is among them.
@@ -82,20 +106,7 @@ async fn assert_each_node_arrived_once(
     for i in 0..n {
         let id = waybill_id(prefix, i);
         let w = gw.get_waybill(&id).await;
-        let nodes: BTreeMap<i64, (i64, i64)> = w["path"]
-            .as_array()
-            .expect("path")
-            .iter()
-            .map(|p| {
-                (
-                    p["event_id"].as_i64().expect("event_id"),
-                    (
-                        p["action_type"].as_i64().expect("type"),
-                        p["action_time"].as_i64().expect("time"),
-                    ),
-                )
-            })
-            .collect();
+        let nodes = path_nodes(&w);
         let mut delivered = Vec::new();
         for n in w["notifications"].as_array().expect("notifications") {
             match (n["state"].as_str(), n["skip_reason"].as_str()) {
@@ -108,13 +119,7 @@ async fn assert_each_node_arrived_once(
             }
         }
         delivered.sort();
-        let inbox: Vec<(i64, i64)> = sandbox
-            .inbox(&phone(i))
-            .await
-            .iter()
-            .filter(|node| node.waybill_id == id)
-            .map(|node| (node.action_type, node.action_time))
-            .collect();
+        let inbox = inbox_of(sandbox, i, &id).await;
         let mut unique = inbox.clone();
         unique.sort();
         unique.dedup();
@@ -501,22 +506,8 @@ async fn tally(gw: &Gateway, sandbox: &SandboxProc, prefix: &str, n: usize) -> T
     for i in 0..n {
         let id = waybill_id(prefix, i);
         let w = gw.get_waybill(&id).await;
-        let nodes: BTreeMap<i64, (i64, i64)> = w["path"]
-            .as_array()
-            .expect("path")
-            .iter()
-            .map(|p| {
-                let at = |k: &str| p[k].as_i64().expect("number");
-                (at("event_id"), (at("action_type"), at("action_time")))
-            })
-            .collect();
-        let inbox: Vec<(i64, i64)> = sandbox
-            .inbox(&phone(i))
-            .await
-            .iter()
-            .filter(|node| node.waybill_id == id)
-            .map(|node| (node.action_type, node.action_time))
-            .collect();
+        let nodes = path_nodes(&w);
+        let inbox = inbox_of(sandbox, i, &id).await;
         let mut unique = inbox.clone();
         unique.sort();
         unique.dedup();

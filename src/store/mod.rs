@@ -148,6 +148,47 @@ impl Store {
     }
 }
 
+/// The rows a worker's lease lives in.
+#[derive(Debug, Clone, Copy)]
+enum LeaseTable {
+    /// `push_queue`, by waybill: the push worker's.
+    Waybill,
+    /// `notify_leases`, by openid: the notification worker's.
+    Recipient,
+}
+
+/// Whether `owner` (a claim's token) holds the lease on `key`, inside the caller's write
+/// transaction. On PostgreSQL the lease row stays locked until the transaction ends, so a
+/// claimer that would take the lease over waits, then finds it renewed or released; on
+/// SQLite `BEGIN IMMEDIATE` already keeps every other writer out. Callers lock the outbox
+/// row first (the store's lock order).
+async fn holds_lease_in(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    table: LeaseTable,
+    key: &str,
+    owner: &str,
+) -> Result<bool, sqlx::Error> {
+    let select = match table {
+        LeaseTable::Waybill => {
+            "SELECT waybill_id FROM push_queue WHERE waybill_id = $1 AND lease_owner = $2"
+        }
+        LeaseTable::Recipient => {
+            "SELECT openid FROM notify_leases WHERE openid = $1 AND lease_owner = $2"
+        }
+    };
+    let sql = match backend {
+        Backend::Postgres => format!("{select} FOR UPDATE"),
+        Backend::Sqlite => select.to_string(),
+    };
+    let held: Option<String> = sqlx::query_scalar(&sql)
+        .bind(key)
+        .bind(owner)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(held.is_some())
+}
+
 /// `$start, $start+1, …` (`n` of them), for a list of values inlined in `IN (…)`: the `Any`
 /// driver binds no arrays.
 fn placeholders(start: usize, n: usize) -> String {

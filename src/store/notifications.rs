@@ -15,8 +15,8 @@ use sqlx::{AnyConnection, Connection};
 
 use super::outbox::{OUTBOX_COLUMNS, PENDING};
 use super::{
-    attempts, events, push_queue, Backend, Completion, EventInsert, NewAttempt, NewEvent,
-    OutboxEntry, Store, StoreError, WaybillRecord,
+    attempts, events, holds_lease_in, push_queue, Completion, EventInsert, LeaseTable, NewAttempt,
+    NewEvent, OutboxEntry, Store, StoreError, WaybillRecord,
 };
 
 const DELIVERED: &str = "delivered";
@@ -388,22 +388,8 @@ impl Store {
                 },
             );
         };
-        // Lock order: the outbox row (above) before the lease row.
-        let lease_sql = match self.backend {
-            Backend::Postgres => {
-                "SELECT openid FROM notify_leases WHERE openid = $1 AND lease_owner = $2 \
-                 FOR UPDATE"
-            }
-            Backend::Sqlite => {
-                "SELECT openid FROM notify_leases WHERE openid = $1 AND lease_owner = $2"
-            }
-        };
-        let held: Option<String> = sqlx::query_scalar(lease_sql)
-            .bind(recipient.unwrap_or_default())
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if held.is_none() {
+        let openid = recipient.unwrap_or_default();
+        if !holds_lease_in(&mut tx, self.backend, LeaseTable::Recipient, &openid, owner).await? {
             return Err(StoreError::Fenced(outbox_id));
         }
         if let Some(attempt) = attempt {

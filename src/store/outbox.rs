@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use sqlx::AnyConnection;
 
 use super::{attempts, placeholders, push_queue};
+use super::{holds_lease_in, LeaseTable};
 use super::{Completion, NewAttempt, NewEvent, OutboxEntry, Store, StoreError};
 
 pub(super) const OUTBOX_COLUMNS: &str = "id, kind, waybill_id, event_id, action_time, recipient, \
@@ -96,7 +97,15 @@ impl Store {
             return Err(not_pending(&mut tx, outbox_id).await?);
         };
         // Lock order: the outbox row (above) before the queue row.
-        if !push_queue::holds_lease_in(&mut tx, self.backend, &waybill_id, owner).await? {
+        if !holds_lease_in(
+            &mut tx,
+            self.backend,
+            LeaseTable::Waybill,
+            &waybill_id,
+            owner,
+        )
+        .await?
+        {
             return Err(StoreError::Fenced(outbox_id));
         }
         if let Some(attempt) = attempt {
@@ -196,7 +205,15 @@ impl Store {
         let mut checked: Option<&str> = None;
         for (waybill_id, id) in &skipped {
             if checked != Some(waybill_id.as_str()) {
-                if !push_queue::holds_lease_in(&mut tx, self.backend, waybill_id, owner).await? {
+                if !holds_lease_in(
+                    &mut tx,
+                    self.backend,
+                    LeaseTable::Waybill,
+                    waybill_id,
+                    owner,
+                )
+                .await?
+                {
                     return Err(StoreError::Fenced(*id));
                 }
                 checked = Some(waybill_id);

@@ -224,33 +224,6 @@ impl Store {
     }
 }
 
-/// Whether `owner` holds the waybill's lease, inside the caller's write transaction; on
-/// PostgreSQL the queue row stays locked until the transaction ends, so a claimer that
-/// would take the lease over waits for it (and then sees the lease renewed or released).
-pub(super) async fn holds_lease_in(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    waybill_id: &str,
-    owner: &str,
-) -> Result<bool, sqlx::Error> {
-    let sql = match backend {
-        Backend::Postgres => {
-            "SELECT waybill_id FROM push_queue WHERE waybill_id = $1 AND lease_owner = $2 \
-             FOR UPDATE"
-        }
-        // BEGIN IMMEDIATE: nobody else writes until we commit.
-        Backend::Sqlite => {
-            "SELECT waybill_id FROM push_queue WHERE waybill_id = $1 AND lease_owner = $2"
-        }
-    };
-    let held: Option<String> = sqlx::query_scalar(sql)
-        .bind(waybill_id)
-        .bind(owner)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(held.is_some())
-}
-
 /// The part of a `push_queue` row that [`Store::load_push_work`] returns.
 #[derive(sqlx::FromRow)]
 struct QueueRow {
