@@ -52,8 +52,9 @@ fn malformed(e: impl std::fmt::Display) -> PayError {
 }
 
 /// Reads `<xml><name>value</name>…</xml>` into fields: CDATA and text alike, entities
-/// decoded; a DOCTYPE, processing instruction, attribute, nested or repeated element, or
-/// text outside the fields is refused (the signature could not be trusted).
+/// decoded; a DOCTYPE, processing instruction, attribute, nested or repeated element, a field
+/// name that is not `[A-Za-z0-9_]` (WeChat Pay's are lowercase words joined by `_`), or text
+/// outside the fields is refused (the signature could not be trusted).
 pub fn parse_xml(body: &[u8]) -> Result<Fields, PayError> {
     let mut reader = Reader::from_reader(body);
     let config = reader.config_mut();
@@ -90,6 +91,12 @@ pub fn parse_xml(body: &[u8]) -> Result<Fields, PayError> {
                     0 if closed => return Err(malformed("content after </xml>")),
                     0 if name == "xml" => {}
                     0 => return Err(malformed("the root element must be <xml>")),
+                    // quick-xml takes any bytes up to `>` or `/` as a name (`<a<b>`): such a
+                    // "field" would go into the signed string, and could never be rendered
+                    // back.
+                    1 if !is_field_name(&name) => {
+                        return Err(malformed("a field name must be letters, digits and _"))
+                    }
                     1 => current = Some((name, String::new(), false)),
                     _ => return Err(malformed("nested elements are not part of the protocol")),
                 }
@@ -140,6 +147,14 @@ pub fn parse_xml(body: &[u8]) -> Result<Fields, PayError> {
         return Err(malformed("unexpected end of document"));
     }
     Ok(fields)
+}
+
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `stringA`: every field but `sign` with a non-empty value, sorted by name (bytes), as
@@ -434,6 +449,10 @@ mod tests {
             "<xml><a>1</a>",
             "<xml><a>1</a></xml><xml></xml>",
             "<?php x ?><xml></xml>",
+            // Found by fuzzing: quick-xml reads `sz<tim` as one element name.
+            "<xml><sz<time_/></xml>",
+            "<xml><a-b>1</a-b></xml>",
+            "<xml><é>1</é></xml>",
         ] {
             assert!(parse_xml(bad.as_bytes()).is_err(), "{bad}");
         }
