@@ -575,7 +575,7 @@ async fn chaos_two_instances_killed_at_random_lose_no_node_and_push_none_twice()
     let store = Store::connect(&pg.url).await.expect("the shared database");
 
     let started = Instant::now();
-    let mut kills = 0;
+    let (mut kills, mut kills_mid_flight) = (0, 0);
     for step in 0..STEPS.len() {
         for slice in 0..slices {
             let range = slice * n / slices..(slice + 1) * n / slices;
@@ -583,8 +583,10 @@ async fn chaos_two_instances_killed_at_random_lose_no_node_and_push_none_twice()
             gws[via].post_batch(&lines("X", range, step)).await;
             let victim = rng.gen_range(0..2);
             tokio::time::sleep(Duration::from_millis(rng.gen_range(20..600))).await;
+            let pending = count(&outbox_states(&store).await, "pending");
             gws[victim].kill9();
             kills += 1;
+            kills_mid_flight += usize::from(pending > 0);
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..300))).await;
             gws[victim].start().await;
         }
@@ -594,7 +596,8 @@ async fn chaos_two_instances_killed_at_random_lose_no_node_and_push_none_twice()
     let stats = sandbox.stats().await;
     let pathnotify = &stats.apis["pathnotify"];
     eprintln!(
-        "chaos (seed {seed}): {n} waybills, {} scans, {kills} SIGKILLs in {:.1} s; \
+        "chaos (seed {seed}): {n} waybills, {} scans, {kills} SIGKILLs ({kills_mid_flight} with \
+         entries pending) in {:.1} s; \
          {} delivered with {} pathnotify calls ({} accepted); lost {}, pushed twice {}, \
          unsettled {}; outbox {states:?}",
         n * STEPS.len(),

@@ -152,9 +152,7 @@ pub fn parse_xml(body: &[u8]) -> Result<Fields, PayError> {
 fn is_field_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `stringA`: every field but `sign` with a non-empty value, sorted by name (bytes), as
