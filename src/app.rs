@@ -324,6 +324,8 @@ pub fn sandbox_settings(
             .jsonp_url
             .clone()
             .unwrap_or_else(|| jsonp_url.to_string()),
+        jsonp_token: Some(settings.jsonp_token.expose().to_string()),
+        waybill_pattern: settings.jsonp.waybill_pattern.clone(),
         ..SandboxSettings::default()
     }
 }

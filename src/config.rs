@@ -143,6 +143,13 @@ pub struct JsonpSettings {
     /// Behind a reverse proxy: the header it sets to the client's address (for example
     /// `X-Forwarded-For`; its last entry is used). Unset: the TCP peer address.
     pub client_ip_header: Option<String>,
+    /// The token WeChat signs the lookup URL with: the one configured for the carrier's
+    /// official account (spec §11.1), which need not be the mini program's message-push
+    /// token. Unset: `wechat.token`.
+    pub token: Option<Secret>,
+    /// The waybill-number regular expression given to WeChat at onboarding (spec §11.2): an
+    /// `orderid` it does not match is refused without a database read. Unset: none.
+    pub waybill_pattern: Option<String>,
 }
 
 impl Default for JsonpSettings {
@@ -153,6 +160,8 @@ impl Default for JsonpSettings {
             key_rate_per_sec: 2.0,
             key_rate_burst: 20,
             client_ip_header: None,
+            token: None,
+            waybill_pattern: None,
         }
     }
 }
@@ -380,6 +389,10 @@ pub struct Settings {
     pub sandbox: SandboxSection,
     pub outbox: OutboxSettings,
     pub jsonp: JsonpSettings,
+    /// The token that signs JSONP lookup URLs: `jsonp.token`, else `wechat.token`.
+    pub jsonp_token: Secret,
+    /// `jsonp.waybill_pattern`, compiled and anchored at both ends.
+    pub waybill_pattern: Option<regex::Regex>,
     /// The validated `[[cells]]` of the file (the database copy, once set, wins).
     pub cells: Vec<crate::domain::Cell>,
     /// The checked notification rules and worker settings.
@@ -829,6 +842,24 @@ fn validate(raw: RawSettings, source: Source, opts: LoadOptions) -> Result<Setti
             "jsonp.key_rate_burst: must be at least 1 when jsonp.key_rate_per_sec is set".into(),
         );
     }
+    let jsonp_token = match &j.token {
+        Some(t) if !(3..=32).contains(&t.expose().len()) => {
+            p.push("jsonp.token: must be 3 to 32 characters, as WeChat's consoles allow".into());
+            t.clone()
+        }
+        Some(t) => t.clone(),
+        None => token.clone(),
+    };
+    let waybill_pattern = match j.waybill_pattern.as_deref() {
+        None => None,
+        Some(pat) => match compile_waybill_pattern(pat) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                p.push(format!("jsonp.waybill_pattern: {e}"));
+                None
+            }
+        },
+    };
     if let Some(h) = &j.client_ip_header {
         if actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
             p.push(format!(
@@ -876,6 +907,8 @@ fn validate(raw: RawSettings, source: Source, opts: LoadOptions) -> Result<Setti
         sandbox: raw.sandbox.clone(),
         outbox: raw.outbox.clone(),
         jsonp: raw.jsonp.clone(),
+        jsonp_token,
+        waybill_pattern,
         cells: cells.expect("checked"),
         notifications: notifications.expect("checked"),
         retry_schedule: retry_schedule.expect("checked"),
@@ -885,6 +918,23 @@ fn validate(raw: RawSettings, source: Source, opts: LoadOptions) -> Result<Setti
         sandboxed: sandbox,
         raw,
     })
+}
+
+/// A waybill-number pattern as given to WeChat, matched against the whole `orderid`
+/// (`^(?:…)$` is added), with a bounded size so a pattern cannot be a denial of service.
+pub fn compile_waybill_pattern(pattern: &str) -> Result<regex::Regex, String> {
+    if pattern.trim().is_empty() {
+        return Err("is empty; leave it unset to accept every waybill number".into());
+    }
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| {
+            format!(
+                "{pattern:?} is not a valid regular expression ({})",
+                e.to_string().replace('\n', " ")
+            )
+        })
 }
 
 /// The directory generated keys go to: the SQLite file's directory, or `./data`.
@@ -1191,6 +1241,36 @@ data_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
             "{:?}",
             s.notices
         );
+    }
+
+    #[test]
+    fn the_jsonp_token_defaults_to_the_push_token_and_a_bad_waybill_pattern_is_one_line() {
+        let f = file(GOOD);
+        let s = load_from(Some(f.path()), &env(&[]), false).unwrap();
+        assert_eq!(s.jsonp_token.expose(), "AAAAA");
+        assert!(s.waybill_pattern.is_none());
+        let s = load_from(
+            Some(f.path()),
+            &env(&[
+                ("WXEXPRESS_JSONP__TOKEN", "OfficialAcct"),
+                ("WXEXPRESS_JSONP__WAYBILL_PATTERN", "SF[0-9]{12}"),
+            ]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.jsonp_token.expose(), "OfficialAcct");
+        let re = s.waybill_pattern.as_ref().unwrap();
+        assert!(re.is_match("SF123456789012") && !re.is_match("SF1234567890123"));
+        assert!(!s.redacted_toml().contains("OfficialAcct"), "a secret");
+        let e = load_from(
+            Some(f.path()),
+            &env(&[("WXEXPRESS_JSONP__WAYBILL_PATTERN", "SF[0-9")]),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].starts_with("jsonp.waybill_pattern: "), "{e}");
+        assert!(!e.0[0].contains('\n'));
     }
 
     #[test]

@@ -2013,3 +2013,43 @@ async fn the_sandbox_refuses_a_gateway_reply_that_is_wrong_as_wechat_would() {
         0
     );
 }
+
+/// The configuration JSON the landing page carries (between the `application/json` tags).
+async fn landing_config(sb: &TestSandbox, waybill_id: &str) -> Value {
+    let html = sb
+        .http
+        .get(format!("{}/sandbox/landing/{waybill_id}", sb.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let start = html.find("{\"").expect("a configuration block");
+    let mut de = serde_json::Deserializer::from_str(&html[start..]).into_iter::<Value>();
+    de.next().expect("one JSON value").expect("valid JSON")
+}
+
+#[tokio::test]
+async fn the_landing_page_signs_with_the_official_accounts_token_and_honours_the_waybill_pattern() {
+    let sb = spawn_sandbox(SandboxSettings {
+        jsonp_token: Some("OfficialAcct".into()),
+        waybill_pattern: Some("SF[0-9]{3}".into()),
+        ..settings()
+    });
+    let ours = landing_config(&sb, "SF123").await;
+    let src = url::Url::parse(ours["jsonp_src"].as_str().expect("a JSONP URL")).unwrap();
+    let q: std::collections::BTreeMap<String, String> = src.query_pairs().into_owned().collect();
+    assert_eq!(
+        q["signature"],
+        wx::sign(&["OfficialAcct", &q["timestamp"], &q["nonce"]]),
+        "signed with the official account's token"
+    );
+    let theirs = landing_config(&sb, "YT9876543210").await;
+    assert!(theirs["jsonp_src"].is_null(), "not looked up: {theirs}");
+    let bad = Sandbox::try_new(SandboxSettings {
+        waybill_pattern: Some("SF[".into()),
+        ..settings()
+    });
+    assert!(bad.is_err());
+}

@@ -3,7 +3,7 @@
 //! required by the domain, and the `action_type` enum is WeChat's table.
 
 use serde_json::{json, Value};
-use wxexpress::domain::action::ACTION_TYPES;
+use wxexpress::domain::action::{ACTION_TYPES, ACTION_TYPE_ALIASES};
 use wxexpress::domain::{EventInput, TrackingEvent, Waybill, WaybillId, WaybillInput};
 
 fn schema(name: &str) -> Value {
@@ -81,7 +81,7 @@ fn the_event_schema_matches_the_event_input() {
 }
 
 #[test]
-fn the_action_type_enum_is_wechats_table() {
+fn the_action_type_enum_is_wechats_table_and_its_aliases() {
     let s = schema("event");
     let enumerated: Vec<i64> = s["properties"]["action_type"]["enum"]
         .as_array()
@@ -89,8 +89,10 @@ fn the_action_type_enum_is_wechats_table() {
         .iter()
         .map(|v| v.as_i64().unwrap())
         .collect();
-    let table: Vec<i64> = ACTION_TYPES.iter().map(|(c, _, _)| *c).collect();
-    assert_eq!(enumerated, table);
+    let mut accepted: Vec<i64> = ACTION_TYPES.iter().map(|(c, _, _)| *c).collect();
+    accepted.extend(ACTION_TYPE_ALIASES.iter().map(|(alias, _)| *alias));
+    accepted.sort();
+    assert_eq!(enumerated, accepted);
 }
 
 #[test]

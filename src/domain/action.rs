@@ -72,6 +72,9 @@ pub const ACTION_TYPES: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// Codes accepted on input for a code of the table: (alias, documented code).
+pub const ACTION_TYPE_ALIASES: &[(i64, i64)] = &[(300001, 300002)];
+
 impl ActionType {
     pub const AWAITING_PAYMENT: ActionType = ActionType(90010);
     pub const PAID: ActionType = ActionType(90011);
@@ -80,6 +83,18 @@ impl ActionType {
     pub const OUT_FOR_DELIVERY: ActionType = ActionType(300002);
     pub const SIGNED: ActionType = ActionType(300003);
     pub const OTHER: ActionType = ActionType(500001);
+
+    /// A code as a carrier sends it: a code in the table, or an alias WeChat's own traffic
+    /// uses for one. `300001` appears in a captured `add_express_path` push and in the
+    /// reverse-query example, but not in the table (spec §11.4); it is read as the documented
+    /// `300002` (派送中), which is what gets stored, pushed and answered.
+    pub fn from_input(code: i64) -> Option<ActionType> {
+        let code = ACTION_TYPE_ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == code)
+            .map_or(code, |(_, documented)| *documented);
+        ActionType::parse(code)
+    }
 
     /// Accepts only codes in the table.
     pub fn parse(code: i64) -> Option<ActionType> {
@@ -148,6 +163,13 @@ mod tests {
             ActionType::parse(300001).is_none(),
             "300001 is not in the table"
         );
+        assert_eq!(
+            ActionType::from_input(300001),
+            Some(ActionType::OUT_FOR_DELIVERY),
+            "but it is accepted on input as 300002"
+        );
+        assert_eq!(ActionType::from_input(300003), ActionType::parse(300003));
+        assert_eq!(ActionType::from_input(300000), None);
         assert!(ActionType::parse(0).is_none());
         assert_eq!(ACTION_TYPES.len(), 20);
     }

@@ -67,7 +67,7 @@ impl TrackingEvent {
                 None
             }
             Some(code) => {
-                let t = ActionType::parse(code);
+                let t = ActionType::from_input(code);
                 if t.is_none() {
                     e.add(
                         f("action_type"),

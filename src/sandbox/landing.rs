@@ -4,6 +4,10 @@
 //! `<script>` tag from the sandbox's origin to the gateway's, exactly as WeChat's front end
 //! does, then renders the traces and cells with `textContent` only.
 //!
+//! The URL is signed with the official account's token (`jsonp_token`, spec §11.1), and a
+//! number the carrier's `waybill_pattern` does not match is never looked up (spec §11.2): the
+//! page says so without loading anything.
+//!
 //! Query: `openid` (the viewing user, default [`DEFAULT_OPENID`]) and `callback` (default
 //! `WxOrderCb`, the documented name; any other value is passed on unchecked so the
 //! gateway's own checks can be seen at work, as the browser test does with hostile names).
@@ -48,9 +52,14 @@ async fn landing(
     // clock, and time travel in the sandbox must not make the page fail.
     let timestamp = chrono::Utc::now().timestamp().to_string();
     let nonce = rand::random::<u32>().to_string();
+    // WeChat fetches the carrier's JSONP only for a number the carrier's pattern matches.
+    let ours = s.settings.waybill_pattern.as_deref().is_none_or(|p| {
+        crate::config::compile_waybill_pattern(p).is_ok_and(|re| re.is_match(&waybill_id))
+    });
+    let token = s.settings.jsonp_token.as_ref().unwrap_or(&s.settings.token);
     let src = match signed_url(
         &s.settings.jsonp_url,
-        &s.settings.token,
+        token,
         &waybill_id,
         openid,
         callback,
@@ -73,7 +82,7 @@ async fn landing(
     let config = json!({
         "waybill_id": waybill_id,
         "callback": callback,
-        "jsonp_src": src,
+        "jsonp_src": if ours { Some(src) } else { None },
         "stages": stages,
     });
     let html = TEMPLATE.replace("{{CONFIG}}", &script_safe_json(&config));

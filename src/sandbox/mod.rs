@@ -76,6 +76,12 @@ pub struct SandboxSettings {
     pub callback_url: String,
     /// The carrier's JSONP waybill lookup, as told to WeChat (used by the landing page).
     pub jsonp_url: String,
+    /// The token of the carrier's official account, which signs JSONP URLs (spec §11.1);
+    /// `None`: [`SandboxSettings::token`].
+    pub jsonp_token: Option<String>,
+    /// The waybill-number pattern the carrier gave WeChat at onboarding (spec §11.2): the
+    /// landing page loads the JSONP only for a number it matches, as WeChat does.
+    pub waybill_pattern: Option<String>,
     /// Lifetime of a new access_token.
     pub token_ttl_secs: i64,
     /// How long a superseded token keeps working (WeChat: 5 minutes).
@@ -121,6 +127,8 @@ impl Default for SandboxSettings {
             message_mode: MessageMode::Secure,
             callback_url: "http://127.0.0.1:8080/wechat/callback".into(),
             jsonp_url: "http://127.0.0.1:8080/wechat/waybill".into(),
+            jsonp_token: None,
+            waybill_pattern: None,
             token_ttl_secs: 7200,
             token_overlap_secs: 300,
             token_daily_limit: 2000,
@@ -142,6 +150,9 @@ impl SandboxSettings {
         {
             return Err(SandboxError::Limits);
         }
+        if let Some(p) = &self.waybill_pattern {
+            crate::config::compile_waybill_pattern(p).map_err(SandboxError::WaybillPattern)?;
+        }
         Ok(())
     }
 }
@@ -154,6 +165,8 @@ pub enum SandboxError {
     CallbackUrl,
     #[error("sandbox limits: token_ttl_secs and callback_timeout_ms must be positive, token_overlap_secs not negative")]
     Limits,
+    #[error("sandbox waybill_pattern: {0}")]
+    WaybillPattern(String),
 }
 
 /// A running emulator. Cheap to clone; every clone is the same sandbox.

@@ -726,3 +726,28 @@ async fn lookups_are_limited_per_signed_url_and_per_openid_not_only_per_ip() {
     assert_eq!(r.status, 200);
     assert_eq!(unwrap_jsonp(&r.body, CB)["err_code"], 0);
 }
+
+#[tokio::test]
+async fn urls_are_signed_with_the_official_accounts_token_once_it_is_set() {
+    let app = spawn_app_with(&[("WXEXPRESS_JSONP__TOKEN", "OfficialAcct")]).await;
+    seed(&app, "SF130", &[(100001, T0, "已揽件")]).await;
+    // The message-push token no longer signs lookups.
+    let by_push_token = get_raw(&app, &encode(&query("SF130", CB, TOKEN, now()))).await;
+    assert_refused(&by_push_token, 40100);
+    let by_account_token = encode(&query("SF130", CB, "OfficialAcct", now()));
+    let info = unwrap_jsonp(&get_raw(&app, &by_account_token).await.body, CB);
+    assert_eq!(info["err_code"], 0, "{info}");
+}
+
+#[tokio::test]
+async fn a_number_outside_the_onboarding_pattern_gets_40401_even_when_it_exists() {
+    let app = spawn_app_with(&[("WXEXPRESS_JSONP__WAYBILL_PATTERN", "SF[0-9]{3}")]).await;
+    seed(&app, "SF131", &[(100001, T0, "已揽件")]).await;
+    seed(&app, "YT131", &[(100001, T0, "已揽件")]).await;
+    assert_eq!(lookup(&app, "SF131").await["err_code"], 0);
+    // Anchored: a match inside a longer number is not a match.
+    for orderid in ["YT131", "SF1310", "xSF131"] {
+        let r = get_raw(&app, &encode(&query(orderid, CB, TOKEN, now()))).await;
+        assert_refused(&r, 40401);
+    }
+}

@@ -427,3 +427,25 @@ async fn a_push_slower_than_its_lease_keeps_the_lease_and_is_not_pushed_twice() 
     assert_eq!(sandbox.inbox_for_phone(RECEIVER).len(), 1, "pushed once");
     assert_eq!(sandbox.stats().apis["pathnotify"].calls, 1, "one call");
 }
+
+#[tokio::test]
+async fn action_type_300001_is_accepted_and_pushed_as_the_documented_300002() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    app.put_waybill("P11", &waybill_body()).await;
+    let r = app
+        .post_event("P11", &event_body(300001, 1_700_000_300, "派送中"))
+        .await;
+    assert_eq!(r.status(), 202);
+    // The same step under its documented code is the same event.
+    let again = app
+        .post_event("P11", &event_body(300002, 1_700_000_300, "派送中"))
+        .await;
+    assert_eq!(again.status(), 200, "a duplicate");
+    app.eventually("the node is delivered", || {
+        inbox_types(&app) == vec![300002]
+    })
+    .await;
+    let w: Value = app.get_waybill("P11").await.json().await.unwrap();
+    assert_eq!(w["path"][0]["action_type"], 300002);
+}
