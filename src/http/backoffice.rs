@@ -295,7 +295,7 @@ async fn get_waybill(
             .list_attempts(n.id)
             .await?
             .into_iter()
-            .map(|a| json!({ "started_at_ms": a.started_at, "duration_ms": a.duration_ms, "http_status": a.http_status, "errcode": a.errcode, "outcome": a.outcome, "detail": a.detail }))
+            .map(|a| json!({ "started_at_ms": a.started_at, "duration_ms": a.duration_ms, "http_status": a.http_status, "errcode": a.errcode, "rid": a.rid, "outcome": a.outcome, "detail": a.detail }))
             .collect();
         notifications.push(json!({
             "id": n.id, "kind": n.kind, "event_id": n.event_id, "action_time": n.action_time, "state": n.state,

@@ -62,6 +62,12 @@ pub fn is_config_error(errcode: i64) -> bool {
     matches!(errcode, 40037 | 41030 | 43107)
 }
 
+/// Whether the spec lists this errcode for the notification APIs (see
+/// [`crate::outbox::policy::is_listed`]).
+pub fn is_listed(errcode: i64) -> bool {
+    errcode_name(errcode) != "other"
+}
+
 /// Human name of an errcode for the attempt log.
 pub fn errcode_name(errcode: i64) -> &'static str {
     match errcode {

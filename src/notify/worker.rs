@@ -521,10 +521,13 @@ impl NotifyWorker {
             }
             Outcome::Permanent | Outcome::CredentialRefused => {
                 let errcode = attempt.errcode.unwrap_or_default();
+                let rid = attempt.rid.as_deref().unwrap_or_default();
                 if policy::is_config_error(errcode) {
-                    tracing::error!(outbox_id = w.entry.id, rule = %w.rule, errcode, detail = %attempt.detail, "notification refused for a configuration error: fix the rule");
+                    tracing::error!(outbox_id = w.entry.id, rule = %w.rule, errcode, rid, detail = %attempt.detail, "notification refused for a configuration error: fix the rule");
+                } else if attempt.errcode.is_some() && !policy::is_listed(errcode) {
+                    tracing::error!(outbox_id = w.entry.id, rule = %w.rule, errcode, rid, detail = %attempt.detail, "WeChat answered an errcode nobody listed: notification is dead, not retried; quote the rid to WeChat's support");
                 } else {
-                    tracing::warn!(outbox_id = w.entry.id, rule = %w.rule, errcode, detail = %attempt.detail, "permanent failure: notification is dead");
+                    tracing::warn!(outbox_id = w.entry.id, rule = %w.rule, errcode, rid, detail = %attempt.detail, "permanent failure: notification is dead");
                 }
                 let error = attempt.detail.clone();
                 self.dead(w, owner, Some(attempt), &error).await

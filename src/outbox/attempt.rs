@@ -2,7 +2,7 @@
 
 use super::policy::errcode_name;
 use crate::store::{Completion, NewAttempt};
-use crate::wechat::client::Call;
+use crate::wechat::client::{ApiError, Call};
 
 /// The attempt row of one try that did not reach WeChat's answer (a token error, a receipt).
 pub fn plain(outbox_id: i64, started: i64, outcome: &str, detail: &str) -> NewAttempt {
@@ -14,6 +14,7 @@ pub fn plain(outbox_id: i64, started: i64, outcome: &str, detail: &str) -> NewAt
         errcode: None,
         outcome: outcome.to_string(),
         detail: detail.to_string(),
+        rid: None,
     }
 }
 
@@ -45,6 +46,12 @@ pub fn of_call<T>(
         errcode,
         outcome: outcome.to_string(),
         detail,
+        rid: call
+            .result
+            .as_ref()
+            .err()
+            .and_then(ApiError::rid)
+            .map(str::to_string),
     }
 }
 

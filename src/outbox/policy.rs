@@ -51,6 +51,12 @@ pub fn classify_errcode(errcode: i64) -> Class {
     }
 }
 
+/// Whether the spec lists this errcode for the express APIs. One nobody listed is classified
+/// permanent (never retried forever) and logged loudly with its rid: someone must ask WeChat.
+pub fn is_listed(errcode: i64) -> bool {
+    errcode_name(errcode) != "other"
+}
+
 /// Human name of an errcode for the attempt log and the API.
 pub fn errcode_name(errcode: i64) -> &'static str {
     match errcode {
@@ -136,6 +142,23 @@ pub fn secs_until_next_minute(now: i64) -> i64 {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn classes_come_from_the_errcode_never_from_the_text() {
+        // 40001's text now recommends getStableAccessToken; only the code counts.
+        let e = ApiError::WeChat {
+            errcode: 40001,
+            errmsg: "invalid credential, could get access_token by getStableAccessToken rid: x"
+                .into(),
+        };
+        assert_eq!(classify::<()>(&Err(e)), Class::TokenInvalid);
+        let busy_text = ApiError::WeChat {
+            errcode: 61234,
+            errmsg: "system busy, please retry".into(),
+        };
+        assert_eq!(classify::<()>(&Err(busy_text)), Class::Permanent);
+        assert!(!is_listed(61234) && is_listed(932001) && is_listed(-1));
+    }
 
     #[test]
     fn every_errcode_of_the_spec_has_a_class() {

@@ -484,7 +484,15 @@ impl Worker {
                     .await
             }
             Class::Permanent => {
-                tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, errcode = attempt.errcode, detail = %attempt.detail, "permanent failure: entry is dead");
+                let rid = attempt.rid.as_deref().unwrap_or_default();
+                match attempt.errcode {
+                    Some(code) if !policy::is_listed(code) => {
+                        tracing::error!(waybill_id = %entry.waybill_id, outbox_id = entry.id, errcode = code, rid, detail = %attempt.detail, "WeChat answered an errcode nobody listed: entry is dead, not retried; quote the rid to WeChat's support")
+                    }
+                    _ => {
+                        tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, errcode = attempt.errcode, rid, detail = %attempt.detail, "permanent failure: entry is dead")
+                    }
+                }
                 self.dead(entry, owner, Some(&attempt), attempt.detail.clone())
                     .await?;
                 Ok(())

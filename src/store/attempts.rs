@@ -1,5 +1,5 @@
 //! The `outbox_attempts` table: one row per try of an outbox entry (time, duration, HTTP
-//! status, errcode, outcome). Written only by [`Store::complete_entry`], with the outcome it
+//! status, errcode, outcome, WeChat's rid). Written only by [`Store::complete_entry`], with the outcome it
 //! records.
 
 use sqlx::AnyConnection;
@@ -11,7 +11,7 @@ impl Store {
     pub async fn list_attempts(&self, outbox_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
         let rows = sqlx::query_as::<_, AttemptRecord>(
             "SELECT id, outbox_id, started_at, duration_ms, http_status, errcode, outcome, \
-                    detail \
+                    detail, rid \
              FROM outbox_attempts WHERE outbox_id = $1 ORDER BY id",
         )
         .bind(outbox_id)
@@ -35,8 +35,8 @@ pub(super) async fn insert_in(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO outbox_attempts (outbox_id, started_at, duration_ms, http_status, errcode, \
-                                      outcome, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                      outcome, detail, rid) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(attempt.outbox_id)
     .bind(attempt.started_at)
@@ -45,6 +45,7 @@ pub(super) async fn insert_in(
     .bind(attempt.errcode)
     .bind(&attempt.outcome)
     .bind(&attempt.detail)
+    .bind(&attempt.rid)
     .execute(&mut *conn)
     .await?;
     Ok(())

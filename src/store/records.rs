@@ -182,6 +182,8 @@ pub struct NewAttempt {
     pub outcome: String,
     /// Human-readable, already masked by the caller.
     pub detail: String,
+    /// The request id WeChat's `errmsg` carried (what WeChat's support asks for; spec §11.6).
+    pub rid: Option<String>,
 }
 
 /// A stored try of an outbox entry.
@@ -195,6 +197,7 @@ pub struct AttemptRecord {
     pub errcode: Option<i64>,
     pub outcome: String,
     pub detail: String,
+    pub rid: Option<String>,
 }
 
 /// How an outbox entry's try ended (see [`crate::store::Store::complete_entry`]).

@@ -30,12 +30,39 @@ impl ApiError {
             _ => None,
         }
     }
+    /// The request id WeChat appended to the `errmsg` (spec §11.6), if any.
+    pub fn rid(&self) -> Option<&str> {
+        match self {
+            ApiError::WeChat { errmsg, .. } => parse_rid(errmsg),
+            _ => None,
+        }
+    }
     pub fn http_status(&self) -> Option<u16> {
         match self {
             ApiError::Http(s) => Some(*s),
             _ => None,
         }
     }
+}
+
+/// The request id in an `errmsg`: `… rid: 6583e1f7-3c2b1a0d-…`, or in older answers
+/// `… hint: [AbCd1234]`. Read as an id (letters, digits, `-`, `_`), never as a sentence: the
+/// wording around it changes.
+pub fn parse_rid(errmsg: &str) -> Option<&str> {
+    if let Some(at) = errmsg.rfind("rid:") {
+        return leading_id(&errmsg[at + 4..]);
+    }
+    let at = errmsg.rfind("hint:")?;
+    leading_id(errmsg[at + 5..].trim_start().strip_prefix('[')?)
+}
+
+fn leading_id(rest: &str) -> Option<&str> {
+    let rest = rest.trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .unwrap_or(rest.len());
+    let id = &rest[..end];
+    (!id.is_empty() && id.len() <= 128).then_some(id)
 }
 
 /// An access token as WeChat hands it out. `Debug` hides the token.
@@ -203,4 +230,24 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         });
     }
     serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod rid_tests {
+    use super::parse_rid;
+
+    #[test]
+    fn the_rid_is_read_from_either_form_of_errmsg() {
+        assert_eq!(
+            parse_rid("invalid credential, access_token is invalid or not latest, could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r rid: 6583e1f7-0a7d1d3c-6a3d2f1b"),
+            Some("6583e1f7-0a7d1d3c-6a3d2f1b")
+        );
+        assert_eq!(
+            parse_rid("invalid args hint: [HaZuUa08613924]"),
+            Some("HaZuUa08613924")
+        );
+        assert_eq!(parse_rid("system error"), None);
+        assert_eq!(parse_rid("rid: "), None);
+        assert_eq!(parse_rid("hint: no brackets"), None);
+    }
 }

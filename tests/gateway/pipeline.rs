@@ -449,3 +449,30 @@ async fn action_type_300001_is_accepted_and_pushed_as_the_documented_300002() {
     let w: Value = app.get_waybill("P11").await.json().await.unwrap();
     assert_eq!(w["path"][0]["action_type"], 300002);
 }
+
+#[tokio::test]
+async fn an_errcode_nobody_listed_is_permanent_once_and_its_rid_is_kept() {
+    let app = spawn_sandboxed_app(&[]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    app.sandbox().set_faults(Faults {
+        pathnotify: ApiFault {
+            errcode: Some(61_234),
+            ..ApiFault::default()
+        },
+        ..Faults::default()
+    });
+    app.put_waybill("P12", &waybill_body()).await;
+    app.post_event("P12", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
+    app.drained().await;
+    let n = notifications(&app, "P12").await;
+    assert_eq!(n[0]["state"], "dead", "{n:?}");
+    let attempts = n[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "not retried: {attempts:?}");
+    assert_eq!(attempts[0]["errcode"], 61234);
+    let rid = attempts[0]["rid"].as_str().expect("a rid");
+    assert!(
+        attempts[0]["detail"].as_str().unwrap().contains(rid),
+        "the rid is the one WeChat's errmsg carried: {attempts:?}"
+    );
+}

@@ -386,6 +386,7 @@ const SCHEMA: &[(&str, &str, bool)] = &[
     ("outbox_attempts", "errcode", false),
     ("outbox_attempts", "outcome", true),
     ("outbox_attempts", "detail", true),
+    ("outbox_attempts", "rid", false),
     ("payments", "transaction_id", true),
     ("payments", "waybill_id", true),
     ("payments", "out_trade_no", true),

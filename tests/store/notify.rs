@@ -81,6 +81,7 @@ fn attempt(outbox_id: i64, errcode: i64) -> NewAttempt {
         errcode: Some(errcode),
         outcome: "x".into(),
         detail: "subscribe/send".into(),
+        rid: Some(format!("rid-{outbox_id}")),
     }
 }
 
@@ -558,7 +559,13 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
         store.get_outbox(note).await.unwrap().unwrap().state,
         "delivered"
     );
-    assert_eq!(store.list_attempts(note).await.unwrap().len(), 1);
+    let attempts = store.list_attempts(note).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].rid,
+        Some(format!("rid-{note}")),
+        "the rid is kept"
+    );
     // complete_notification refuses a path node, writing nothing.
     assert!(matches!(
         store

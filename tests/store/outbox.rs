@@ -157,6 +157,7 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
         errcode: Some(-1),
         outcome: "retry".into(),
         detail: "system busy".into(),
+        rid: None,
     };
     let retry = Completion::Retry {
         next_attempt_at: now + 5_000,
@@ -186,6 +187,7 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
             errcode: Some(-1),
             outcome: "retry".into(),
             detail: "system busy".into(),
+            rid: None,
         }]
     );
 
@@ -303,6 +305,7 @@ pub async fn completing_an_unknown_entry_fails_and_records_no_attempt(store: Sto
         errcode: None,
         outcome: "timeout".into(),
         detail: "".into(),
+        rid: None,
     };
     let outcome = store
         .complete_entry(999, "me", Some(&attempt), &Completion::Delivered, 1)
@@ -475,6 +478,7 @@ pub async fn outbox_counts_group_entries_by_state_and_skip_reason(store: Store) 
         errcode: Some(0),
         outcome: "delivered".into(),
         detail: "ok".into(),
+        rid: None,
     };
     for id in &ids[0..2] {
         store
@@ -570,6 +574,7 @@ pub async fn a_late_completion_after_the_lease_lapsed_and_was_claimed_again_chan
         errcode: None,
         outcome: "transient".into(),
         detail: "timeout".into(),
+        rid: None,
     };
     let retry = Completion::Retry {
         next_attempt_at: t + 60_000,
