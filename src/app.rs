@@ -29,6 +29,9 @@ pub enum AppError {
     },
     #[error("configuration: {0}")]
     Config(String),
+    /// WeChat (or the sandbox) refused or failed a question the CLI asked.
+    #[error("{0}")]
+    WeChat(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -399,4 +402,63 @@ pub async fn run_sandbox(
     shutdown_signal().await;
     running.handle.stop(true).await;
     Ok(())
+}
+
+/// `wxexpress wechat rid RID`: asks WeChat (or the sandbox at `wechat.api_base`) what it
+/// logged for the failed call with that rid, and renders it as lines for a person.
+pub async fn wechat_rid(settings: &Settings, rid: &str) -> Result<String, AppError> {
+    use crate::wechat::client::{ApiError, TokenEndpoint};
+    let w = &settings.wechat;
+    let base = w.api_base.clone().ok_or_else(|| {
+        AppError::Config(
+            "sandbox mode without wechat.api_base: there is no WeChat to ask (point wechat.api_base at a running `wxexpress sandbox`)"
+                .into(),
+        )
+    })?;
+    let secret = w
+        .secret
+        .clone()
+        .unwrap_or_else(|| Secret::new(sandbox_defaults::SECRET));
+    let client = WechatClient::new(
+        &base,
+        Duration::from_millis(settings.outbox.call_timeout_ms),
+    );
+    // The stable token: asking for it does not invalidate the one the gateways use.
+    let token = client
+        .fetch_token(TokenEndpoint::Stable, &w.appid, secret.expose(), false)
+        .await
+        .result
+        .map_err(|e| AppError::WeChat(format!("getting an access token failed: {e}")))?;
+    let answer = client.rid_get(&token.access_token, rid).await.result;
+    match answer {
+        Ok(a) => {
+            let r = a.request;
+            let at = chrono::DateTime::from_timestamp(r.invoke_time, 0)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| r.invoke_time.to_string());
+            Ok(format!(
+                "rid            {rid}\ninvoke_time    {at}\ncost_in_ms     {}\nrequest_url    {}\nrequest_body   {}\nresponse_body  {}\nclient_ip      {}\n",
+                r.cost_in_ms,
+                r.request_url,
+                crate::domain::mask_phones_in_text(&r.request_body),
+                crate::domain::mask_phones_in_text(&r.response_body),
+                r.client_ip
+            ))
+        }
+        Err(ApiError::WeChat { errcode, errmsg }) => Err(AppError::WeChat(format!(
+            "{}: errcode {errcode} ({errmsg})",
+            rid_error_meaning(errcode)
+        ))),
+        Err(e) => Err(AppError::WeChat(format!("asking WeChat failed: {e}"))),
+    }
+}
+
+/// One line per error of `rid/get` (spec §11.6).
+pub fn rid_error_meaning(errcode: i64) -> &'static str {
+    match errcode {
+        76001 => "WeChat has no such rid: it is wrong, or older than 7 days",
+        76002 => "that is not a rid (copy it from the attempt's `rid`, e.g. 6583e1f7-...)",
+        76003 => "the rid belongs to another account's call: ask with that account's AppID",
+        _ => "WeChat refused the question",
+    }
 }

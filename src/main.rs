@@ -65,6 +65,21 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Questions to WeChat about our own calls.
+    Wechat {
+        #[command(subcommand)]
+        command: WechatCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WechatCommand {
+    /// What WeChat logged for the failed call whose errmsg carried RID (kept 7 days).
+    Rid {
+        rid: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,6 +218,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = wxexpress::app::connect_store(&settings).await?;
             for (state, reason, n) in store.outbox_counts().await? {
                 println!("{state:<10} {:<10} {n}", reason.unwrap_or_default());
+            }
+        }
+        Command::Wechat {
+            command: WechatCommand::Rid { rid, config },
+        } => {
+            let settings = match load(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            match wxexpress::app::wechat_rid(&settings, &rid).await {
+                Ok(text) => print!("{text}"),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
             }
         }
         Command::Config {

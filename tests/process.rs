@@ -669,3 +669,61 @@ fn sandbox_mode_refuses_a_public_listen_address() {
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("--allow-remote"), "{err}");
 }
+
+#[tokio::test]
+async fn wechat_rid_prints_what_the_sandbox_logged_and_explains_its_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = SandboxProc::start(dir.path(), &callback_url(free_port())).await;
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{}/cgi-bin/stable_token", sandbox.base))
+        .json(&json!({ "grant_type": "client_credential", "appid": wxexpress::config::sandbox_defaults::APPID, "secret": wxexpress::config::sandbox_defaults::SECRET }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().expect("a token");
+    let failed: Value = http
+        .post(format!(
+            "{}/cgi-bin/express/delivery/userquery?access_token={token}",
+            sandbox.base
+        ))
+        .json(&json!({ "phone": "12345" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let errmsg = failed["errmsg"].as_str().unwrap();
+    let rid = &errmsg[errmsg.rfind("rid: ").unwrap() + 5..];
+    let env: Vec<(String, String)> = harness::wechat_env(&sandbox.base);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxexpress"))
+        .args(["wechat", "rid", rid])
+        .current_dir(dir.path())
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run wxexpress");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("/cgi-bin/express/delivery/userquery"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("40097"), "{stdout}");
+    assert!(!stdout.contains(token), "no token printed: {stdout}");
+    let (code, err) = run_cli(dir.path(), &["wechat", "rid", "00000000-00000000"], &env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("older than 7 days") && err.contains("76001"),
+        "{err}"
+    );
+}

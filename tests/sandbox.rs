@@ -2053,3 +2053,60 @@ async fn the_landing_page_signs_with_the_official_accounts_token_and_honours_the
     });
     assert!(bad.is_err());
 }
+
+fn rid_in(v: &Value) -> String {
+    let errmsg = v["errmsg"].as_str().expect("an errmsg");
+    errmsg[errmsg.rfind("rid: ").expect("a rid") + 5..].to_string()
+}
+
+#[tokio::test]
+async fn rid_get_returns_the_logged_call_for_seven_days_to_the_same_account_only() {
+    let sb = spawn_sandbox(settings());
+    let token = sb.classic_token().await;
+    let failed = sb.userquery(&token, "12345").await;
+    assert_eq!(errcode(&failed), 40097);
+    let rid = rid_in(&failed);
+    let path = format!("/cgi-bin/openapi/rid/get?access_token={token}");
+    let ask = |rid: &str| sb.post(&path, json!({ "rid": rid }));
+    let v = ask(&rid).await;
+    assert_eq!(errcode(&v), 0, "{v}");
+    let r = &v["request"];
+    assert_eq!(
+        r["request_url"], "/cgi-bin/express/delivery/userquery?access_token=%3Credacted%3E",
+        "the token is not logged"
+    );
+    assert_eq!(r["request_body"], r#"{"phone":"12345"}"#);
+    assert!(r["response_body"].as_str().unwrap().contains(&rid));
+    assert!(r["invoke_time"].as_i64().unwrap() > 0);
+    assert_eq!(r["client_ip"], "127.0.0.1");
+    // Not a rid; an unknown one.
+    assert_eq!(errcode(&ask("no spaces allowed").await), 76002);
+    assert_eq!(errcode(&ask("").await), 76002);
+    assert_eq!(errcode(&ask("00000000-00000000").await), 76001);
+    // Another account's call (a token request naming another appid) is not ours to read.
+    let other = sb
+        .get(&format!(
+            "/cgi-bin/token?grant_type=client_credential&appid=wxother0000000000&secret={SECRET}"
+        ))
+        .await;
+    assert_ne!(errcode(&other), 0);
+    assert_eq!(errcode(&ask(&rid_in(&other)).await), 76003);
+    // Kept seven days.
+    sb.sandbox.advance_clock(7 * 86_400 + 1);
+    let token = sb.classic_token().await;
+    let v = sb
+        .post(
+            &format!("/cgi-bin/openapi/rid/get?access_token={token}"),
+            json!({ "rid": rid }),
+        )
+        .await;
+    assert_eq!(errcode(&v), 76001, "expired: {v}");
+    // A question without a valid token is refused like every API's.
+    let v = sb
+        .post(
+            "/cgi-bin/openapi/rid/get?access_token=nope",
+            json!({ "rid": rid }),
+        )
+        .await;
+    assert_eq!(errcode(&v), 40014, "a token never issued: {v}");
+}

@@ -39,6 +39,12 @@ pub mod errcode {
     pub const REVERSE_QUERY_SYSTEM: i64 = 932001;
     pub const REVERSE_QUERY_LOGIC: i64 = 932002;
     pub const REVERSE_QUERY_DATA: i64 = 932003;
+    /// `rid/get`: no such rid, or older than 7 days.
+    pub const RID_NOT_FOUND: i64 = 76001;
+    /// `rid/get`: not a rid.
+    pub const RID_INVALID: i64 = 76002;
+    /// `rid/get`: the call was another account's.
+    pub const RID_NO_PERMISSION: i64 = 76003;
 
     /// WeChat's usual `errmsg` for a code.
     pub fn message(code: i64) -> &'static str {
@@ -69,6 +75,9 @@ pub mod errcode {
             REVERSE_QUERY_SYSTEM => "reverse query waybill system error",
             REVERSE_QUERY_LOGIC => "reverse query waybill logic error",
             REVERSE_QUERY_DATA => "reverse query waybill data abnormal",
+            RID_NOT_FOUND => "rid not found",
+            RID_INVALID => "rid is invalid",
+            RID_NO_PERMISSION => "cgi no permission",
             _ => "error",
         }
     }

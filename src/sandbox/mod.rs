@@ -33,6 +33,7 @@ pub mod landing;
 pub mod notify;
 mod notify_api;
 pub mod reverse;
+mod rid;
 mod server;
 mod state;
 pub mod stats;

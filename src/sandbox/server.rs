@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use actix_web::{web, App, HttpServer};
 
 use super::state::Shared;
-use super::{control, express, landing, notify_api, token_api, RunningSandbox};
+use super::{control, express, landing, notify_api, rid, token_api, RunningSandbox};
 
 /// WeChat's paths (contract: "The WeChat sandbox").
 pub fn wechat_routes(cfg: &mut web::ServiceConfig) {
@@ -34,7 +34,8 @@ pub fn wechat_routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/cgi-bin/message/wxopen/template/send",
             web::post().to(notify_api::template_send),
-        );
+        )
+        .route("/cgi-bin/openapi/rid/get", web::post().to(rid::rid_get));
 }
 
 /// Binds the server to `listener` and spawns it on the current tokio runtime.
@@ -43,6 +44,7 @@ pub fn start(shared: web::Data<Shared>, listener: TcpListener) -> std::io::Resul
     let server = HttpServer::new(move || {
         App::new()
             .app_data(shared.clone())
+            .wrap(actix_web::middleware::from_fn(rid::record))
             .configure(wechat_routes)
             // Before the `/sandbox` scope, which would otherwise answer 404 for it.
             .configure(landing::routes)

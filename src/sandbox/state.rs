@@ -36,6 +36,8 @@ pub struct Shared {
     pub inboxes: DashMap<String, Vec<InboxNode>>,
     pub notify: NotifyState,
     pub exchanges: ExchangeLog,
+    /// Calls answered with an error, by rid (`POST /cgi-bin/openapi/rid/get`).
+    pub rids: super::rid::RidLog,
     pub stats: Stats,
     pub faults: FaultBox,
     /// One client for every reverse query: keeps connections to the callback alive.
@@ -82,6 +84,7 @@ impl Shared {
             inboxes: DashMap::new(),
             notify: NotifyState::new(),
             exchanges: ExchangeLog::default(),
+            rids: super::rid::RidLog::default(),
             stats: Stats::default(),
             faults: FaultBox::default(),
             http,
@@ -100,6 +103,7 @@ impl Shared {
         self.inboxes.clear();
         self.notify.reset();
         self.exchanges.reset();
+        self.rids.reset();
         self.stats.reset();
         self.faults.set(Default::default());
     }

@@ -78,6 +78,28 @@ impl std::fmt::Debug for TokenAnswer {
     }
 }
 
+/// What WeChat logged for a failed call, by its rid (`POST /cgi-bin/openapi/rid/get`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RidAnswer {
+    pub request: RidRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RidRequest {
+    #[serde(default)]
+    pub invoke_time: i64,
+    #[serde(default)]
+    pub cost_in_ms: i64,
+    #[serde(default)]
+    pub request_url: String,
+    #[serde(default)]
+    pub request_body: String,
+    #[serde(default)]
+    pub response_body: String,
+    #[serde(default)]
+    pub client_ip: String,
+}
+
 /// `userquery` / `pathnotify` answer: `exist` 1 = the phone is bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct ExistAnswer {
@@ -169,6 +191,16 @@ impl WechatClient {
             .post(format!("{}/cgi-bin/express/delivery/pathnotify", self.base))
             .query(&[("access_token", token)])
             .json(body);
+        self.send(req).await
+    }
+
+    /// What WeChat logged for the call whose errmsg carried `rid` (kept 7 days, same account).
+    pub async fn rid_get(&self, token: &str, rid: &str) -> Call<RidAnswer> {
+        let req = self
+            .http
+            .post(format!("{}/cgi-bin/openapi/rid/get", self.base))
+            .query(&[("access_token", token)])
+            .json(&serde_json::json!({ "rid": rid }));
         self.send(req).await
     }
 

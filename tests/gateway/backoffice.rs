@@ -112,7 +112,7 @@ async fn invalid_fields_are_each_named_and_nothing_is_stored() {
     let r = app
         .post_event(
             "SF1004",
-            &json!({ "action_type": 300001, "action_time": 1_700_000_000, "action_msg": "" }),
+            &json!({ "action_type": 300000, "action_time": 1_700_000_000, "action_msg": "" }),
         )
         .await;
     assert_eq!(r.status(), 422);

@@ -41,7 +41,7 @@ pub fn http() -> reqwest::Client {
 /// The `[wechat]` section both the sandbox and the gateways use: the sandbox's default mini
 /// program, with its secret set so the gateway talks to `api_base` instead of starting its
 /// own in-process sandbox.
-fn wechat_env(api_base: &str) -> Vec<(String, String)> {
+pub fn wechat_env(api_base: &str) -> Vec<(String, String)> {
     [
         ("WXEXPRESS_WECHAT__APPID", sd::APPID),
         ("WXEXPRESS_WECHAT__SECRET", sd::SECRET),
