@@ -103,16 +103,42 @@ async fn message(
         .unwrap_or_default()
         .to_string();
     if !event.eq_ignore_ascii_case(reverse_query::EVENT) {
-        tracing::info!(event = %event, msg_type = get_str(&opened.doc, "MsgType").unwrap_or_default(), "callback event not handled; answered success");
-        return HttpResponse::Ok()
-            .content_type("text/plain; charset=utf-8")
-            .body("success");
+        return keep_unhandled(&state, &opened, &event).await;
     }
     let nonce = query.nonce.clone().unwrap_or_default();
     let key_slot = opened.key_slot.unwrap_or(KeySlot::Current);
     match answer_query(&state, &opened, started).await {
         Ok(reply) => seal(&state, format, &reply, &nonce, key_slot),
         Err(()) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+/// An event we do not handle (push mode's, while unpublished; spec §11.9) is answered
+/// `success` as WeChat expects, and kept sealed first, so that nothing WeChat sent is lost
+/// while its meaning is unknown. If it cannot be kept, WeChat gets a 500 and sends it again.
+async fn keep_unhandled(state: &AppState, opened: &OpenedMessage, event: &str) -> HttpResponse {
+    let name = if event.is_empty() {
+        get_str(&opened.doc, "MsgType").unwrap_or_default()
+    } else {
+        event
+    };
+    let kept = crate::store::NewWechatEvent {
+        event: name.chars().take(64).collect(),
+        dedupe_key: state.privacy.keyed_hash_bytes(&opened.raw),
+        received_at: now_ms(),
+        body: state.privacy.seal(&opened.raw),
+    };
+    match state.store.record_wechat_event(&kept).await {
+        Ok(first) => {
+            tracing::info!(event = %kept.event, first, "callback event not handled: kept sealed, answered success");
+            HttpResponse::Ok()
+                .content_type("text/plain; charset=utf-8")
+                .body("success")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, event = %kept.event, "an unhandled event could not be kept; WeChat will send it again");
+            HttpResponse::InternalServerError().finish()
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod jsonp;
 pub mod notifications;
 pub mod problem;
 pub mod signed_urls;
+pub mod wechat_events;
 pub mod wechatpay;
 
 use std::sync::Arc;
@@ -41,5 +42,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(jsonp::routes)
         .configure(cells::routes)
         .configure(notifications::routes)
-        .configure(wechatpay::routes);
+        .configure(wechatpay::routes)
+        .configure(wechat_events::routes);
 }

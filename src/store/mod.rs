@@ -14,6 +14,7 @@
 //!   and lease: at most one push in flight per waybill), `bindings.rs` (userquery cache),
 //!   `tokens.rs` (access token and its refresher's lease), `pauses.rs` (APIs paused by
 //!   WeChat's quota).
+//! - `wechat_events.rs`: WeChat events the gateway does not handle, kept sealed (bounded).
 //! - Shipping notifications: `notifications.rs` (outbox rows of kind `subscribe`/`template`
 //!   written with their event, the per-openid lease, completion), `consent.rs` (the
 //!   subscription ledger and legacy credentials), `payments.rs` (WeChat Pay notifications,
@@ -51,6 +52,7 @@ mod push_queue;
 mod records;
 mod tokens;
 mod waybills;
+mod wechat_events;
 
 use std::fmt;
 
@@ -69,6 +71,9 @@ pub use consent::{
 };
 pub use notifications::{NotificationIntent, NotificationPlan, NotificationWork, NotifyKind, Role};
 pub use payments::{NewPayment, PaymentInsert, PaymentRecord};
+pub use wechat_events::{
+    NewWechatEvent, WechatEventRecord, RETENTION_MS as WECHAT_EVENTS_RETENTION_MS,
+};
 
 /// The database behind a [`Store`], chosen from the URL scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

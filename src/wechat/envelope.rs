@@ -706,25 +706,15 @@ fn close_element(stack: &mut Vec<Frame>, root: &mut Option<Children>) -> Result<
 
 /// Turns `<xml>`'s children into fields: leaves become strings, elements with children become
 /// objects collected into an array under their name (so one `<Path>` is an array of one).
+/// Tolerant as WeChat's real pushes need (spec §11.5): any order, unknown names, and a name
+/// that repeats is read as an array of its values, never refused.
 fn xml_document(children: Children) -> Result<Document, EnvelopeError> {
     let mut doc = Document::new();
     for (name, node) in children {
         match node {
-            Node::Leaf(text) => {
-                if doc.contains_key(&name) {
-                    return Err(malformed(format!("field {name} repeats")));
-                }
-                doc.insert(name, Value::String(text));
-            }
+            Node::Leaf(text) => add_field(&mut doc, name, Value::String(text), false),
             Node::Branch(fields) => {
-                let item = Value::Object(flat_object(fields)?);
-                match doc.get_mut(&name) {
-                    None => {
-                        doc.insert(name, Value::Array(vec![item]));
-                    }
-                    Some(Value::Array(items)) => items.push(item),
-                    Some(_) => return Err(malformed(format!("field {name} repeats"))),
-                }
+                add_field(&mut doc, name, Value::Object(flat_object(fields)?), true)
             }
         }
     }
@@ -738,12 +728,27 @@ fn flat_object(fields: Children) -> Result<Document, EnvelopeError> {
             // The depth limit already stops this; kept so the invariant is local.
             return Err(EnvelopeError::TooDeep);
         };
-        if object.contains_key(&name) {
-            return Err(malformed(format!("field {name} repeats")));
-        }
-        object.insert(name, Value::String(text));
+        add_field(&mut object, name, Value::String(text), false);
     }
     Ok(object)
+}
+
+/// Adds a field; a second value under the same name makes (or extends) an array. `listed`
+/// values (elements with children) are an array from the first one on.
+fn add_field(doc: &mut Document, name: String, value: Value, listed: bool) {
+    match doc.get_mut(&name) {
+        None if listed => {
+            doc.insert(name, Value::Array(vec![value]));
+        }
+        None => {
+            doc.insert(name, value);
+        }
+        Some(Value::Array(items)) => items.push(value),
+        Some(first) => {
+            let first = first.take();
+            doc.insert(name, Value::Array(vec![first, value]));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1372,6 +1377,21 @@ mod tests {
     }
 
     #[test]
+    fn repeated_names_are_read_as_arrays_in_any_order_with_unknown_names() {
+        let d =
+            xml("<xml><Z>z</Z><A>1</A><P><Lat>1.5</Lat><Q>q</Q><Q>r</Q></P><A>2</A><P>3</P></xml>")
+                .expect("parses");
+        assert_eq!(
+            Value::Object(d),
+            json!({
+                "Z": "z",
+                "A": ["1", "2"],
+                "P": [ { "Lat": "1.5", "Q": ["q", "r"] }, "3" ]
+            })
+        );
+    }
+
+    #[test]
     fn xml_deeper_than_three_levels_is_too_deep() {
         assert_eq!(
             xml("<xml><Path><A><B>1</B></A></Path></xml>"),
@@ -1393,9 +1413,6 @@ mod tests {
             "<xml><A>1</A></xml>trailing",
             "<xml>text<A>1</A></xml>",
             "<xml>just text</xml>",
-            "<xml><A>1</A><A>2</A></xml>",
-            "<xml><P><A>1</A><A>2</A></P></xml>",
-            "<xml><P>1</P><P><A>1</A></P></xml>",
             "<xml><P><A>1</A>x</P></xml>",
             "<xml><A>\u{0}</A></xml>\u{0}",
             "<xml><A><![CDATA[x]]><B>1</B></A></xml>",

@@ -483,3 +483,93 @@ async fn a_push_addressed_to_another_mini_program_is_refused() {
         assert_eq!(logged, usize::from(mode == "secure"), "{mode}: {w}");
     }
 }
+
+/// Shaped like the `add_express_path` push captured in public (spec §11.5): repeated
+/// `<Actions>`, undocumented `<Lat>`/`<Lng>`, elements in no documented order, 300001.
+const ADD_EXPRESS_PATH: &str = include_str!("../fixtures/add_express_path.xml");
+
+async fn kept_events(app: &TestApp, query: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(&format!("/v1/wechat/events{query}")))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_we_do_not_handle_is_answered_success_and_kept_sealed_in_every_mode() {
+    for mode in MODES {
+        let app = app_in(mode, true).await;
+        let (q, body) = peer::seal(
+            mode,
+            true,
+            TOKEN,
+            AES_KEY,
+            APPID,
+            ADD_EXPRESS_PATH,
+            peer::now(),
+            "31",
+        );
+        for _ in 0..2 {
+            // WeChat's redelivery is answered the same and kept once.
+            let r = post(&app, &q, body.clone(), true).await;
+            assert_eq!(r.status(), 200, "{mode}");
+            assert_eq!(r.text().await.unwrap(), "success", "{mode}");
+        }
+        let v: Value = kept_events(&app, "?event=add_express_path")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let events = v["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{mode}: {v}");
+        let kept = events[0]["body"].as_str().unwrap();
+        assert!(
+            kept.contains("<Lat>22.5431</Lat>"),
+            "kept as received: {kept}"
+        );
+        assert!(kept.contains("139 **** 9000"), "phones masked: {kept}");
+        assert!(!kept.contains("0013 9000"), "{kept}");
+        // Stored sealed: the plaintext is nowhere in the database file's rows.
+        let raw: Vec<u8> = sqlx::query_scalar("SELECT body FROM wechat_events")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("add_express_path"));
+    }
+}
+
+#[tokio::test]
+async fn kept_events_need_the_bearer_key_and_a_sane_limit() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/v1/wechat/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    for bad in ["?limit=0", "?limit=5000", "?limit=x", "?nope=1"] {
+        assert_eq!(kept_events(&app, bad).await.status(), 400, "{bad}");
+    }
+    let v: Value = kept_events(&app, "").await.json().await.unwrap();
+    assert_eq!(v["events"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn json_pushes_with_unknown_fields_and_arrays_are_read_not_refused() {
+    let app = app_in("secure", false).await;
+    seed(&app, "RQ9").await;
+    // A reverse query with extra fields, in another order, and an unknown nested array.
+    let doc = serde_json::json!({
+        "Extra": [{"Lat": 1.5}, {"Lat": 2.5}], "ReceiverPhone": "13800138000",
+        "WaybillId": "RQ9", "Event": "waybill_notify_query", "MsgType": "event",
+        "SenderPhone": "13800138001", "CreateTime": peer::now(),
+        "FromUserName": "oHt_80DRclK4qjKfdYnPg6RxxsNI", "ToUserName": ORIGINAL_ID, "Future": {"x": 1}
+    })
+    .to_string();
+    let v = ask(&app, &doc, peer::now(), "91").await;
+    assert_eq!(v["ResultCode"], 0, "{v}");
+    assert_eq!(v["Path"].as_array().unwrap().len(), 2);
+}

@@ -411,6 +411,11 @@ const SCHEMA: &[(&str, &str, bool)] = &[
     ("waybills", "payment_total_fee", false),
     ("waybills", "created_at", true),
     ("waybills", "updated_at", true),
+    ("wechat_events", "id", true),
+    ("wechat_events", "event", true),
+    ("wechat_events", "dedupe_key", true),
+    ("wechat_events", "received_at", true),
+    ("wechat_events", "body", true),
 ];
 
 pub async fn the_migrated_schema_has_the_same_columns_on_every_backend(store: Store) {
@@ -505,4 +510,57 @@ async fn a_store_debug_output_shows_the_backend_only() {
     let shown = format!("{store:?}");
     assert!(shown.contains("Sqlite"), "{shown}");
     assert!(!shown.contains("secret-name"), "{shown}");
+}
+
+pub async fn unhandled_wechat_events_are_kept_once_listed_newest_first_and_expire(store: Store) {
+    use wxexpress::store::{NewWechatEvent, WECHAT_EVENTS_RETENTION_MS};
+    let store = migrated(store).await;
+    let ev = |name: &str, key: &str, at: i64| NewWechatEvent {
+        event: name.into(),
+        dedupe_key: key.into(),
+        received_at: at,
+        body: vec![1, 2, 3],
+    };
+    let t = 1_000_000_000_000;
+    assert!(store
+        .record_wechat_event(&ev("bind_batch", "k1", t))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .record_wechat_event(&ev("bind_batch", "k1", t + 5))
+            .await
+            .unwrap(),
+        "a redelivery is kept once"
+    );
+    assert!(store
+        .record_wechat_event(&ev("unbind_batch", "k2", t + 10))
+        .await
+        .unwrap());
+    assert!(store
+        .record_wechat_event(&ev("bind_batch", "k3", t + 20))
+        .await
+        .unwrap());
+    let binds = store
+        .list_wechat_events(Some("bind_batch"), 10)
+        .await
+        .unwrap();
+    let at: Vec<i64> = binds.iter().map(|e| e.received_at).collect();
+    assert_eq!(at, [t + 20, t]);
+    assert_eq!(binds[0].body, vec![1, 2, 3]);
+    assert_eq!(store.list_wechat_events(None, 2).await.unwrap().len(), 2);
+    // A new event past the retention takes the old ones with it.
+    let later = t + WECHAT_EVENTS_RETENTION_MS + 15;
+    assert!(store
+        .record_wechat_event(&ev("bind_batch", "k4", later))
+        .await
+        .unwrap());
+    let left: Vec<i64> = store
+        .list_wechat_events(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.received_at)
+        .collect();
+    assert_eq!(left, [later, t + 20]);
 }

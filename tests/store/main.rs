@@ -58,6 +58,7 @@ store_tests! {
     core::meta_values_can_be_set_read_and_overwritten,
     core::twenty_concurrent_records_of_one_event_store_exactly_one_row,
     core::the_migrated_schema_has_the_same_columns_on_every_backend,
+    core::unhandled_wechat_events_are_kept_once_listed_newest_first_and_expire,
     outbox::an_accepted_event_creates_one_pending_outbox_entry_and_makes_its_waybill_due,
     outbox::a_duplicate_event_creates_no_outbox_entry_and_leaves_the_queue_alone,
     outbox::a_batch_creates_an_outbox_entry_for_each_new_event_only,
