@@ -573,3 +573,67 @@ async fn json_pushes_with_unknown_fields_and_arrays_are_read_not_refused() {
     assert_eq!(v["ResultCode"], 0, "{v}");
     assert_eq!(v["Path"].as_array().unwrap().len(), 2);
 }
+
+/// A field of an opened reply as WeChat would read it, by an independent reader: JSON through
+/// serde_json, XML through the peer's own tag reader.
+fn reply_field(plain: &str, xml: bool, name: &str) -> Option<String> {
+    if xml {
+        return peer::xml_field(plain, name);
+    }
+    let v: Value = serde_json::from_str(plain).expect("a JSON reply");
+    match v.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn every_reply_shape_decodes_with_an_independent_reader_and_has_what_wechat_reads() {
+    for mode in MODES {
+        for xml in [false, true] {
+            let app = app_in(mode, xml).await;
+            seed(&app, "RQ10").await;
+            let created = peer::now();
+            let cases: [(&str, i64, String); 4] = [
+                ("found", 0, peer::query_doc(xml, "RQ10", "13800138000", "13800138001", created)),
+                ("unknown waybill", 1001, peer::query_doc(xml, "RQ11", "13800138000", "13800138001", created)),
+                ("wrong phone", 1002, peer::query_doc(xml, "RQ10", "13999999999", "13800138001", created)),
+                ("no waybill id", 1003, peer::query_doc(xml, "", "13800138000", "13800138001", created)),
+            ];
+            for (i, (what, code, doc)) in cases.iter().enumerate() {
+                let nonce = format!("7{i}");
+                let (q, body) = peer::seal(mode, xml, TOKEN, AES_KEY, APPID, doc, created, &nonce);
+                let r = post(&app, &q, body, xml).await;
+                assert_eq!(r.status(), 200, "{mode} xml={xml} {what}");
+                let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+                assert!(
+                    ct.starts_with(if xml { "text/xml" } else { "application/json" }),
+                    "{mode} xml={xml} {what}: {ct}"
+                );
+                let reply = r.text().await.unwrap();
+                let plain = peer::open_reply(mode, xml, TOKEN, AES_KEY, APPID, &reply, &nonce);
+                let f = |name: &str| reply_field(&plain, xml, name);
+                let ctx = format!("{mode} xml={xml} {what}: {plain}");
+                assert_eq!(f("ToUserName").as_deref(), Some("oHt_80DRclK4qjKfdYnPg6RxxsNI"), "{ctx}");
+                assert_eq!(f("FromUserName").as_deref(), Some(ORIGINAL_ID), "{ctx}");
+                assert_eq!(f("MsgType").as_deref(), Some("event"), "{ctx}");
+                assert_eq!(f("Event").as_deref(), Some("waybill_notify_query"), "{ctx}");
+                assert_eq!(f("ResultCode"), Some(code.to_string()), "{ctx}");
+                assert!(f("ResultMsg").is_some_and(|m| !m.is_empty()), "{ctx}");
+                let t: i64 = f("CreateTime").and_then(|t| t.parse().ok()).expect("CreateTime");
+                assert!((t - peer::now()).abs() < 60, "{ctx}");
+                assert!(f("WaybillCreateTime").is_some(), "{ctx}");
+                // A path only with ResultCode 0, and then both nodes.
+                match (code, xml) {
+                    (0, true) => assert_eq!(plain.matches("<Path>").count(), 2, "{ctx}"),
+                    (0, false) => {
+                        let v: Value = serde_json::from_str(&plain).unwrap();
+                        assert_eq!(v["Path"].as_array().map(Vec::len), Some(2), "{ctx}");
+                    }
+                    (_, true) => assert!(!plain.contains("<Path>"), "{ctx}"),
+                    (_, false) => assert!(f("Path").is_none(), "{ctx}"),
+                }
+            }
+        }
+    }
+}
