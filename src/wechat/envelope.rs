@@ -141,11 +141,34 @@ fn malformed(reason: impl fmt::Display) -> EnvelopeError {
 /// Parses a body in the configured format into a [`Document`]. XML values are always strings.
 pub fn parse_document(format: MessageFormat, body: &[u8]) -> Result<Document, EnvelopeError> {
     match format {
-        MessageFormat::Json => match serde_json::from_slice::<Value>(body).map_err(malformed)? {
-            Value::Object(doc) => Ok(doc),
-            _ => Err(malformed("JSON body must be an object")),
-        },
+        MessageFormat::Json => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let doc =
+                serde::Deserializer::deserialize_any(&mut de, TolerantObject).map_err(malformed)?;
+            de.end().map_err(malformed)?;
+            Ok(doc)
+        }
         MessageFormat::Xml => parse_xml(body),
+    }
+}
+
+/// A JSON message's top-level object, read like the XML one (spec §11.5): a key that repeats
+/// becomes an array of its values instead of the last one silently winning.
+struct TolerantObject;
+
+impl<'de> serde::de::Visitor<'de> for TolerantObject {
+    type Value = Document;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+        let mut doc = Document::new();
+        while let Some((key, value)) = map.next_entry::<String, Value>()? {
+            add_field(&mut doc, key, value, false);
+        }
+        Ok(doc)
     }
 }
 
@@ -1389,6 +1412,15 @@ mod tests {
                 "P": [ { "Lat": "1.5", "Q": ["q", "r"] }, "3" ]
             })
         );
+    }
+
+    #[test]
+    fn a_repeated_json_key_is_read_as_an_array_and_a_non_object_is_refused() {
+        let d = parse_document(MessageFormat::Json, br#"{"A":1,"B":{"x":1},"A":2}"#).unwrap();
+        assert_eq!(Value::Object(d), json!({ "A": [1, 2], "B": { "x": 1 } }));
+        for bad in [&b"[1]"[..], b"\"x\"", b"{\"A\":1} trailing", b"{"] {
+            assert!(parse_document(MessageFormat::Json, bad).is_err());
+        }
     }
 
     #[test]

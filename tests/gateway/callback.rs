@@ -595,10 +595,26 @@ async fn every_reply_shape_decodes_with_an_independent_reader_and_has_what_wecha
             seed(&app, "RQ10").await;
             let created = peer::now();
             let cases: [(&str, i64, String); 4] = [
-                ("found", 0, peer::query_doc(xml, "RQ10", "13800138000", "13800138001", created)),
-                ("unknown waybill", 1001, peer::query_doc(xml, "RQ11", "13800138000", "13800138001", created)),
-                ("wrong phone", 1002, peer::query_doc(xml, "RQ10", "13999999999", "13800138001", created)),
-                ("no waybill id", 1003, peer::query_doc(xml, "", "13800138000", "13800138001", created)),
+                (
+                    "found",
+                    0,
+                    peer::query_doc(xml, "RQ10", "13800138000", "13800138001", created),
+                ),
+                (
+                    "unknown waybill",
+                    1001,
+                    peer::query_doc(xml, "RQ11", "13800138000", "13800138001", created),
+                ),
+                (
+                    "wrong phone",
+                    1002,
+                    peer::query_doc(xml, "RQ10", "13999999999", "13800138001", created),
+                ),
+                (
+                    "no waybill id",
+                    1003,
+                    peer::query_doc(xml, "", "13800138000", "13800138001", created),
+                ),
             ];
             for (i, (what, code, doc)) in cases.iter().enumerate() {
                 let nonce = format!("7{i}");
@@ -614,13 +630,19 @@ async fn every_reply_shape_decodes_with_an_independent_reader_and_has_what_wecha
                 let plain = peer::open_reply(mode, xml, TOKEN, AES_KEY, APPID, &reply, &nonce);
                 let f = |name: &str| reply_field(&plain, xml, name);
                 let ctx = format!("{mode} xml={xml} {what}: {plain}");
-                assert_eq!(f("ToUserName").as_deref(), Some("oHt_80DRclK4qjKfdYnPg6RxxsNI"), "{ctx}");
+                assert_eq!(
+                    f("ToUserName").as_deref(),
+                    Some("oHt_80DRclK4qjKfdYnPg6RxxsNI"),
+                    "{ctx}"
+                );
                 assert_eq!(f("FromUserName").as_deref(), Some(ORIGINAL_ID), "{ctx}");
                 assert_eq!(f("MsgType").as_deref(), Some("event"), "{ctx}");
                 assert_eq!(f("Event").as_deref(), Some("waybill_notify_query"), "{ctx}");
                 assert_eq!(f("ResultCode"), Some(code.to_string()), "{ctx}");
                 assert!(f("ResultMsg").is_some_and(|m| !m.is_empty()), "{ctx}");
-                let t: i64 = f("CreateTime").and_then(|t| t.parse().ok()).expect("CreateTime");
+                let t: i64 = f("CreateTime")
+                    .and_then(|t| t.parse().ok())
+                    .expect("CreateTime");
                 assert!((t - peer::now()).abs() < 60, "{ctx}");
                 assert!(f("WaybillCreateTime").is_some(), "{ctx}");
                 // A path only with ResultCode 0, and then both nodes.
