@@ -2,9 +2,10 @@
 //! tag (spec §7, `docs/JSONP.md`).
 //!
 //! Order of checks: the `callback` (anything but a JavaScript identifier path gets a plain
-//! 400 and is never echoed), the per-client rate limit, the signature parameters, the
-//! timestamp window, the signature over (token, timestamp, nonce) in constant time, then the
-//! waybill. Every answer after the first check is `/**/callback({...});` with a non-zero
+//! 400 and is never echoed), the per-IP rate limit, the signature parameters, the timestamp
+//! window, the signature over (`jsonp.token`, timestamp, nonce) in constant time, the signed
+//! URL's binding to one waybill, the per-URL and per-openid limits, the onboarding waybill
+//! pattern, then the waybill. Every answer after the first check is `/**/callback({...});` with a non-zero
 //! `err_code` on failure and no waybill data. The reply is built from the store only, with
 //! every phone number masked (also inside `action_msg`), and serialised so that no string in
 //! it can end the script or the statement (`<`, `>`, `&`, U+2028, U+2029 are escaped).
