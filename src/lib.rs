@@ -13,9 +13,11 @@
 //!   payment notifications.
 //! - [`sandbox`]: an emulator of WeChat's side, used by `wxexpress sandbox`, the demo and tests.
 //! - [`app`]: builds everything and wires it together.
+//! - [`bench`]: `wxexpress bench`, the hot paths beside their baselines in one run.
 //! - [`fuzz`]: the untrusted-input entry points as fuzzing and the property tests drive them.
 
 pub mod app;
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod demo;

@@ -65,6 +65,18 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Measure this machine: each hot path beside its baseline in the same run.
+    Bench {
+        /// PostgreSQL instead of a temporary SQLite database (it must be empty or migrated).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Length of each measured run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent connections of the load generator.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
     /// Questions to WeChat about our own calls.
     Wechat {
         #[command(subcommand)]
@@ -125,8 +137,8 @@ fn load_as(path: Option<&PathBuf>, sandbox: bool) -> Result<Settings, ExitCode> 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        // The demo draws a progress bar: only warnings interrupt it.
-        Command::Demo { .. } => {
+        // The demo draws a progress bar and the bench prints a table: only warnings.
+        Command::Demo { .. } | Command::Bench { .. } => {
             wxexpress::telemetry::init_with("warn,sqlx=error,actix_http=off,actix_server=error")
         }
         _ => wxexpress::telemetry::init(),
@@ -219,6 +231,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for (state, reason, n) in store.outbox_counts().await? {
                 println!("{state:<10} {:<10} {n}", reason.unwrap_or_default());
             }
+        }
+        Command::Bench {
+            database_url,
+            seconds,
+            connections,
+        } => {
+            let opts = wxexpress::bench::BenchOptions {
+                database_url,
+                seconds,
+                connections,
+            };
+            let (backend, rows) = wxexpress::bench::run(opts.clone()).await?;
+            print!("{}", wxexpress::bench::render(&backend, &opts, &rows));
         }
         Command::Wechat {
             command: WechatCommand::Rid { rid, config },

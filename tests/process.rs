@@ -727,3 +727,36 @@ async fn wechat_rid_prints_what_the_sandbox_logged_and_explains_its_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_prints_each_path_beside_its_baseline_with_no_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxexpress"))
+        .args(["bench", "--seconds", "1", "--connections", "4"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("run wxexpress bench");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for path in [
+        "reverse query, new (secure JSON)",
+        "reverse query, replayed",
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(path))
+            .unwrap_or_else(|| panic!("no row {path}: {table}"));
+        let cols: Vec<&str> = row[path.len()..].split_whitespace().collect();
+        // req/s, p50, p99, errors, baseline name (3 words), baseline req/s, ratio
+        assert!(cols[0].parse::<f64>().unwrap() > 0.0, "{row}");
+        assert_eq!(cols[3], "0", "no errors: {row}");
+        assert!(row.contains("actix JSON echo"), "{row}");
+    }
+    assert!(table.contains("process RSS"), "{table}");
+}

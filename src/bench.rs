@@ -1,0 +1,377 @@
+//! `wxexpress bench`: measures this machine's hot paths beside their baselines in the same run,
+//! so a figure means something on a shared, noisy machine only as a ratio.
+//!
+//! So far: WeChat's reverse query (`waybill_notify_query`, secure JSON) on its fresh path and
+//! its replay path, against a bare actix-web JSON echo of the same envelope, served with the
+//! same number of HTTP workers and loaded by the same generator. Ingest against raw inserts,
+//! and pushes end to end, come with the throughput work (`docs/PERFORMANCE.md`).
+//!
+//! The load generator is a thread pool of its own (a separate tokio runtime on two OS
+//! threads), never the gateway's workers; it shares the machine's CPUs with the gateway, and
+//! the baseline is loaded the same way, which is what makes the ratio fair.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+use crate::app::Application;
+use crate::config::{self, sandbox_defaults as sd};
+use crate::wechat::crypto::MessageCrypto;
+use crate::wechat::envelope::{seal_request, Document, MessageFormat, MessageMode};
+
+const API_KEY: &str = "bench-key-0123456789abcdef";
+const WAYBILLS: usize = 2_000;
+const BATCH_WAYBILLS: usize = 1_000;
+/// Requests answered once before a replay run, then cycled.
+const REPLAY_SET: usize = 2_000;
+
+/// What to measure, and how hard.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// `None`: SQLite in a temporary directory.
+    pub database_url: Option<String>,
+    /// Each measured run lasts this long.
+    pub seconds: u64,
+    /// Concurrent connections of the load generator.
+    pub connections: usize,
+}
+
+/// One measured path.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub path: &'static str,
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: usize,
+    /// The baseline's rate in the same run, and its name.
+    pub baseline: Option<(&'static str, f64)>,
+}
+
+/// Runs every measurement and returns the rows, in the order printed.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
+    let dir = tempfile::tempdir()?;
+    let db = opts
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
+    let settings = gateway_settings(&db)?;
+    let workers = settings.server.workers;
+    let app = Application::build(settings).await?;
+    let gateway = format!("http://{}", app.addr());
+    let stop = app.shutdown_trigger();
+    let server = tokio::spawn(app.run_until_stopped());
+    seed(&gateway).await?;
+
+    let echo_listener = TcpListener::bind("127.0.0.1:0")?;
+    let echo = format!("http://{}", echo_listener.local_addr()?);
+    let mut echo_server = HttpServer::new(|| {
+        App::new().route(
+            "/wechat/callback",
+            web::post().to(|body: web::Bytes| async move {
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(v) => HttpResponse::Ok().json(v),
+                    Err(_) => HttpResponse::BadRequest().finish(),
+                }
+            }),
+        )
+    })
+    .disable_signals()
+    .listen(echo_listener)?;
+    if workers > 0 {
+        echo_server = echo_server.workers(workers);
+    }
+    let echo_server = echo_server.run();
+    let echo_handle = echo_server.handle();
+    tokio::spawn(echo_server);
+
+    let secs = Duration::from_secs(opts.seconds.max(1));
+    let conns = opts.connections.max(1);
+    // Distinct requests for 5,000/s over the run; at a higher rate the run ends when they are
+    // used up (the rate stays right: it is measured over the time actually run).
+    let fresh = Arc::new(requests(5_000 * opts.seconds.max(1) as usize, "F")?);
+    let echo_row = load(&echo, fresh.clone(), secs, conns, true).await;
+    let mut fresh_row = load(&gateway, fresh, secs, conns, false).await;
+    fresh_row.path = "reverse query, new (secure JSON)";
+    fresh_row.baseline = Some(("actix JSON echo", echo_row.rate));
+
+    let replay = Arc::new(requests(REPLAY_SET, "R")?);
+    // Answered once (stored), then every request is a redelivery.
+    load(
+        &gateway,
+        replay.clone(),
+        Duration::from_secs(60),
+        conns,
+        false,
+    )
+    .await;
+    let mut replay_row = load(&gateway, replay, secs, conns, true).await;
+    replay_row.path = "reverse query, replayed";
+    replay_row.baseline = Some(("actix JSON echo", echo_row.rate));
+
+    let _ = stop.send(true);
+    echo_handle.stop(true).await;
+    let _ = server.await;
+    let backend = if db.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    Ok((backend.to_string(), vec![fresh_row, replay_row]))
+}
+
+/// The table, with the machine's facts a reader needs.
+pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
+    let mut out = format!(
+        "wxexpress bench: {backend}, {} s per run, {} connections; load from a separate \
+         2-thread pool in this process\n{:<36} {:>10} {:>8} {:>8} {:>7}  {:<18} {:>10} {:>7}\n",
+        opts.seconds,
+        opts.connections,
+        "path",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "baseline",
+        "req/s",
+        "ratio"
+    );
+    for r in rows {
+        let (name, base) = r.baseline.unwrap_or(("", 0.0));
+        let ratio = if base > 0.0 { r.rate / base } else { 0.0 };
+        out.push_str(&format!(
+            "{:<36} {:>10.0} {:>8.2} {:>8.2} {:>7}  {:<18} {:>10.0} {:>7.3}\n",
+            r.path, r.rate, r.p50_ms, r.p99_ms, r.errors, name, base, ratio
+        ));
+    }
+    out.push_str(&format!(
+        "process RSS (gateway, baseline and load generator together): {} MB\n",
+        rss_mb().map_or_else(|| "unknown".into(), |m| m.to_string())
+    ));
+    out
+}
+
+fn gateway_settings(db: &str) -> anyhow::Result<config::Settings> {
+    let env: BTreeMap<String, String> = [
+        ("WXEXPRESS_SERVER__LISTEN", "127.0.0.1:0"),
+        ("WXEXPRESS_DATABASE__URL", db),
+        ("WXEXPRESS_WECHAT__APPID", sd::APPID),
+        ("WXEXPRESS_WECHAT__SECRET", "bench-secret"),
+        ("WXEXPRESS_WECHAT__ORIGINAL_ID", sd::ORIGINAL_ID),
+        ("WXEXPRESS_WECHAT__TOKEN", sd::TOKEN),
+        ("WXEXPRESS_WECHAT__ENCODING_AES_KEY", sd::ENCODING_AES_KEY),
+        // Nothing is pushed while the callback is measured.
+        ("WXEXPRESS_WECHAT__API_BASE", "http://127.0.0.1:9"),
+        ("WXEXPRESS_OUTBOX__ENABLED", "false"),
+        ("WXEXPRESS_NOTIFICATIONS__ENABLED", "false"),
+        ("WXEXPRESS_BACKOFFICE__API_KEYS", API_KEY),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([(
+        "WXEXPRESS_PRIVACY__DATA_KEY".to_string(),
+        crate::privacy::Privacy::generate_key_base64(),
+    )])
+    .collect();
+    config::load_from(None, &env, false).map_err(|e| anyhow::anyhow!("bench settings: {e}"))
+}
+
+fn waybill_id(w: usize) -> String {
+    format!("BENCH{w:08}")
+}
+fn receiver(w: usize) -> String {
+    format!("139{w:08}")
+}
+const SENDER: &str = "13700000000";
+
+/// Waybills with a five-node path, through the NDJSON batch API.
+async fn seed(gateway: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let t0 = chrono::Utc::now().timestamp() - 86_400;
+    for chunk in (0..WAYBILLS).collect::<Vec<_>>().chunks(BATCH_WAYBILLS) {
+        let mut body = String::new();
+        for &w in chunk {
+            for (n, (t, msg)) in [
+                (100001, "已揽件，揽件员 13700001234"),
+                (200001, "快件离开 【绍兴转运中心】"),
+                (200001, "快件到达 【泉州磁灶集散中心】"),
+                (300002, "快递员 李师傅 13700005678 正在为您派件"),
+                (300003, "已签收"),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let line = json!({
+                    "waybill_id": waybill_id(w),
+                    "waybill": (n == 0).then(|| json!({
+                        "create_time": t0,
+                        "sender": { "name": "寄件人", "phone": SENDER, "province": "浙江省", "city": "绍兴市", "area": "柯桥区" },
+                        "receiver": { "name": "收件人", "phone": receiver(w), "province": "福建省", "city": "泉州市", "area": "晋江市", "address": "庄宅北区158-6" }
+                    })),
+                    "event": { "action_type": t, "action_time": t0 + 3600 * (n as i64 + 1), "action_msg": msg }
+                });
+                let mut line = line;
+                if n != 0 {
+                    line.as_object_mut().map(|o| o.remove("waybill"));
+                }
+                body.push_str(&line.to_string());
+                body.push('\n');
+            }
+        }
+        let r = http
+            .post(format!("{gateway}/v1/events/batch"))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "seeding failed: {}", r.status());
+    }
+    Ok(())
+}
+
+/// `n` distinct, pre-sealed reverse queries (query string, body); `tag` keeps sets apart.
+fn requests(n: usize, tag: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let crypto = MessageCrypto::new(sd::TOKEN, sd::APPID, sd::ENCODING_AES_KEY, None)?;
+    let now = chrono::Utc::now().timestamp();
+    (0..n)
+        .map(|i| {
+            let w = i % WAYBILLS;
+            let mut doc = Document::new();
+            doc.insert("ToUserName".into(), json!(sd::ORIGINAL_ID));
+            doc.insert("FromUserName".into(), json!(format!("oBENCH{tag}{i:021}")));
+            doc.insert("CreateTime".into(), json!(now));
+            doc.insert("MsgType".into(), json!("event"));
+            doc.insert("Event".into(), json!("waybill_notify_query"));
+            doc.insert("WaybillId".into(), json!(waybill_id(w)));
+            doc.insert("SenderPhone".into(), json!(SENDER));
+            doc.insert("ReceiverPhone".into(), json!(receiver(w)));
+            let nonce = format!("{i}");
+            Ok(seal_request(
+                &crypto,
+                MessageMode::Secure,
+                MessageFormat::Json,
+                &doc,
+                now,
+                &nonce,
+            )?)
+        })
+        .collect()
+}
+
+/// Closed-loop load for `duration` from `conns` connections on a runtime of its own. With
+/// `cycle`, requests repeat; without, each is sent at most once (the run ends early if they
+/// run out, which the request count is sized never to reach).
+async fn load(
+    base: &str,
+    reqs: Arc<Vec<(String, String)>>,
+    duration: Duration,
+    conns: usize,
+    cycle: bool,
+) -> Row {
+    let base = base.to_string();
+    let handle = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime can be built")
+            .block_on(generate(base, reqs, duration, conns, cycle))
+    });
+    tokio::task::spawn_blocking(move || handle.join().expect("the load generator runs"))
+        .await
+        .expect("the load generator joins")
+}
+
+async fn generate(
+    base: String,
+    reqs: Arc<Vec<(String, String)>>,
+    duration: Duration,
+    conns: usize,
+    cycle: bool,
+) -> Row {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(conns)
+        .build()
+        .expect("a reqwest client can be built");
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (http, reqs, next, done, base) = (
+                http.clone(),
+                reqs.clone(),
+                next.clone(),
+                done.clone(),
+                base.clone(),
+            );
+            tokio::spawn(async move {
+                let (mut lat, mut errors) = (Vec::new(), 0usize);
+                while !done.load(Ordering::Relaxed) && started.elapsed() < duration {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((q, body)) = reqs.get(if cycle { i % reqs.len() } else { i }) else {
+                        done.store(true, Ordering::Relaxed);
+                        break;
+                    };
+                    let t = Instant::now();
+                    let r = http
+                        .post(format!("{base}/wechat/callback?{q}"))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    let ok = match r {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if ok {
+                        lat.push(t.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await.expect("a load task finishes");
+        all.extend(lat);
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p).round().max(0.0) as usize)
+            .map_or(0.0, |us| *us as f64 / 1000.0)
+    };
+    Row {
+        path: "",
+        rate: all.len() as f64 / secs,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        errors,
+        baseline: None,
+    }
+}
+
+/// Resident set size of this process, from `/proc/self/status`.
+fn rss_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
