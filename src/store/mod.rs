@@ -14,6 +14,8 @@
 //!   and lease: at most one push in flight per waybill), `bindings.rs` (userquery cache),
 //!   `tokens.rs` (access token and its refresher's lease), `pauses.rs` (APIs paused by
 //!   WeChat's quota).
+//! - `baseline.rs`: the raw inserts `wxexpress bench` measures ingest against (not used by
+//!   the gateway).
 //! - `wechat_events.rs`: WeChat events the gateway does not handle, kept sealed (bounded).
 //! - Shipping notifications: `notifications.rs` (outbox rows of kind `subscribe`/`template`
 //!   written with their event, the per-openid lease, completion), `consent.rs` (the
@@ -36,6 +38,7 @@
 //! - Depends on nothing else in the crate: callers convert to and from domain types.
 
 mod attempts;
+mod baseline;
 mod bindings;
 mod cells;
 mod connect;
