@@ -98,11 +98,9 @@ impl Application {
             ));
             let running = sb.start(TcpListener::bind("127.0.0.1:0")?)?;
             tracing::warn!(sandbox = %running.addr, "in-process WeChat sandbox started: pushes go to the emulator, not to WeChat");
-            (
-                Some(sb),
-                format!("http://{}", running.addr),
-                Secret::new(sandbox_defaults::SECRET),
-            )
+            // The secret the sandbox was given (`serve --sandbox` keeps a configured one).
+            let secret = Secret::new(sb.settings().secret.clone());
+            (Some(sb), format!("http://{}", running.addr), secret)
         } else {
             let base = w
                 .api_base

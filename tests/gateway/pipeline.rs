@@ -476,3 +476,17 @@ async fn an_errcode_nobody_listed_is_permanent_once_and_its_rid_is_kept() {
         "the rid is the one WeChat's errmsg carried: {attempts:?}"
     );
 }
+
+#[tokio::test]
+async fn serve_sandbox_with_a_configured_secret_pushes_to_its_sandbox() {
+    // As `serve --sandbox` with the production [wechat] section, secret included.
+    let app = spawn_sandboxed_app(&[("WXEXPRESS_WECHAT__SECRET", "configured-secret")]).await;
+    app.sandbox().bind_phone(RECEIVER);
+    app.put_waybill("P13", &waybill_body()).await;
+    app.post_event("P13", &event_body(100001, 1_700_000_100, "已揽件"))
+        .await;
+    app.eventually("the node is delivered", || {
+        inbox_types(&app) == vec![100001]
+    })
+    .await;
+}
