@@ -5,8 +5,8 @@
 //! its replay path, against a bare actix-web JSON echo of the same envelope, served with the
 //! same number of HTTP workers and loaded by the same generator; and NDJSON ingest against raw
 //! multi-row inserts of the same rows into the same database
-//! ([`crate::store::Store::insert_events_raw`]). Pushes end to end come with the throughput
-//! work (`docs/PERFORMANCE.md`).
+//! ([`crate::store::Store::insert_events_raw`]); and pushes end to end against an in-process
+//! sandbox that answers at once (an absolute rate: WeChat has no baseline to offer).
 //!
 //! The load generator is a thread pool of its own (a separate tokio runtime on two OS
 //! threads), never the gateway's workers; it shares the machine's CPUs with the gateway, and
@@ -27,7 +27,6 @@ use crate::wechat::crypto::MessageCrypto;
 use crate::wechat::envelope::{seal_request, Document, MessageFormat, MessageMode};
 
 const API_KEY: &str = "bench-key-0123456789abcdef";
-const WAYBILLS: usize = 2_000;
 const BATCH_WAYBILLS: usize = 1_000;
 /// Requests answered once before a replay run, then cycled.
 const REPLAY_SET: usize = 2_000;
@@ -41,6 +40,8 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// Concurrent connections of the load generator.
     pub connections: usize,
+    /// Waybills per data set (the reverse query's, and each side of the ingest's).
+    pub waybills: usize,
 }
 
 /// One measured path.
@@ -62,13 +63,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
-    let settings = gateway_settings(&db)?;
+    let data_key = crate::privacy::Privacy::generate_key_base64();
+    let settings = gateway_settings(&db, &data_key, false)?;
     let workers = settings.server.workers;
     let app = Application::build(settings).await?;
     let gateway = format!("http://{}", app.addr());
     let stop = app.shutdown_trigger();
     let server = tokio::spawn(app.run_until_stopped());
-    seed(&gateway).await?;
+    seed(&gateway, opts.waybills).await?;
 
     let echo_listener = TcpListener::bind("127.0.0.1:0")?;
     let echo = format!("http://{}", echo_listener.local_addr()?);
@@ -96,13 +98,17 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     let conns = opts.connections.max(1);
     // Distinct requests for 5,000/s over the run; at a higher rate the run ends when they are
     // used up (the rate stays right: it is measured over the time actually run).
-    let fresh = Arc::new(requests(5_000 * opts.seconds.max(1) as usize, "F")?);
+    let fresh = Arc::new(requests(
+        5_000 * opts.seconds.max(1) as usize,
+        "F",
+        opts.waybills,
+    )?);
     let echo_row = load(&echo, fresh.clone(), secs, conns, true).await;
     let mut fresh_row = load(&gateway, fresh, secs, conns, false).await;
     fresh_row.path = "reverse query, new (secure JSON)";
     fresh_row.baseline = Some(("actix JSON echo", echo_row.rate));
 
-    let replay = Arc::new(requests(REPLAY_SET, "R")?);
+    let replay = Arc::new(requests(REPLAY_SET, "R", opts.waybills)?);
     // Answered once (stored), then every request is a redelivery.
     load(
         &gateway,
@@ -116,17 +122,21 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     replay_row.path = "reverse query, replayed";
     replay_row.baseline = Some(("actix JSON echo", echo_row.rate));
 
-    let ingest_row = ingest(&gateway, &db).await?;
+    let ingest_row = ingest(&gateway, &db, &data_key, opts.waybills).await?;
 
     let _ = stop.send(true);
     echo_handle.stop(true).await;
     let _ = server.await;
+    let push_row = pushes(&db, &data_key, opts.waybills).await?;
     let backend = if db.starts_with("postgres") {
         "PostgreSQL"
     } else {
         "SQLite"
     };
-    Ok((backend.to_string(), vec![fresh_row, replay_row, ingest_row]))
+    Ok((
+        backend.to_string(),
+        vec![fresh_row, replay_row, ingest_row, push_row],
+    ))
 }
 
 /// The table, with the machine's facts a reader needs.
@@ -146,12 +156,23 @@ pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
         "ratio"
     );
     for r in rows {
-        let (name, base) = r.baseline.unwrap_or(("", 0.0));
-        let ratio = if base > 0.0 { r.rate / base } else { 0.0 };
-        out.push_str(&format!(
-            "{:<36} {:>10.0} {:>8.2} {:>8.2} {:>7}  {:<18} {:>10.0} {:>7.3}\n",
-            r.path, r.rate, r.p50_ms, r.p99_ms, r.errors, name, base, ratio
-        ));
+        match r.baseline {
+            Some((name, base)) => out.push_str(&format!(
+                "{:<36} {:>10.0} {:>8.2} {:>8.2} {:>7}  {:<18} {:>10.0} {:>7.3}\n",
+                r.path,
+                r.rate,
+                r.p50_ms,
+                r.p99_ms,
+                r.errors,
+                name,
+                base,
+                if base > 0.0 { r.rate / base } else { 0.0 }
+            )),
+            None => out.push_str(&format!(
+                "{:<36} {:>10.0} {:>8} {:>8} {:>7}  {:<18}\n",
+                r.path, r.rate, "-", "-", r.errors, "(absolute)"
+            )),
+        }
     }
     out.push_str(&format!(
         "process RSS (gateway, baseline and load generator together): {} MB\n",
@@ -160,8 +181,10 @@ pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
     out
 }
 
-fn gateway_settings(db: &str) -> anyhow::Result<config::Settings> {
-    let env: BTreeMap<String, String> = [
+/// The measured gateway (outbox off, WeChat unreachable: nothing is pushed), or with `pusher`
+/// a push node in sandbox mode whose in-process sandbox answers at once.
+fn gateway_settings(db: &str, data_key: &str, pusher: bool) -> anyhow::Result<config::Settings> {
+    let mut env: BTreeMap<String, String> = [
         ("WXEXPRESS_SERVER__LISTEN", "127.0.0.1:0"),
         ("WXEXPRESS_DATABASE__URL", db),
         ("WXEXPRESS_WECHAT__APPID", sd::APPID),
@@ -179,10 +202,87 @@ fn gateway_settings(db: &str) -> anyhow::Result<config::Settings> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .chain([(
         "WXEXPRESS_PRIVACY__DATA_KEY".to_string(),
-        crate::privacy::Privacy::generate_key_base64(),
+        data_key.to_string(),
     )])
     .collect();
-    config::load_from(None, &env, false).map_err(|e| anyhow::anyhow!("bench settings: {e}"))
+    if pusher {
+        env.remove("WXEXPRESS_WECHAT__API_BASE");
+        for (k, v) in [
+            ("WXEXPRESS_OUTBOX__ENABLED", "true"),
+            ("WXEXPRESS_OUTBOX__CONCURRENCY", "64"),
+            ("WXEXPRESS_OUTBOX__BATCH_SIZE", "128"),
+            ("WXEXPRESS_OUTBOX__POLL_INTERVAL_MS", "5"),
+        ] {
+            env.insert(k.into(), v.into());
+        }
+    }
+    let opts = config::LoadOptions {
+        generate: false,
+        sandbox: pusher,
+    };
+    config::load_with(None, &env, opts).map_err(|e| anyhow::anyhow!("bench settings: {e}"))
+}
+
+/// Everything the runs above left pending (one push per waybill: waiting events coalesce),
+/// pushed end to end by a node with 64 pushes in flight against its in-process sandbox,
+/// every receiver bound and the binding cache cold: each delivery is a `userquery`, a
+/// `pathnotify` and WeChat's encrypted reverse query answered by the node's own callback.
+async fn pushes(db: &str, data_key: &str, waybills: usize) -> anyhow::Result<Row> {
+    let app = Application::build(gateway_settings(db, data_key, true)?).await?;
+    let sandbox = app
+        .sandbox()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the push node runs its sandbox in-process"))?;
+    for w in 0..waybills {
+        sandbox.bind_phone(&receiver(w));
+    }
+    let store = app.store().clone();
+    let before = delivered(&store).await?;
+    let stop = app.shutdown_trigger();
+    let started = Instant::now();
+    let task = tokio::spawn(app.run_until_stopped());
+    let deadline = started + Duration::from_secs(600);
+    while store
+        .outbox_counts()
+        .await?
+        .iter()
+        .any(|(s, _, n)| s == "pending" && *n > 0)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pushes did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    let _ = task.await;
+    let pushed = delivered(&store).await? - before;
+    let failed: i64 = store
+        .outbox_counts()
+        .await?
+        .iter()
+        .filter(|(s, _, _)| s == "dead")
+        .map(|(_, _, n)| n)
+        .sum();
+    Ok(Row {
+        path: "pushes end to end (sandbox)",
+        rate: pushed as f64 / secs,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        errors: failed as usize,
+        baseline: None,
+    })
+}
+
+async fn delivered(store: &crate::store::Store) -> anyhow::Result<i64> {
+    Ok(store
+        .outbox_counts()
+        .await?
+        .iter()
+        .filter(|(s, _, _)| s == "delivered")
+        .map(|(_, _, n)| n)
+        .sum())
 }
 
 fn waybill_id(w: usize) -> String {
@@ -194,10 +294,10 @@ fn receiver(w: usize) -> String {
 const SENDER: &str = "13700000000";
 
 /// Waybills with a five-node path, through the NDJSON batch API.
-async fn seed(gateway: &str) -> anyhow::Result<()> {
+async fn seed(gateway: &str, waybills: usize) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let t0 = chrono::Utc::now().timestamp() - 86_400;
-    for chunk in (0..WAYBILLS).collect::<Vec<_>>().chunks(BATCH_WAYBILLS) {
+    for chunk in (0..waybills).collect::<Vec<_>>().chunks(BATCH_WAYBILLS) {
         let mut body = String::new();
         for &w in chunk {
             for (n, (t, msg)) in [
@@ -240,12 +340,12 @@ async fn seed(gateway: &str) -> anyhow::Result<()> {
 }
 
 /// `n` distinct, pre-sealed reverse queries (query string, body); `tag` keeps sets apart.
-fn requests(n: usize, tag: &str) -> anyhow::Result<Vec<(String, String)>> {
+fn requests(n: usize, tag: &str, waybills: usize) -> anyhow::Result<Vec<(String, String)>> {
     let crypto = MessageCrypto::new(sd::TOKEN, sd::APPID, sd::ENCODING_AES_KEY, None)?;
     let now = chrono::Utc::now().timestamp();
     (0..n)
         .map(|i| {
-            let w = i % WAYBILLS;
+            let w = i % waybills.max(1);
             let mut doc = Document::new();
             doc.insert("ToUserName".into(), json!(sd::ORIGINAL_ID));
             doc.insert("FromUserName".into(), json!(format!("oBENCH{tag}{i:021}")));
@@ -367,13 +467,12 @@ async fn generate(
     }
 }
 
-const INGEST_WAYBILLS: usize = 2_000;
 const INGEST_EVENTS_PER_WAYBILL: i64 = 10;
 const INGEST_BATCH_LINES: usize = 1_000;
 
 /// NDJSON ingest through the API (1,000-line batches, 4 in flight) against the same number of
 /// the same rows inserted raw into the same database. Waybills are created first, unmeasured.
-async fn ingest(gateway: &str, db: &str) -> anyhow::Result<Row> {
+async fn ingest(gateway: &str, db: &str, data_key: &str, waybills: usize) -> anyhow::Result<Row> {
     use futures_util::StreamExt as _;
     let http = reqwest::Client::new();
     let t0 = chrono::Utc::now().timestamp() - 86_400;
@@ -412,9 +511,7 @@ async fn ingest(gateway: &str, db: &str) -> anyhow::Result<Row> {
     };
     // Waybills for both sides, each with a first event (not measured).
     for prefix in ["ING", "RAW"] {
-        let lines: Vec<String> = (0..INGEST_WAYBILLS)
-            .map(|w| line(prefix, w, 0, true))
-            .collect();
+        let lines: Vec<String> = (0..waybills).map(|w| line(prefix, w, 0, true)).collect();
         for chunk in lines.chunks(INGEST_BATCH_LINES) {
             let (ok, _) = post(chunk.concat()).await;
             anyhow::ensure!(ok, "creating the ingest waybills failed");
@@ -422,7 +519,7 @@ async fn ingest(gateway: &str, db: &str) -> anyhow::Result<Row> {
     }
     // Measured: the same number of events through the API...
     let lines: Vec<String> = (1..=INGEST_EVENTS_PER_WAYBILL)
-        .flat_map(|n| (0..INGEST_WAYBILLS).map(move |w| (w, n)))
+        .flat_map(|n| (0..waybills).map(move |w| (w, n)))
         .map(|(w, n)| line("ING", w, n, false))
         .collect();
     let events = lines.len();
@@ -440,20 +537,19 @@ async fn ingest(gateway: &str, db: &str) -> anyhow::Result<Row> {
     let api_secs = started.elapsed().as_secs_f64();
     // ...and raw, into the same database, 1,000 events per transaction.
     let store = crate::store::Store::connect(db).await?;
-    let privacy =
-        crate::privacy::Privacy::from_base64(&crate::privacy::Privacy::generate_key_base64())?;
+    // Sealed with the gateway's key, as the gateway would: the push run opens them.
+    let privacy = crate::privacy::Privacy::from_base64(data_key)?;
     let now_ms = crate::codec::now_ms();
     let raw: Vec<crate::store::NewEvent> = (1..=INGEST_EVENTS_PER_WAYBILL)
-        .flat_map(|n| (0..INGEST_WAYBILLS).map(move |w| (w, n)))
+        .flat_map(|n| (0..waybills).map(move |w| (w, n)))
         .map(|(w, n)| crate::store::NewEvent {
             waybill_id: format!("RAW{w:08}"),
             action_type: 200001,
             action_time: t0 + 60 * n,
-            payload: privacy.seal(
-                json!({ "action_msg": "快件到达 【泉州磁灶集散中心】，下一站 【晋江庄宅营业部】" })
-                    .to_string()
-                    .as_bytes(),
-            ),
+            payload: privacy.seal_json(&crate::domain::NodeText {
+                action_msg: "快件到达 【泉州磁灶集散中心】，下一站 【晋江庄宅营业部】".into(),
+                ..Default::default()
+            }),
             received_at: now_ms,
         })
         .collect();

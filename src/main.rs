@@ -76,6 +76,10 @@ enum Command {
         /// Concurrent connections of the load generator.
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// Waybills per data set (reverse queries; each side of the ingest, with 10 events
+        /// each; all of them pushed at the end).
+        #[arg(long, default_value_t = 2000)]
+        waybills: usize,
     },
     /// Questions to WeChat about our own calls.
     Wechat {
@@ -236,11 +240,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database_url,
             seconds,
             connections,
+            waybills,
         } => {
             let opts = wxexpress::bench::BenchOptions {
                 database_url,
                 seconds,
                 connections,
+                waybills: waybills.max(1),
             };
             let (backend, rows) = wxexpress::bench::run(opts.clone()).await?;
             print!("{}", wxexpress::bench::render(&backend, &opts, &rows));
