@@ -616,16 +616,21 @@ async fn chaos_two_instances_killed_at_random_lose_no_node_and_push_none_twice()
     );
 }
 
-/// Runs `wxexpress ARGS` with only `env` (plus PATH) in `dir`; returns (exit code, stderr).
-fn run_cli(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxexpress"))
+/// Runs `wxexpress ARGS` with only `env` (plus PATH) in `dir`.
+fn cli_output(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wxexpress"))
         .args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().copied())
         .output()
-        .expect("run wxexpress");
+        .expect("run wxexpress")
+}
+
+/// [`cli_output`] as (exit code, stderr).
+fn run_cli(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = cli_output(dir, args, env);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -701,13 +706,7 @@ async fn wechat_rid_prints_what_the_sandbox_logged_and_explains_its_errors() {
     let rid = &errmsg[errmsg.rfind("rid: ").unwrap() + 5..];
     let env: Vec<(String, String)> = harness::wechat_env(&sandbox.base);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxexpress"))
-        .args(["wechat", "rid", rid])
-        .current_dir(dir.path())
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .expect("run wxexpress");
+    let out = cli_output(dir.path(), &["wechat", "rid", rid], &env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -731,21 +730,16 @@ async fn wechat_rid_prints_what_the_sandbox_logged_and_explains_its_errors() {
 #[test]
 fn bench_prints_each_path_beside_its_baseline_with_no_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxexpress"))
-        .args([
-            "bench",
-            "--seconds",
-            "1",
-            "--connections",
-            "4",
-            "--waybills",
-            "50",
-        ])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .output()
-        .expect("run wxexpress bench");
+    let args = [
+        "bench",
+        "--seconds",
+        "1",
+        "--connections",
+        "4",
+        "--waybills",
+        "50",
+    ];
+    let out = cli_output(dir.path(), &args, &[]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

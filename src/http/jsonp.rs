@@ -316,16 +316,18 @@ async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> 
     // The signature does not cover orderid: the URL serves the first waybill it was used for,
     // and its users' lookups are limited whoever relays them.
     let guard = &state.jsonp;
+    // Hex compares case-insensitively: one URL, one key.
+    let url_key = signature.to_ascii_lowercase();
     match guard
         .urls
-        .bind(signature, orderid, ts.saturating_add(window), now)
+        .bind(&url_key, orderid, ts.saturating_add(window), now)
     {
         Binding::Allowed => {}
         Binding::OtherWaybill => return Err(LookupError::UrlForAnotherWaybill),
         Binding::Full => return Err(LookupError::RateLimited),
     }
     let at = Instant::now();
-    if !guard.url.allow(signature.to_ascii_lowercase(), at)
+    if !guard.url.allow(url_key, at)
         || (!openid.is_empty() && !guard.openid.allow(openid.to_string(), at))
     {
         return Err(LookupError::RateLimited);

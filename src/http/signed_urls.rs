@@ -47,11 +47,10 @@ impl SignedUrls {
         }
     }
 
-    /// Binds the URL with this (already verified) `signature` to `orderid` until
-    /// `expires_at` (Unix s), unless it is bound to another waybill.
-    pub fn bind(&self, signature: &str, orderid: &str, expires_at: i64, now: i64) -> Binding {
-        let key = signature.to_ascii_lowercase();
-        if let Some(mut e) = self.urls.get_mut(&key) {
+    /// Binds the URL with this (already verified) signature, lowercased (`key`), to
+    /// `orderid` until `expires_at` (Unix s), unless it is bound to another waybill.
+    pub fn bind(&self, key: &str, orderid: &str, expires_at: i64, now: i64) -> Binding {
+        if let Some(mut e) = self.urls.get_mut(key) {
             if e.1 >= now {
                 return if e.0 == orderid {
                     Binding::Allowed
@@ -69,7 +68,7 @@ impl SignedUrls {
                 return Binding::Full;
             }
         }
-        match self.urls.entry(key) {
+        match self.urls.entry(key.to_string()) {
             // A concurrent first use of the same URL won: its waybill counts.
             Entry::Occupied(e) if e.get().0 != orderid => Binding::OtherWaybill,
             Entry::Occupied(_) => Binding::Allowed,
@@ -93,7 +92,7 @@ mod tests {
     #[test]
     fn a_url_serves_its_first_waybill_only_until_it_expires() {
         let s = SignedUrls::default();
-        assert_eq!(s.bind("ABC", "SF1", 100, 10), Binding::Allowed);
+        assert_eq!(s.bind("abc", "SF1", 100, 10), Binding::Allowed);
         assert_eq!(s.bind("abc", "SF1", 100, 11), Binding::Allowed, "a reload");
         assert_eq!(s.bind("abc", "SF2", 100, 12), Binding::OtherWaybill);
         assert_eq!(s.bind("def", "SF2", 100, 12), Binding::Allowed, "a new URL");
