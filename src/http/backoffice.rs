@@ -68,7 +68,7 @@ async fn put_waybill(
         .store
         .upsert_waybill(&codec::waybill_record(&state.privacy, &waybill, now_ms()))
         .await?;
-    tracing::info!(waybill_id = %waybill.id, created, "waybill stored");
+    tracing::debug!(waybill_id = %waybill.id, created, "waybill stored");
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -96,7 +96,7 @@ async fn post_event(
         .await
     {
         Ok(EventInsert::Inserted { id: event_id }) => {
-            tracing::info!(waybill_id = %id, action_type = event.action_type.code(), event_id, "event accepted");
+            tracing::debug!(waybill_id = %id, action_type = event.action_type.code(), event_id, "event accepted");
             Ok(HttpResponse::Accepted()
                 .json(json!({ "waybill_id": id, "event_id": event_id, "duplicate": false })))
         }
@@ -165,10 +165,30 @@ async fn post_batch(
     let outcomes = if items.is_empty() {
         Vec::new()
     } else {
-        state
+        match state
             .store
             .record_events_batch_with_notifications(&items, state.settings.notifications.plan())
-            .await?
+            .await
+        {
+            Ok(outcomes) => outcomes,
+            // A large batch is stored in several transactions; one failed after others
+            // committed. Say exactly which lines are stored: sending the batch again is safe.
+            Err(StoreError::BatchInterrupted { stored, error }) => {
+                tracing::error!(error = %error, stored, lines, "a batch stopped part-way");
+                let last = line_numbers[..stored].last().copied().unwrap_or(0);
+                return Err(Problem::new(
+                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "batch-interrupted",
+                    "Batch stored in part",
+                    format!(
+                        "the database failed while storing this batch: lines 1 to {last} were \
+                         stored, the lines after it were not; send the batch again (stored \
+                         lines come back as duplicates)"
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     let (mut accepted, mut duplicates) = (0, 0);
     for (outcome, line) in outcomes.into_iter().zip(line_numbers) {

@@ -2,9 +2,9 @@
 //!
 //! The mode (plaintext/compatible/secure) and format (JSON/XML) come from configuration,
 //! never from the request. Every POST is authenticated and its timestamp checked before
-//! anything else. `waybill_notify_query` is answered from the store only; a repeated delivery
-//! (WeChat retries after 5 s) is recognised by its dedupe key and gets the same answer with
-//! no second side effect.
+//! anything else. This module only opens and seals: `waybill_notify_query` is answered by
+//! `outbox::answer` (from the store only; a repeated delivery gets the same answer with no
+//! second side effect).
 
 use std::time::Instant;
 
@@ -13,13 +13,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::body::read_limited;
 use super::AppState;
 use crate::codec::{self, now_ms, now_secs};
-use crate::domain::{mask_phones_in_text, Phone};
-use crate::store::{ExchangeInsert, NewExchange};
+use crate::outbox::answer::Answerer;
 use crate::wechat::crypto::{verify_sha1_signature, CryptoError, KeySlot};
 use crate::wechat::envelope::{
     self, get_str, CallbackQuery, Document, MessageFormat, MessageMode, OpenError, OpenedMessage,
 };
-use crate::wechat::reverse_query::{self, build_reply, Lookup, Query};
+use crate::wechat::reverse_query;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/wechat/callback", web::get().to(verify_url))
@@ -107,9 +106,17 @@ async fn message(
     }
     let nonce = query.nonce.clone().unwrap_or_default();
     let key_slot = opened.key_slot.unwrap_or(KeySlot::Current);
-    match answer_query(&state, &opened, started).await {
+    let answerer = Answerer {
+        store: &state.store,
+        privacy: &state.privacy,
+        original_id: &w.original_id,
+    };
+    match answerer.answer(&opened.raw, &opened.doc, started).await {
         Ok(reply) => seal(&state, format, &reply, &nonce, key_slot),
-        Err(()) => HttpResponse::InternalServerError().finish(),
+        Err(e) => {
+            tracing::error!(error = %e, "a reverse query could not be answered; WeChat will ask again");
+            HttpResponse::InternalServerError().finish()
+        }
     }
 }
 
@@ -186,206 +193,4 @@ fn seal(
             HttpResponse::InternalServerError().finish()
         }
     }
-}
-
-/// Answer a `waybill_notify_query`, or replay the stored answer of an earlier delivery.
-async fn answer_query(
-    state: &AppState,
-    opened: &OpenedMessage,
-    started: Instant,
-) -> Result<Document, ()> {
-    let doc = &opened.doc;
-    let Some(query) = Query::from_document(doc) else {
-        tracing::warn!("waybill_notify_query without WaybillId");
-        return Ok(build_reply(
-            &empty_query(doc),
-            &state.settings.wechat.original_id,
-            now_secs(),
-            &Lookup::BadRequest,
-        ));
-    };
-    let store_err = |e: crate::store::StoreError| tracing::error!(error = %e, "store error while answering a reverse query");
-    // A replay answers only the very same question: WeChat's retry repeats the message
-    // byte for byte (the keyed hash of all of it, phones included), and only for the same
-    // push in flight (a query for the next push of the same waybill in the same second
-    // repeats the message too).
-    let inflight = state
-        .store
-        .inflight(&query.waybill_id)
-        .await
-        .map_err(store_err)?;
-    let key = replay_key(state, &opened.raw, inflight);
-    let replay = match state.store.find_exchange(&key).await.map_err(store_err)? {
-        Some(prev) => replayed(state, prev.reply.as_deref()),
-        None => None,
-    };
-    let reply = match replay {
-        Some(reply) => {
-            tracing::info!(waybill_id = %query.waybill_id, "repeated reverse query answered with the stored reply");
-            reply
-        }
-        None => fresh_answer(state, &query, inflight, key, started).await?,
-    };
-    // Answering for the node in flight with ResultCode 0 is WeChat's receipt that the push
-    // reached it — also when the answer is a replay (the first try may have died before its
-    // receipt was written). It is recorded last, just before the reply leaves, so the gap in
-    // which a crash would lose the node (WeChat never got the reply, the gateway trusts the
-    // receipt) holds no other write.
-    let ok =
-        reply.get("ResultCode").and_then(|v| v.as_i64()) == Some(reverse_query::result_code::OK);
-    if let (true, Some(i)) = (ok, inflight) {
-        state
-            .store
-            .record_receipt(i.outbox_id, i.push_seq, now_ms())
-            .await
-            .map_err(store_err)?;
-    }
-    Ok(reply)
-}
-
-/// The dedupe key of a reverse query: a keyed hash of the whole message as received (never
-/// the message itself: it holds phone numbers), and the push in flight, if any.
-fn replay_key(state: &AppState, raw: &[u8], inflight: Option<crate::store::InFlight>) -> String {
-    let digest = state.privacy.keyed_hash_bytes(raw);
-    match inflight {
-        Some(i) => format!("wnq:{digest}:{}:{}", i.outbox_id, i.push_seq),
-        None => format!("wnq:{digest}:0"),
-    }
-}
-
-/// Build, log and return a new answer; a concurrent retry that logged first wins.
-async fn fresh_answer(
-    state: &AppState,
-    query: &Query,
-    inflight: Option<crate::store::InFlight>,
-    key: String,
-    started: Instant,
-) -> Result<Document, ()> {
-    let store_err = |e: crate::store::StoreError| tracing::error!(error = %e, "store error while answering a reverse query");
-    let lookup = lookup(state, query, inflight).await?;
-    let reply = build_reply(
-        query,
-        &state.settings.wechat.original_id,
-        now_secs(),
-        &lookup,
-    );
-    let result_code = reply
-        .get("ResultCode")
-        .and_then(|v| v.as_i64())
-        .unwrap_or(-1);
-    let summary = format!(
-        "waybill_notify_query receiver={} sender={} result={} nodes={}",
-        query
-            .receiver_phone
-            .as_deref()
-            .map(mask_phones_in_text)
-            .unwrap_or_default(),
-        query
-            .sender_phone
-            .as_deref()
-            .map(mask_phones_in_text)
-            .unwrap_or_default(),
-        result_code,
-        reply
-            .get("Path")
-            .and_then(|p| p.as_array())
-            .map_or(0, Vec::len),
-    );
-    let exchange = NewExchange {
-        waybill_id: Some(query.waybill_id.clone()),
-        dedupe_key: Some(key),
-        event: reverse_query::EVENT.into(),
-        received_at: now_ms(),
-        result_code,
-        summary,
-        reply: Some(state.privacy.seal_json(&reply)),
-        duration_us: started.elapsed().as_micros() as i64,
-    };
-    match state
-        .store
-        .record_exchange(&exchange)
-        .await
-        .map_err(store_err)?
-    {
-        ExchangeInsert::Inserted { .. } => {
-            tracing::info!(waybill_id = %query.waybill_id, result_code, "reverse query answered");
-            Ok(reply)
-        }
-        // A concurrent retry of the same delivery won the insert: answer exactly as it did.
-        ExchangeInsert::Duplicate(prev) => {
-            Ok(replayed(state, prev.reply.as_deref()).unwrap_or(reply))
-        }
-    }
-}
-
-fn replayed(state: &AppState, sealed: Option<&[u8]>) -> Option<Document> {
-    let mut doc: Document = state.privacy.open_json(sealed?).ok()?;
-    doc.insert("CreateTime".into(), serde_json::json!(now_secs()));
-    Some(doc)
-}
-
-fn empty_query(doc: &Document) -> Query {
-    Query {
-        to_user_name: String::new(),
-        from_user_name: get_str(doc, "FromUserName").unwrap_or_default().to_string(),
-        create_time: 0,
-        waybill_id: String::new(),
-        sender_phone: None,
-        receiver_phone: None,
-    }
-}
-
-/// Unknown waybill, or a phone that does not own it, gets no data (spec §4.3).
-async fn lookup(
-    state: &AppState,
-    q: &Query,
-    inflight: Option<crate::store::InFlight>,
-) -> Result<Lookup, ()> {
-    let err = |e: crate::store::StoreError| tracing::error!(error = %e, "store error while answering a reverse query");
-    let Some(w) = state.store.get_waybill(&q.waybill_id).await.map_err(err)? else {
-        return Ok(Lookup::UnknownWaybill);
-    };
-    let hash = |p: &str| {
-        Phone::parse(p)
-            .ok()
-            .map(|p| state.privacy.phone_hash(p.as_str()))
-    };
-    let receiver_ok = q
-        .receiver_phone
-        .as_deref()
-        .and_then(hash)
-        .is_some_and(|h| ct_eq(&h, &w.receiver_phone_hash));
-    let sender_ok = match q.sender_phone.as_deref() {
-        None => true,
-        Some(p) => match (hash(p), &w.sender_phone_hash) {
-            (Some(h), Some(stored)) => ct_eq(&h, stored),
-            _ => false,
-        },
-    };
-    if !(receiver_ok && sender_ok) {
-        tracing::warn!(waybill_id = %q.waybill_id, "reverse query phone does not match the waybill");
-        return Ok(Lookup::PhoneMismatch);
-    }
-    // While a push is in flight, answer as of that push: the node being pushed is the newest
-    // in the path. Answering for it is WeChat's receipt that the push reached it.
-    let cut = inflight.map(|i| (i.action_time, i.event_id));
-    let mut path = Vec::new();
-    for ev in state.store.list_events(&q.waybill_id).await.map_err(err)? {
-        if cut.is_some_and(|c| (ev.action_time, ev.id) > c) {
-            continue;
-        }
-        path.push(
-            codec::open_node(&state.privacy, &ev)
-                .map_err(|e| tracing::error!(error = %e, "cannot open a stored node"))?,
-        );
-    }
-    Ok(Lookup::Found {
-        create_time: w.create_time,
-        path,
-    })
-}
-
-fn ct_eq(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }

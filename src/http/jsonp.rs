@@ -382,7 +382,7 @@ async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> 
             link: c.link_for(id.as_str(), openid),
         })
         .collect();
-    tracing::info!(waybill_id = %id, traces = traces.len(), cells = cells.len(), "jsonp lookup answered");
+    tracing::debug!(waybill_id = %id, traces = traces.len(), cells = cells.len(), "jsonp lookup answered");
     Ok(OrderInfo {
         err_code: 0,
         err_msg: "ok".into(),

@@ -1,5 +1,6 @@
 //! The durable outbox: what must reach WeChat, retried until it does.
 
+pub mod answer;
 pub mod attempt;
 pub mod lease;
 pub mod policy;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::ingest::values;
 use super::outbox::{PATHNOTIFY, PENDING};
 use super::{NewEvent, Store, StoreError};
 
@@ -75,12 +76,4 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-}
-
-/// `($1, $2), ($3, $4)` for `rows` rows of `cols` values: the `Any` driver's placeholders.
-fn values(rows: usize, cols: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", super::placeholders(r * cols + 1, cols)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

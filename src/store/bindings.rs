@@ -40,7 +40,7 @@ impl Store {
         .bind(i64::from(bound))
         .bind(now)
         .bind(now.saturating_add(ttl_ms))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

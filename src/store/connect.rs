@@ -58,21 +58,29 @@ impl Store {
         INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
         let backend = Backend::from_url(url)?;
         let max_connections = max_connections.max(1);
-        let pool = match backend {
+        let (pool, writer) = match backend {
             Backend::Sqlite => connect_sqlite(url, max_connections).await?,
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(max_connections)
                     .connect(url)
-                    .await?
+                    .await?;
+                (pool.clone(), pool)
             }
         };
         tracing::info!(?backend, max_connections, "database pool ready");
-        Ok(Store { pool, backend })
+        Ok(Store::assemble(pool, writer, backend))
     }
 }
 
-async fn connect_sqlite(url: &str, max_connections: u32) -> Result<sqlx::AnyPool, StoreError> {
+/// SQLite's pools: readers (`max_connections`) and the one writer connection. SQLite lets
+/// one connection write at a time; writers of one process queue for that connection in
+/// order instead of polling the file lock in SQLite's sleeping busy handler. Other
+/// processes on the same file (the CLI) still meet the busy handler.
+async fn connect_sqlite(
+    url: &str,
+    max_connections: u32,
+) -> Result<(sqlx::AnyPool, sqlx::AnyPool), StoreError> {
     let target = SqliteTarget::parse(url);
     let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
         Box::pin(async move {
@@ -90,7 +98,7 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<sqlx::AnyPool
                 .max_lifetime(None)
                 .connect(url)
                 .await?;
-            Ok(pool)
+            Ok((pool.clone(), pool))
         }
         SqliteTarget::File { path, has_mode } => {
             if let Some(parent) = Path::new(path).parent() {
@@ -112,11 +120,18 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<sqlx::AnyPool
             let mut conn = AnyConnection::connect(&url).await?;
             conn.execute("PRAGMA journal_mode = WAL").await?;
             conn.close().await?;
+            let writer = options
+                .clone()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .connect(&url)
+                .await?;
             let pool = options
                 .max_connections(max_connections)
                 .connect(&url)
                 .await?;
-            Ok(pool)
+            Ok((pool, writer))
         }
     }
 }

@@ -232,7 +232,7 @@ impl Store {
         .bind(openid)
         .bind(template_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -341,7 +341,7 @@ impl Store {
         )
         .bind(id)
         .bind(reason)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

@@ -4,9 +4,7 @@
 //! in one transaction, so an accepted event is never without its notification; a duplicate
 //! writes nothing.
 
-use std::collections::BTreeMap;
-
-use sqlx::{AnyConnection, Connection};
+use sqlx::AnyConnection;
 
 use super::{outbox, push_queue, waybills};
 use super::{EventInsert, EventRecord, NewEvent, Store, StoreError, WaybillRecord};
@@ -24,53 +22,18 @@ impl Store {
         waybill: Option<&WaybillRecord>,
         event: &NewEvent,
     ) -> Result<EventInsert, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let outcome = record_in(&mut tx, waybill, event).await?;
-        if let EventInsert::Inserted { .. } = outcome {
-            push_queue::mark_due_in(&mut tx, &event.waybill_id, event.received_at).await?;
-        }
-        tx.commit().await?;
-        Ok(outcome)
-    }
-
-    /// Records a batch (one NDJSON request) in ONE transaction, each item with its own
-    /// outcome as [`Store::record_event`] would give it. A failing item is rolled back alone
-    /// and the others are kept; a repeat of an earlier item of the same batch is a duplicate.
-    /// The outer error means the batch as a whole failed and nothing was stored.
-    pub async fn record_events_batch(
-        &self,
-        items: &[(Option<WaybillRecord>, NewEvent)],
-    ) -> Result<Vec<Result<EventInsert, StoreError>>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut outcomes = Vec::with_capacity(items.len());
-        // Waybill -> earliest received_at of its new events, made due once at the end: the
-        // push_queue row locks are then held briefly and taken in waybill order.
-        let mut due: BTreeMap<&str, i64> = BTreeMap::new();
-        for (waybill, event) in items {
-            // A savepoint per item: on PostgreSQL a failed statement aborts the whole
-            // transaction unless it is rolled back to a savepoint taken before it.
-            let mut item = Connection::begin(&mut *tx).await?;
-            match record_in(&mut item, waybill.as_ref(), event).await {
-                Ok(outcome) => {
-                    item.commit().await?;
-                    if let EventInsert::Inserted { .. } = outcome {
-                        due.entry(&event.waybill_id)
-                            .and_modify(|at| *at = (*at).min(event.received_at))
-                            .or_insert(event.received_at);
-                    }
-                    outcomes.push(Ok(outcome));
+        let (waybill, event) = (waybill.cloned(), event.clone());
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let outcome = record_in(&mut tx, waybill.as_ref(), &event).await?;
+                if let EventInsert::Inserted { .. } = outcome {
+                    push_queue::mark_due_in(&mut tx, &event.waybill_id, event.received_at).await?;
                 }
-                Err(error) => {
-                    item.rollback().await?;
-                    outcomes.push(Err(error));
-                }
-            }
-        }
-        for (waybill_id, at) in due {
-            push_queue::mark_due_in(&mut tx, waybill_id, at).await?;
-        }
-        tx.commit().await?;
-        Ok(outcomes)
+                tx.commit().await?;
+                Ok(outcome)
+            })
+        }))
+        .await
     }
 
     /// The waybill's path, newest first; events at the same time in insertion order reversed.

@@ -3,7 +3,11 @@
 //! A redelivered push (same `dedupe_key`) finds the first exchange and its stored reply, so
 //! it can be answered identically.
 
-use super::{ExchangeInsert, ExchangeRecord, NewExchange, Store, StoreError};
+use sqlx::Row;
+
+use super::{
+    EventRecord, ExchangeInsert, ExchangeRecord, InFlight, NewExchange, Store, StoreError,
+};
 
 const COLUMNS: &str = "id, waybill_id, dedupe_key, event, received_at, result_code, summary, \
                        reply, duration_us";
@@ -12,38 +16,15 @@ impl Store {
     /// Inserts the exchange unless one with the same `dedupe_key` exists, in which case that
     /// one comes back. Exchanges without a key are always inserted.
     pub async fn record_exchange(&self, ex: &NewExchange) -> Result<ExchangeInsert, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO callback_exchanges (waybill_id, dedupe_key, event, received_at, \
-                                             result_code, summary, reply, duration_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (dedupe_key) DO NOTHING \
-             RETURNING id",
-        )
-        .bind(&ex.waybill_id)
-        .bind(&ex.dedupe_key)
-        .bind(&ex.event)
-        .bind(ex.received_at)
-        .bind(ex.result_code)
-        .bind(&ex.summary)
-        .bind(&ex.reply)
-        .bind(ex.duration_us)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let outcome = match inserted {
-            Some(id) => ExchangeInsert::Inserted { id },
-            // Only a non-null key can conflict, so the row is there.
-            None => {
-                let sql = format!("SELECT {COLUMNS} FROM callback_exchanges WHERE dedupe_key = $1");
-                let existing = sqlx::query_as::<_, ExchangeRecord>(&sql)
-                    .bind(&ex.dedupe_key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                ExchangeInsert::Duplicate(existing)
-            }
-        };
-        tx.commit().await?;
-        Ok(outcome)
+        let ex = ex.clone();
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let outcome = insert_in(&mut tx, &ex).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            })
+        }))
+        .await
     }
 
     pub async fn find_exchange(
@@ -73,4 +54,209 @@ impl Store {
             .await?;
         Ok(rows)
     }
+}
+
+/// What answering a reverse query needs, read in one statement (one snapshot): the
+/// waybill's owners, the push in flight, and the path as of that push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseQueryView {
+    /// Unix s.
+    pub create_time: i64,
+    pub receiver_phone_hash: String,
+    pub sender_phone_hash: Option<String>,
+    pub inflight: Option<InFlight>,
+    /// Newest first, without the nodes newer than the one in flight (WeChat asks while
+    /// that push is on its way: the node being pushed is the newest it may see).
+    pub path: Vec<EventRecord>,
+    /// The exchange stored under [`answer_key`] of the asked prefix and this push in
+    /// flight, if this question was answered before.
+    pub answered: Option<StoredAnswer>,
+}
+
+/// A reverse query's answer as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub result_code: i64,
+    /// AEAD blob of the reply document.
+    pub reply: Option<Vec<u8>>,
+}
+
+/// The dedupe key of a reverse query: the caller's `prefix` (which names the question) and
+/// the push in flight, if any. [`Store::reverse_query_view`] builds the same key in SQL.
+pub fn answer_key(prefix: &str, inflight: Option<InFlight>) -> String {
+    match inflight {
+        Some(i) => format!("{prefix}{}:{}", i.outbox_id, i.push_seq),
+        None => format!("{prefix}0"),
+    }
+}
+
+/// The receipt a reverse query's answer stands for: recorded, in the same write as the
+/// exchange, when the answer given (fresh, or the stored one of a redelivery) has
+/// `result_code == found`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerReceipt {
+    pub outbox_id: i64,
+    pub push_seq: i64,
+    /// The result code that means the node was shown (WeChat's receipt).
+    pub found: i64,
+    /// Unix ms.
+    pub at: i64,
+}
+
+impl Store {
+    /// The waybill, its push in flight, its path and the stored answer to this very
+    /// question (the exchange under [`answer_key`]`(key_prefix, in flight)`), in one read;
+    /// `None` for an unknown waybill.
+    pub async fn reverse_query_view(
+        &self,
+        waybill_id: &str,
+        key_prefix: &str,
+    ) -> Result<Option<ReverseQueryView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT w.create_time, w.receiver_phone_hash, w.sender_phone_hash, \
+                    o.id AS inflight_id, o.event_id AS inflight_event_id, \
+                    o.action_time AS inflight_action_time, o.push_seq AS inflight_push_seq, \
+                    e.id AS event_id, e.action_type, e.action_time, e.payload, e.received_at, \
+                    x.id AS answered_id, x.result_code AS answered_code, \
+                    x.reply AS answered_reply \
+             FROM waybills w \
+             LEFT JOIN push_queue q ON q.waybill_id = w.waybill_id \
+             LEFT JOIN outbox o ON o.id = q.inflight_outbox_id AND o.event_id IS NOT NULL \
+             LEFT JOIN callback_exchanges x ON x.dedupe_key = $2 || \
+                 CASE WHEN o.id IS NULL THEN '0' \
+                      ELSE CAST(o.id AS TEXT) || ':' || CAST(o.push_seq AS TEXT) END \
+             LEFT JOIN events e ON e.waybill_id = w.waybill_id \
+             WHERE w.waybill_id = $1 \
+             ORDER BY e.action_time DESC, e.id DESC",
+        )
+        .bind(waybill_id)
+        .bind(key_prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let inflight = match first.try_get::<Option<i64>, _>("inflight_id")? {
+            Some(outbox_id) => Some(InFlight {
+                outbox_id,
+                event_id: first.try_get("inflight_event_id")?,
+                action_time: first.try_get("inflight_action_time")?,
+                push_seq: first.try_get("inflight_push_seq")?,
+            }),
+            None => None,
+        };
+        let cut = inflight.map(|i| (i.action_time, i.event_id));
+        let mut path = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(id) = row.try_get::<Option<i64>, _>("event_id")? else {
+                continue;
+            };
+            let action_time: i64 = row.try_get("action_time")?;
+            if cut.is_some_and(|c| (action_time, id) > c) {
+                continue;
+            }
+            path.push(EventRecord {
+                id,
+                waybill_id: waybill_id.to_owned(),
+                action_type: row.try_get("action_type")?,
+                action_time,
+                payload: row.try_get("payload")?,
+                received_at: row.try_get("received_at")?,
+            });
+        }
+        let answered = match first.try_get::<Option<i64>, _>("answered_id")? {
+            Some(_) => Some(StoredAnswer {
+                result_code: first.try_get("answered_code")?,
+                reply: first.try_get("answered_reply")?,
+            }),
+            None => None,
+        };
+        Ok(Some(ReverseQueryView {
+            answered,
+            create_time: first.try_get("create_time")?,
+            receiver_phone_hash: first.try_get("receiver_phone_hash")?,
+            sender_phone_hash: first.try_get("sender_phone_hash")?,
+            inflight,
+            path,
+        }))
+    }
+
+    /// Records the receipt a repeated question's stored answer stands for (see
+    /// [`Store::record_answer`]); `false` if it is not for the push in flight any more.
+    pub async fn record_answer_receipt(&self, r: AnswerReceipt) -> Result<bool, StoreError> {
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let recorded =
+                    super::outbox::record_receipt_in(&mut tx, r.outbox_id, r.push_seq, r.at)
+                        .await?;
+                tx.commit().await?;
+                Ok(recorded)
+            })
+        }))
+        .await
+    }
+
+    /// Records a reverse query's exchange and, if its answer stands for a receipt, the
+    /// receipt, in one write. A redelivery (same `dedupe_key`) stores nothing new and gets
+    /// the exchange stored first, whose answer then decides the receipt: WeChat saw that one.
+    pub async fn record_answer(
+        &self,
+        ex: &NewExchange,
+        receipt: Option<AnswerReceipt>,
+    ) -> Result<ExchangeInsert, StoreError> {
+        let ex = ex.clone();
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let outcome = insert_in(&mut tx, &ex).await?;
+                let answered = match &outcome {
+                    ExchangeInsert::Inserted { .. } => ex.result_code,
+                    ExchangeInsert::Duplicate(prev) => prev.result_code,
+                };
+                if let Some(r) = receipt.filter(|r| r.found == answered) {
+                    super::outbox::record_receipt_in(&mut tx, r.outbox_id, r.push_seq, r.at)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(outcome)
+            })
+        }))
+        .await
+    }
+}
+
+/// Inserts the exchange unless its `dedupe_key` is taken, inside the caller's transaction;
+/// a taken key gives back the row stored first.
+async fn insert_in(
+    conn: &mut sqlx::AnyConnection,
+    ex: &NewExchange,
+) -> Result<ExchangeInsert, StoreError> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO callback_exchanges (waybill_id, dedupe_key, event, received_at, \
+                                         result_code, summary, reply, duration_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (dedupe_key) DO NOTHING \
+         RETURNING id",
+    )
+    .bind(&ex.waybill_id)
+    .bind(&ex.dedupe_key)
+    .bind(&ex.event)
+    .bind(ex.received_at)
+    .bind(ex.result_code)
+    .bind(&ex.summary)
+    .bind(&ex.reply)
+    .bind(ex.duration_us)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match inserted {
+        Some(id) => ExchangeInsert::Inserted { id },
+        // Only a non-null key can conflict, so the row is there.
+        None => {
+            let sql = format!("SELECT {COLUMNS} FROM callback_exchanges WHERE dedupe_key = $1");
+            let existing = sqlx::query_as::<_, ExchangeRecord>(&sql)
+                .bind(&ex.dedupe_key)
+                .fetch_one(&mut *conn)
+                .await?;
+            ExchangeInsert::Duplicate(existing)
+        }
+    })
 }

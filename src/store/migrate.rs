@@ -23,7 +23,7 @@ impl Store {
     /// Applies the embedded migrations not yet applied. Harmless to repeat; on PostgreSQL
     /// concurrent callers (several nodes starting at once) serialise on an advisory lock.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.migrator().run(&self.pool).await?;
+        self.migrator().run(&self.writer).await?;
         tracing::info!(backend = ?self.backend, "database migrations applied");
         Ok(())
     }

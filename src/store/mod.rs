@@ -45,6 +45,8 @@ mod connect;
 mod consent;
 mod events;
 mod exchanges;
+mod group;
+mod ingest;
 mod meta;
 mod migrate;
 mod notifications;
@@ -62,6 +64,7 @@ use std::fmt;
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use cells::{CellRecord, CellSet};
+pub use exchanges::{answer_key, AnswerReceipt, ReverseQueryView, StoredAnswer};
 
 pub use records::{
     AttemptRecord, Completion, EventInsert, EventRecord, ExchangeInsert, ExchangeRecord, InFlight,
@@ -114,12 +117,29 @@ pub enum StoreError {
         "outbox entry {0} was left as it is: the lease on it was lost or it is no longer pending"
     )]
     Fenced(i64),
+    /// The shared transaction this write was part of could not begin or commit: nothing of
+    /// it was stored.
+    #[error("database: the group commit failed: {0}")]
+    GroupCommit(String),
+    /// A batch stopped part-way: its first `stored` items were stored (and keep their
+    /// outcomes), the rest were not. Sending the batch again is safe: the stored items come
+    /// back as duplicates.
+    #[error("database: the batch stopped after its first {stored} items were stored: {error}")]
+    BatchInterrupted { stored: usize, error: String },
+    /// The writer task is gone (the runtime is shutting down): nothing was stored.
+    #[error("database: the writer has stopped")]
+    WriterStopped,
 }
 
-/// Handle to the database: cheap to clone (the pool is shared).
+/// Handle to the database: cheap to clone (the pools are shared).
 #[derive(Clone)]
 pub struct Store {
+    /// Reads (and, on PostgreSQL, everything).
     pool: AnyPool,
+    /// Writes: on SQLite the one write connection, on PostgreSQL the same pool.
+    writer: AnyPool,
+    /// SQLite's group commit over `writer`; `None` on PostgreSQL.
+    group: Option<group::GroupCommit>,
     backend: Backend,
 }
 
@@ -143,15 +163,43 @@ impl Store {
         &self.pool
     }
 
+    fn assemble(pool: AnyPool, writer: AnyPool, backend: Backend) -> Store {
+        let group = match backend {
+            Backend::Sqlite => Some(group::GroupCommit::start(writer.clone())),
+            Backend::Postgres => None,
+        };
+        Store {
+            pool,
+            writer,
+            group,
+            backend,
+        }
+    }
+
     /// Begins a transaction that will write.
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
             // A deferred SQLite transaction that reads and then writes fails at once with
             // SQLITE_BUSY (busy_timeout does not apply) when another connection committed in
             // between. IMMEDIATE takes the write lock up front, waiting up to busy_timeout.
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
             // PostgreSQL serialises conflicting writers on row locks and ON CONFLICT.
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Postgres => self.writer.begin().await,
+        }
+    }
+
+    /// Runs `f` in a write transaction and returns its result once committed; `f` commits
+    /// the transaction it is given to keep its writes (returning without committing, or
+    /// with an error, stores nothing). On SQLite `f` shares the transaction with other
+    /// writers (group commit, `group.rs`) inside a savepoint of its own; on PostgreSQL it
+    /// gets a transaction of its own. `f` must not call the store's write methods itself.
+    async fn write<T: Send + 'static>(&self, f: group::WriteFn<T>) -> Result<T, StoreError> {
+        match &self.group {
+            Some(group) => group.submit(f).await,
+            None => {
+                let tx = self.begin_write().await?;
+                f(tx).await
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::{AnyConnection, Connection};
+use sqlx::AnyConnection;
 
 use super::outbox::{OUTBOX_COLUMNS, PENDING};
 use super::{
@@ -146,51 +146,6 @@ impl Store {
         Ok(outcome)
     }
 
-    /// [`Store::record_events_batch`] with notifications as in
-    /// [`Store::record_event_with_notifications`]; a failing item is rolled back alone,
-    /// notifications included.
-    pub async fn record_events_batch_with_notifications(
-        &self,
-        items: &[(Option<WaybillRecord>, NewEvent)],
-        plan: &NotificationPlan,
-    ) -> Result<Vec<Result<EventInsert, StoreError>>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut outcomes = Vec::with_capacity(items.len());
-        let mut due: BTreeMap<&str, i64> = BTreeMap::new();
-        for (waybill, event) in items {
-            // A savepoint per item, as in record_events_batch.
-            let mut item = Connection::begin(&mut *tx).await?;
-            let result = async {
-                let outcome = events::record_in(&mut item, waybill.as_ref(), event).await?;
-                if let EventInsert::Inserted { id } = outcome {
-                    enqueue_in(&mut item, id, event, plan.for_action(event.action_type)).await?;
-                }
-                Ok::<_, StoreError>(outcome)
-            }
-            .await;
-            match result {
-                Ok(outcome) => {
-                    item.commit().await?;
-                    if let EventInsert::Inserted { .. } = outcome {
-                        due.entry(&event.waybill_id)
-                            .and_modify(|at| *at = (*at).min(event.received_at))
-                            .or_insert(event.received_at);
-                    }
-                    outcomes.push(Ok(outcome));
-                }
-                Err(error) => {
-                    item.rollback().await?;
-                    outcomes.push(Err(error));
-                }
-            }
-        }
-        for (waybill_id, at) in due {
-            push_queue::mark_due_in(&mut tx, waybill_id, at).await?;
-        }
-        tx.commit().await?;
-        Ok(outcomes)
-    }
-
     /// Leases up to `limit` openids that have a due notification (`next_attempt_at <= now`)
     /// and no valid lease, to `owner` until `now + lease_ms`. An openid is never handed to
     /// two owners while its lease is valid: that is what keeps one send per user in flight.
@@ -237,7 +192,7 @@ impl Store {
             .bind(owner)
             .bind(now.saturating_add(lease_ms))
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await?;
             claimed.extend(won);
         }
@@ -257,7 +212,7 @@ impl Store {
         .bind(openid)
         .bind(owner)
         .bind(until)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -268,7 +223,7 @@ impl Store {
         sqlx::query("DELETE FROM notify_leases WHERE openid = $1 AND lease_owner = $2")
             .bind(openid)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -468,11 +423,31 @@ pub(super) async fn enqueue_in(
     let Some((sender, receiver)) = openids else {
         return Ok(());
     };
+    enqueue_for_in(
+        conn,
+        event_id,
+        event,
+        intents,
+        sender.as_deref(),
+        receiver.as_deref(),
+    )
+    .await
+}
+
+/// [`enqueue_in`] with the waybill's openids as the caller knows them (as of this event).
+pub(super) async fn enqueue_for_in(
+    conn: &mut AnyConnection,
+    event_id: i64,
+    event: &NewEvent,
+    intents: &[NotificationIntent],
+    sender: Option<&str>,
+    receiver: Option<&str>,
+) -> Result<(), sqlx::Error> {
     let mut seen = BTreeSet::new();
     for intent in intents {
         let openid = match intent.role {
-            Role::Sender => sender.as_deref(),
-            Role::Receiver => receiver.as_deref(),
+            Role::Sender => sender,
+            Role::Receiver => receiver,
         };
         let Some(openid) = openid.filter(|o| !o.is_empty()) else {
             continue;

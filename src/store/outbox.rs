@@ -151,20 +151,8 @@ impl Store {
         push_seq: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE outbox SET receipt_at = COALESCE(receipt_at, $2) \
-             WHERE id = $1 AND push_seq = $3 AND state = 'pending' \
-               AND EXISTS (SELECT 1 FROM push_queue q \
-                           WHERE q.waybill_id = outbox.waybill_id \
-                             AND q.inflight_outbox_id = outbox.id)",
-        )
-        .bind(outbox_id)
-        .bind(now)
-        .bind(push_seq)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        let mut conn = self.writer.acquire().await?;
+        Ok(record_receipt_in(&mut conn, outbox_id, push_seq, now).await?)
     }
 
     /// Marks the given entries skipped for `reason`, in one transaction; only entries still
@@ -370,4 +358,27 @@ async fn clear_inflight_in(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// [`Store::record_receipt`] inside the caller's transaction.
+pub(super) async fn record_receipt_in(
+    conn: &mut sqlx::AnyConnection,
+    outbox_id: i64,
+    push_seq: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE outbox SET receipt_at = COALESCE(receipt_at, $2) \
+         WHERE id = $1 AND push_seq = $3 AND state = 'pending' \
+           AND EXISTS (SELECT 1 FROM push_queue q \
+                       WHERE q.waybill_id = outbox.waybill_id \
+                         AND q.inflight_outbox_id = outbox.id)",
+    )
+    .bind(outbox_id)
+    .bind(now)
+    .bind(push_seq)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
 }

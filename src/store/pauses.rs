@@ -14,7 +14,7 @@ impl Store {
         .bind(api)
         .bind(until)
         .bind(reason)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

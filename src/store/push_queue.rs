@@ -84,7 +84,7 @@ impl Store {
         .bind(waybill_id)
         .bind(owner)
         .bind(until)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -250,5 +250,28 @@ pub(super) async fn mark_due_in(
     .bind(at)
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// [`mark_due_in`] for several waybills (distinct ids) in one statement.
+pub(super) async fn mark_due_many_in(
+    conn: &mut AnyConnection,
+    due: &[(&str, i64)],
+) -> Result<(), sqlx::Error> {
+    if due.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO push_queue (waybill_id, due_at) VALUES {} \
+         ON CONFLICT (waybill_id) DO UPDATE SET due_at = \
+             CASE WHEN push_queue.due_at IS NULL OR push_queue.due_at > excluded.due_at \
+                  THEN excluded.due_at ELSE push_queue.due_at END",
+        super::ingest::values(due.len(), 2)
+    );
+    let mut q = sqlx::query(&sql);
+    for (waybill_id, at) in due {
+        q = q.bind(*waybill_id).bind(*at);
+    }
+    q.execute(&mut *conn).await?;
     Ok(())
 }

@@ -41,7 +41,7 @@ impl Store {
         .bind(owner)
         .bind(now.saturating_add(lease_ms))
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(won.is_some())
     }
@@ -54,7 +54,7 @@ impl Store {
         )
         .bind(appid)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -81,7 +81,7 @@ impl Store {
         .bind(token_hash)
         .bind(expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -98,7 +98,7 @@ impl Store {
         )
         .bind(appid)
         .bind(token_hash)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(updated > 0)

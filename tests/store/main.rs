@@ -85,6 +85,7 @@ store_tests! {
     shared::api_pauses_apply_until_their_end_and_are_listed_while_active,
     notify::an_event_enqueues_one_notification_per_recipient_in_its_transaction,
     notify::a_batch_enqueues_notifications_for_its_good_new_items_only,
+    notify::a_batch_stores_what_its_lines_stored_one_by_one_would,
     notify::a_user_is_never_claimed_by_two_owners_while_its_lease_is_valid,
     notify::two_instances_racing_for_the_last_grant_send_once,
     notify::a_replayed_report_counts_once_and_a_reused_key_is_refused,

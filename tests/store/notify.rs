@@ -745,3 +745,119 @@ pub async fn a_payment_records_its_event_once_per_transaction(store: Store) {
     );
     assert_eq!(store.count_events().await.unwrap(), 1);
 }
+
+/// The set-based batch gives exactly what storing its lines one by one, in order, gives:
+/// the same outcomes (a duplicate of the same line), the same rows, and notifications to
+/// the openids each line's waybill had as of that line. 1,500 lines, so the batch spans
+/// two transactions; waybills sent before, within and after the lines that rely on them.
+pub async fn a_batch_stores_what_its_lines_stored_one_by_one_would(store: Store) {
+    let store = migrated(store).await;
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    // (waybill number, record with openid number?, action type, action time)
+    let mut lines = Vec::new();
+    for _ in 0..1_500 {
+        let w = next(40);
+        let record = (next(4) == 0).then(|| next(3));
+        let action = [100001, 200001, 300003][next(3) as usize];
+        lines.push((w, record, action, 1_700_000_000 + next(30) as i64));
+    }
+    let item = |prefix: &str, &(w, record, action, time): &(u64, Option<u64>, i64, i64)| {
+        let id = format!("{prefix}{w}");
+        let waybill =
+            record.map(|o| with_openids(&id, Some(&format!("oS{o}")), Some(&format!("oR{w}"))));
+        (waybill, event(&id, action, time))
+    };
+    // Waybills 0–9 are stored before, with one event each, on both sides.
+    for prefix in ["B", "S"] {
+        for w in 0..10 {
+            let id = format!("{prefix}{w}");
+            store
+                .upsert_waybill(&with_openids(&id, Some("oS-old"), None))
+                .await
+                .unwrap();
+            store
+                .record_event_with_notifications(None, &event(&id, 300003, 1_700_000_005), &plan())
+                .await
+                .unwrap();
+        }
+    }
+    let batch: Vec<_> = lines.iter().map(|l| item("B", l)).collect();
+    let together = store
+        .record_events_batch_with_notifications(&batch, &plan())
+        .await
+        .unwrap();
+    let mut alone = Vec::new();
+    for line in &lines {
+        let (waybill, event) = item("S", line);
+        alone.push(
+            store
+                .record_event_with_notifications(waybill.as_ref(), &event, &plan())
+                .await,
+        );
+    }
+    // Outcomes, with ids replaced by the line that stored the event (or "before").
+    let describe = |outcomes: &[Result<EventInsert, StoreError>]| {
+        let mut first_line = std::collections::HashMap::new();
+        outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| match o {
+                Ok(EventInsert::Inserted { id }) => {
+                    first_line.insert(*id, i);
+                    "inserted".to_string()
+                }
+                Ok(EventInsert::Duplicate { id }) => match first_line.get(id) {
+                    Some(line) => format!("duplicate of line {line}"),
+                    None => "duplicate of a stored event".to_string(),
+                },
+                Err(StoreError::UnknownWaybill(_)) => "unknown waybill".to_string(),
+                Err(e) => format!("error {e}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let (together, alone) = (describe(&together), describe(&alone));
+    assert!(together.iter().any(|o| o == "unknown waybill"));
+    assert!(together.iter().any(|o| o.starts_with("duplicate of line")));
+    assert_eq!(together, alone);
+    for w in 0..40 {
+        let rows = |prefix: &str| {
+            let store = store.clone();
+            let id = format!("{prefix}{w}");
+            async move {
+                let waybill = store.get_waybill(&id).await.unwrap().map(|mut r| {
+                    r.waybill_id.clear();
+                    (
+                        r.sender_openid.clone(),
+                        r.receiver_openid.clone(),
+                        r.updated_at,
+                    )
+                });
+                let events: Vec<_> = store
+                    .list_events(&id)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.action_type, e.action_time, e.payload, e.received_at))
+                    .collect();
+                // The same entries; their ids may be in another order (a batch writes its
+                // path entries before its notifications).
+                let mut outbox: Vec<_> = store
+                    .list_outbox(&id)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.kind, e.action_time, e.recipient, e.state))
+                    .collect();
+                outbox.sort();
+                (waybill, events, outbox)
+            }
+        };
+        assert_eq!(rows("B").await, rows("S").await, "waybill {w}");
+    }
+}
