@@ -242,12 +242,7 @@ async fn pushes(db: &str, data_key: &str, waybills: usize) -> anyhow::Result<Row
     let started = Instant::now();
     let task = tokio::spawn(app.run_until_stopped());
     let deadline = started + Duration::from_secs(600);
-    while store
-        .outbox_counts()
-        .await?
-        .iter()
-        .any(|(s, _, n)| s == "pending" && *n > 0)
-    {
+    while store.any_pending().await? {
         anyhow::ensure!(
             Instant::now() < deadline,
             "pushes did not finish in 10 minutes"

@@ -30,18 +30,25 @@ impl Store {
         now: i64,
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (phone_hash) DO UPDATE SET bound = excluded.bound, \
-                 checked_at = excluded.checked_at, expires_at = excluded.expires_at",
-        )
-        .bind(phone_hash)
-        .bind(i64::from(bound))
-        .bind(now)
-        .bind(now.saturating_add(ttl_ms))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let phone_hash = phone_hash.to_owned();
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (phone_hash) DO UPDATE SET bound = excluded.bound, \
+                         checked_at = excluded.checked_at, expires_at = excluded.expires_at",
+                )
+                .bind(&phone_hash)
+                .bind(i64::from(bound))
+                .bind(now)
+                .bind(now.saturating_add(ttl_ms))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            })
+        }))
+        .await
     }
 }

@@ -69,7 +69,7 @@ impl Store {
             }
         };
         tracing::info!(?backend, max_connections, "database pool ready");
-        Ok(Store::assemble(pool, writer, backend))
+        Store::assemble(pool, writer, backend)
     }
 }
 
@@ -82,12 +82,16 @@ async fn connect_sqlite(
     max_connections: u32,
 ) -> Result<(sqlx::AnyPool, sqlx::AnyPool), StoreError> {
     let target = SqliteTarget::parse(url);
-    let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
-        Box::pin(async move {
-            conn.execute(SQLITE_PRAGMAS).await?;
-            Ok(())
-        })
-    });
+    // An embedded database has no connection to lose: no ping before every acquire (a
+    // round trip to the connection's thread each time).
+    let options = AnyPoolOptions::new()
+        .test_before_acquire(false)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute(SQLITE_PRAGMAS).await?;
+                Ok(())
+            })
+        });
     match target {
         SqliteTarget::Memory => {
             // Each connection to `:memory:` is its own database: keep exactly one, forever.

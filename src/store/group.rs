@@ -47,12 +47,19 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task on the current runtime, writing through `writer` (the pool of
-    /// the one write connection).
-    pub(super) fn start(writer: AnyPool) -> GroupCommit {
+    /// Starts the writer, writing through `writer` (the pool of the one write connection),
+    /// on a thread of its own: every statement is a round trip to the connection's thread,
+    /// and the writer must not wait for a turn on a runtime busy with HTTP and crypto
+    /// between them. The thread ends when every handle is dropped.
+    pub(super) fn start(writer: AnyPool) -> std::io::Result<GroupCommit> {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(writer, rx));
-        GroupCommit { jobs }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("wxexpress-writer".into())
+            .spawn(move || runtime.block_on(run(writer, rx)))?;
+        Ok(GroupCommit { jobs })
     }
 
     /// Runs `f` in the next group and returns its result once the group has committed.

@@ -163,17 +163,20 @@ impl Store {
         &self.pool
     }
 
-    fn assemble(pool: AnyPool, writer: AnyPool, backend: Backend) -> Store {
+    fn assemble(pool: AnyPool, writer: AnyPool, backend: Backend) -> Result<Store, StoreError> {
         let group = match backend {
-            Backend::Sqlite => Some(group::GroupCommit::start(writer.clone())),
+            Backend::Sqlite => Some(
+                group::GroupCommit::start(writer.clone())
+                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?,
+            ),
             Backend::Postgres => None,
         };
-        Store {
+        Ok(Store {
             pool,
             writer,
             group,
             backend,
-        }
+        })
     }
 
     /// Begins a transaction that will write.

@@ -47,98 +47,105 @@ impl Store {
         completion: &Completion,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let update = match completion {
-            Completion::Delivered => sqlx::query_as(
-                "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND state = 'pending' \
-                 RETURNING waybill_id, action_time, event_id",
-            )
-            .bind(outbox_id)
-            .bind(now)
-            .bind(DELIVERED),
-            Completion::Retry {
-                next_attempt_at,
-                error,
-            } => sqlx::query_as(
-                "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
-                        last_error = $5, updated_at = $2, receipt_at = NULL \
-                 WHERE id = $1 AND state = 'pending' \
-                 RETURNING waybill_id, action_time, event_id",
-            )
-            .bind(outbox_id)
-            .bind(now)
-            .bind(PENDING)
-            .bind(*next_attempt_at)
-            .bind(error.as_str()),
-            Completion::Dead { error } => sqlx::query_as(
-                "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
-                        done_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND state = 'pending' \
-                 RETURNING waybill_id, action_time, event_id",
-            )
-            .bind(outbox_id)
-            .bind(now)
-            .bind(DEAD)
-            .bind(error.as_str()),
-            Completion::Skipped { reason } => sqlx::query_as(
-                "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND state = 'pending' \
-                 RETURNING waybill_id, action_time, event_id",
-            )
-            .bind(outbox_id)
-            .bind(now)
-            .bind(SKIPPED)
-            .bind(reason.as_str()),
-        };
-        let entry: Option<(String, i64, Option<i64>)> = update.fetch_optional(&mut *tx).await?;
-        // Dropping the transaction rolls it back.
-        let Some((waybill_id, action_time, event_id)) = entry else {
-            return Err(not_pending(&mut tx, outbox_id).await?);
-        };
-        // Lock order: the outbox row (above) before the queue row.
-        if !holds_lease_in(
-            &mut tx,
-            self.backend,
-            LeaseTable::Waybill,
-            &waybill_id,
-            owner,
-        )
-        .await?
-        {
-            return Err(StoreError::Fenced(outbox_id));
-        }
-        if let Some(attempt) = attempt {
-            attempts::insert_in(&mut tx, attempt).await?;
-        }
-        match (completion, event_id) {
-            // Only a path node (an entry with an event) moves the waybill's pushed position.
-            (Completion::Delivered, Some(event_id)) => {
-                sqlx::query(
-                    "UPDATE push_queue SET \
-                        last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
-                            OR $2 > last_pushed_action_time \
-                            OR ($2 = last_pushed_action_time \
-                                AND (last_pushed_event_id IS NULL OR $3 > last_pushed_event_id)) \
-                            THEN $3 ELSE last_pushed_event_id END, \
-                        last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
-                            OR $2 > last_pushed_action_time \
-                            THEN $2 ELSE last_pushed_action_time END, \
-                        inflight_outbox_id = CASE WHEN inflight_outbox_id = $4 \
-                            THEN NULL ELSE inflight_outbox_id END \
-                     WHERE waybill_id = $1",
+        let backend = self.backend;
+        let (owner, attempt, completion) = (owner.to_owned(), attempt.cloned(), completion.clone());
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let (owner, attempt, completion) = (owner.as_str(), attempt.as_ref(), &completion);
+                let update = match completion {
+                    Completion::Delivered => sqlx::query_as(
+                        "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
+                         WHERE id = $1 AND state = 'pending' \
+                         RETURNING waybill_id, action_time, event_id",
+                    )
+                    .bind(outbox_id)
+                    .bind(now)
+                    .bind(DELIVERED),
+                    Completion::Retry {
+                        next_attempt_at,
+                        error,
+                    } => sqlx::query_as(
+                        "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
+                                last_error = $5, updated_at = $2, receipt_at = NULL \
+                         WHERE id = $1 AND state = 'pending' \
+                         RETURNING waybill_id, action_time, event_id",
+                    )
+                    .bind(outbox_id)
+                    .bind(now)
+                    .bind(PENDING)
+                    .bind(*next_attempt_at)
+                    .bind(error.as_str()),
+                    Completion::Dead { error } => sqlx::query_as(
+                        "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
+                                done_at = $2, updated_at = $2 \
+                         WHERE id = $1 AND state = 'pending' \
+                         RETURNING waybill_id, action_time, event_id",
+                    )
+                    .bind(outbox_id)
+                    .bind(now)
+                    .bind(DEAD)
+                    .bind(error.as_str()),
+                    Completion::Skipped { reason } => sqlx::query_as(
+                        "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
+                         WHERE id = $1 AND state = 'pending' \
+                         RETURNING waybill_id, action_time, event_id",
+                    )
+                    .bind(outbox_id)
+                    .bind(now)
+                    .bind(SKIPPED)
+                    .bind(reason.as_str()),
+                };
+                let entry: Option<(String, i64, Option<i64>)> = update.fetch_optional(&mut *tx).await?;
+                // Dropping the transaction rolls it back.
+                let Some((waybill_id, action_time, event_id)) = entry else {
+                    return Err(not_pending(&mut tx, outbox_id).await?);
+                };
+                // Lock order: the outbox row (above) before the queue row.
+                if !holds_lease_in(
+                    &mut tx,
+                    backend,
+                    LeaseTable::Waybill,
+                    &waybill_id,
+                    owner,
                 )
-                .bind(&waybill_id)
-                .bind(action_time)
-                .bind(event_id)
-                .bind(outbox_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            _ => clear_inflight_in(&mut tx, &waybill_id, outbox_id).await?,
-        }
-        tx.commit().await?;
-        Ok(())
+                .await?
+                {
+                    return Err(StoreError::Fenced(outbox_id));
+                }
+                if let Some(attempt) = attempt {
+                    attempts::insert_in(&mut tx, attempt).await?;
+                }
+                match (completion, event_id) {
+                    // Only a path node (an entry with an event) moves the waybill's pushed position.
+                    (Completion::Delivered, Some(event_id)) => {
+                        sqlx::query(
+                            "UPDATE push_queue SET \
+                                last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
+                                    OR $2 > last_pushed_action_time \
+                                    OR ($2 = last_pushed_action_time \
+                                        AND (last_pushed_event_id IS NULL OR $3 > last_pushed_event_id)) \
+                                    THEN $3 ELSE last_pushed_event_id END, \
+                                last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
+                                    OR $2 > last_pushed_action_time \
+                                    THEN $2 ELSE last_pushed_action_time END, \
+                                inflight_outbox_id = CASE WHEN inflight_outbox_id = $4 \
+                                    THEN NULL ELSE inflight_outbox_id END \
+                             WHERE waybill_id = $1",
+                        )
+                        .bind(&waybill_id)
+                        .bind(action_time)
+                        .bind(event_id)
+                        .bind(outbox_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    _ => clear_inflight_in(&mut tx, &waybill_id, outbox_id).await?,
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+        }))
+        .await
     }
 
     /// WeChat's reverse query answered for this node while push number `push_seq` of it was
@@ -169,47 +176,54 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        let mut skipped: Vec<(String, i64)> = Vec::new();
-        for chunk in ids.chunks(IDS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE outbox SET state = $1, skip_reason = $2, done_at = $3, updated_at = $3 \
-                 WHERE state = $4 AND id IN ({}) RETURNING waybill_id, id",
-                placeholders(5, chunk.len())
-            );
-            let mut query = sqlx::query_as(&sql)
-                .bind(SKIPPED)
-                .bind(reason)
-                .bind(now)
-                .bind(PENDING);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            let rows: Vec<(String, i64)> = query.fetch_all(&mut *tx).await?;
-            skipped.extend(rows);
-        }
-        // Waybill order: the lock order on push_queue rows.
-        skipped.sort();
-        let mut checked: Option<&str> = None;
-        for (waybill_id, id) in &skipped {
-            if checked != Some(waybill_id.as_str()) {
-                if !holds_lease_in(
-                    &mut tx,
-                    self.backend,
-                    LeaseTable::Waybill,
-                    waybill_id,
-                    owner,
-                )
-                .await?
-                {
-                    return Err(StoreError::Fenced(*id));
+        let backend = self.backend;
+        let (ids, reason, owner) = (ids.to_vec(), reason.to_owned(), owner.to_owned());
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let (ids, reason, owner) = (ids.as_slice(), reason.as_str(), owner.as_str());
+                let mut skipped: Vec<(String, i64)> = Vec::new();
+                for chunk in ids.chunks(IDS_PER_STATEMENT) {
+                    let sql = format!(
+                        "UPDATE outbox SET state = $1, skip_reason = $2, done_at = $3, updated_at = $3 \
+                         WHERE state = $4 AND id IN ({}) RETURNING waybill_id, id",
+                        placeholders(5, chunk.len())
+                    );
+                    let mut query = sqlx::query_as(&sql)
+                        .bind(SKIPPED)
+                        .bind(reason)
+                        .bind(now)
+                        .bind(PENDING);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    let rows: Vec<(String, i64)> = query.fetch_all(&mut *tx).await?;
+                    skipped.extend(rows);
                 }
-                checked = Some(waybill_id);
-            }
-            clear_inflight_in(&mut tx, waybill_id, *id).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+                // Waybill order: the lock order on push_queue rows.
+                skipped.sort();
+                let mut checked: Option<&str> = None;
+                for (waybill_id, id) in &skipped {
+                    if checked != Some(waybill_id.as_str()) {
+                        if !holds_lease_in(
+                            &mut tx,
+                            backend,
+                            LeaseTable::Waybill,
+                            waybill_id,
+                            owner,
+                        )
+                        .await?
+                        {
+                            return Err(StoreError::Fenced(*id));
+                        }
+                        checked = Some(waybill_id);
+                    }
+                    clear_inflight_in(&mut tx, waybill_id, *id).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+        }))
+        .await
     }
 
     /// The waybill's outbox entries, by id (creation order).
@@ -293,6 +307,16 @@ impl Store {
     }
 
     /// Entries counted by (state, skip_reason), sorted by state then reason (none first).
+    /// Whether any outbox entry is pending: one index probe, cheap enough to poll.
+    pub async fn any_pending(&self) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM outbox WHERE state = $1 LIMIT 1")
+                .bind(PENDING)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn outbox_counts(&self) -> Result<Vec<(String, Option<String>, i64)>, StoreError> {
         let mut rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
             "SELECT state, skip_reason, COUNT(*) FROM outbox GROUP BY state, skip_reason",

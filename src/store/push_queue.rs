@@ -58,16 +58,22 @@ impl Store {
                  RETURNING waybill_id"
             }
         };
-        let mut tx = self.begin_write().await?;
-        let claimed: Vec<String> = sqlx::query_scalar(sql)
-            .bind(owner)
-            .bind(now.saturating_add(lease_ms))
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(claimed)
+        let owner = owner.to_owned();
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let owner = owner.as_str();
+                let claimed: Vec<String> = sqlx::query_scalar(sql)
+                    .bind(owner)
+                    .bind(now.saturating_add(lease_ms))
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(claimed)
+            })
+        }))
+        .await
     }
 
     /// Moves the lease's end to `until` while `owner` still holds it; `false` if the lease
@@ -78,16 +84,24 @@ impl Store {
         owner: &str,
         until: i64,
     ) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE push_queue SET lease_until = $3 WHERE waybill_id = $1 AND lease_owner = $2",
-        )
-        .bind(waybill_id)
-        .bind(owner)
-        .bind(until)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let updated = sqlx::query(
+                    "UPDATE push_queue SET lease_until = $3 \
+                     WHERE waybill_id = $1 AND lease_owner = $2",
+                )
+                .bind(&waybill_id)
+                .bind(&owner)
+                .bind(until)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(updated == 1)
+            })
+        }))
+        .await
     }
 
     /// The waybill's queue row with its pending `pathnotify` entries, by (action_time,
@@ -135,35 +149,41 @@ impl Store {
         owner: &str,
         outbox_id: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        // Lock order: the outbox row before the queue row.
-        let stamped = sqlx::query(
-            "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
-             WHERE id = $1 AND waybill_id = $2 AND state = 'pending'",
-        )
-        .bind(outbox_id)
-        .bind(waybill_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if stamped != 1 {
-            return Ok(false);
-        }
-        let updated = sqlx::query(
-            "UPDATE push_queue SET inflight_outbox_id = $3 \
-             WHERE waybill_id = $1 AND lease_owner = $2",
-        )
-        .bind(waybill_id)
-        .bind(owner)
-        .bind(outbox_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let (waybill_id, owner) = (waybill_id.as_str(), owner.as_str());
+                // Lock order: the outbox row before the queue row.
+                let stamped = sqlx::query(
+                    "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
+                     WHERE id = $1 AND waybill_id = $2 AND state = 'pending'",
+                )
+                .bind(outbox_id)
+                .bind(waybill_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if stamped != 1 {
+                    return Ok(false);
+                }
+                let updated = sqlx::query(
+                    "UPDATE push_queue SET inflight_outbox_id = $3 \
+                     WHERE waybill_id = $1 AND lease_owner = $2",
+                )
+                .bind(waybill_id)
+                .bind(owner)
+                .bind(outbox_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated != 1 {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            })
+        }))
+        .await
     }
 
     /// What is being pushed for this waybill right now, if anything.
@@ -187,40 +207,47 @@ impl Store {
     /// An event recorded concurrently is never missed: either its transaction committed
     /// before the recomputation, which then sees its entry, or it lowers `due_at` after.
     pub async fn release_waybill(&self, waybill_id: &str, owner: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        if self.backend == Backend::Postgres {
-            // In one UPDATE the subquery would read the snapshot taken before waiting on a
-            // concurrent event's row lock and miss that event's entry. Lock the row first;
-            // the next statement then gets a snapshot that includes every writer that held it.
-            let held = sqlx::query(
-                "SELECT waybill_id FROM push_queue \
-                 WHERE waybill_id = $1 AND lease_owner = $2 FOR UPDATE",
-            )
-            .bind(waybill_id)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if held.is_none() {
+        let backend = self.backend;
+        let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let (waybill_id, owner) = (waybill_id.as_str(), owner.as_str());
+                if backend == Backend::Postgres {
+                    // In one UPDATE the subquery would read the snapshot taken before waiting on a
+                    // concurrent event's row lock and miss that event's entry. Lock the row first;
+                    // the next statement then gets a snapshot that includes every writer that held it.
+                    let held = sqlx::query(
+                        "SELECT waybill_id FROM push_queue \
+                         WHERE waybill_id = $1 AND lease_owner = $2 FOR UPDATE",
+                    )
+                    .bind(waybill_id)
+                    .bind(owner)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if held.is_none() {
+                        tx.commit().await?;
+                        return Ok(());
+                    }
+                }
+                // Path-node entries only: shipping notifications (same outbox, other kinds) are
+                // claimed per openid by their own worker and must not keep the waybill due here.
+                sqlx::query(
+                    "UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
+                            due_at = (SELECT MIN(next_attempt_at) FROM outbox \
+                                      WHERE waybill_id = $1 AND state = $3 AND kind = $4) \
+                     WHERE waybill_id = $1 AND lease_owner = $2",
+                )
+                .bind(waybill_id)
+                .bind(owner)
+                .bind(PENDING)
+                .bind(PATHNOTIFY)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
-                return Ok(());
-            }
-        }
-        // Path-node entries only: shipping notifications (same outbox, other kinds) are
-        // claimed per openid by their own worker and must not keep the waybill due here.
-        sqlx::query(
-            "UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
-                    due_at = (SELECT MIN(next_attempt_at) FROM outbox \
-                              WHERE waybill_id = $1 AND state = $3 AND kind = $4) \
-             WHERE waybill_id = $1 AND lease_owner = $2",
-        )
-        .bind(waybill_id)
-        .bind(owner)
-        .bind(PENDING)
-        .bind(PATHNOTIFY)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+                Ok(())
+            })
+        }))
+        .await
     }
 }
 

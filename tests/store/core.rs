@@ -564,3 +564,47 @@ pub async fn unhandled_wechat_events_are_kept_once_listed_newest_first_and_expir
         .collect();
     assert_eq!(left, [later, t + 20]);
 }
+
+/// Many writers at once (on SQLite they share transactions: group commit): each gets its
+/// own outcome, a failing writer stores nothing, and the others are unaffected.
+pub async fn concurrent_writers_each_get_their_own_outcome(store: Store) {
+    let store = migrated(store).await;
+    store.upsert_waybill(&waybill("G")).await.unwrap();
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Every third writer names a waybill that does not exist; every fifth
+                // repeats the event of the writer before it.
+                let waybill = if i % 3 == 0 { "NOPE" } else { "G" };
+                let time = if i % 5 == 0 { i - 1 } else { i };
+                let outcome = store
+                    .record_event(None, &event(waybill, 100001, time))
+                    .await;
+                (i, waybill, time, outcome)
+            })
+        })
+        .collect();
+    let mut stored = std::collections::BTreeMap::new();
+    for task in tasks {
+        let (i, waybill, time, outcome) = task.await.unwrap();
+        match outcome {
+            Err(StoreError::UnknownWaybill(id)) => {
+                assert_eq!((waybill, id.as_str()), ("NOPE", "NOPE"), "{i}")
+            }
+            Ok(EventInsert::Inserted { id } | EventInsert::Duplicate { id }) => {
+                assert_eq!(waybill, "G", "{i}");
+                // Two writers of the same event agree on its id.
+                assert_eq!(*stored.entry(time).or_insert(id), id, "writer {i}");
+            }
+            other => panic!("writer {i}: {other:?}"),
+        }
+    }
+    let events = store.list_events("G").await.unwrap();
+    assert_eq!(events.len(), stored.len());
+    for e in events {
+        assert_eq!(stored.get(&e.action_time), Some(&e.id));
+    }
+    assert_eq!(store.count_waybills().await.unwrap(), 1);
+    assert_eq!(store.list_outbox("G").await.unwrap().len(), stored.len());
+}
