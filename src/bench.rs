@@ -124,6 +124,15 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
 
     let ingest_row = ingest(&gateway, &db, &data_key, opts.waybills).await?;
 
+    // One event per request, from every connection at once: concurrent requests share
+    // transactions (group commit) or nothing does.
+    let singles = Arc::new(single_events(
+        5_000 * opts.seconds.max(1) as usize,
+        opts.waybills,
+    ));
+    let mut single_row = load(&gateway, singles, secs, conns, false).await;
+    single_row.path = "single-event POSTs";
+
     let _ = stop.send(true);
     echo_handle.stop(true).await;
     let _ = server.await;
@@ -135,7 +144,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     };
     Ok((
         backend.to_string(),
-        vec![fresh_row, replay_row, ingest_row, push_row],
+        vec![fresh_row, replay_row, ingest_row, single_row, push_row],
     ))
 }
 
@@ -168,10 +177,24 @@ pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
                 base,
                 if base > 0.0 { r.rate / base } else { 0.0 }
             )),
-            None => out.push_str(&format!(
-                "{:<36} {:>10.0} {:>8} {:>8} {:>7}  {:<18}\n",
-                r.path, r.rate, "-", "-", r.errors, "(absolute)"
-            )),
+            None => {
+                let ms = |v: f64| {
+                    if v > 0.0 {
+                        format!("{v:.2}")
+                    } else {
+                        "-".to_string()
+                    }
+                };
+                out.push_str(&format!(
+                    "{:<36} {:>10.0} {:>8} {:>8} {:>7}  {:<18}\n",
+                    r.path,
+                    r.rate,
+                    ms(r.p50_ms),
+                    ms(r.p99_ms),
+                    r.errors,
+                    "(absolute)"
+                ))
+            }
         }
     }
     out.push_str(&format!(
@@ -351,14 +374,34 @@ fn requests(n: usize, tag: &str, waybills: usize) -> anyhow::Result<Vec<(String,
             doc.insert("SenderPhone".into(), json!(SENDER));
             doc.insert("ReceiverPhone".into(), json!(receiver(w)));
             let nonce = format!("{i}");
-            Ok(seal_request(
+            let (query, body) = seal_request(
                 &crypto,
                 MessageMode::Secure,
                 MessageFormat::Json,
                 &doc,
                 now,
                 &nonce,
-            )?)
+            )?;
+            Ok((format!("/wechat/callback?{query}"), body))
+        })
+        .collect()
+}
+
+/// `POST /v1/waybills/{id}/events` requests, each a new event of a seeded waybill.
+fn single_events(n: usize, waybills: usize) -> Vec<(String, String)> {
+    let t0 = chrono::Utc::now().timestamp() - 43_200;
+    let waybills = waybills.max(1);
+    (0..n)
+        .map(|i| {
+            let body = json!({
+                "action_type": 200001,
+                "action_time": t0 + (i / waybills) as i64,
+                "action_msg": "快件到达 【泉州磁灶集散中心】",
+            });
+            (
+                format!("/v1/waybills/{}/events", waybill_id(i % waybills)),
+                body.to_string(),
+            )
         })
         .collect()
 }
@@ -420,8 +463,9 @@ async fn generate(
                     };
                     let t = Instant::now();
                     let r = http
-                        .post(format!("{base}/wechat/callback?{q}"))
+                        .post(format!("{base}{q}"))
                         .header("content-type", "application/json")
+                        .bearer_auth(API_KEY)
                         .body(body.clone())
                         .send()
                         .await;

@@ -749,6 +749,9 @@ fn bench_prints_each_path_beside_its_baseline_with_no_errors() {
     for path in [
         "reverse query, new (secure JSON)",
         "reverse query, replayed",
+        "NDJSON ingest, events (per batch)",
+        "single-event POSTs",
+        "pushes end to end (sandbox)",
     ] {
         let row = table
             .lines()

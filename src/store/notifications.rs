@@ -136,14 +136,20 @@ impl Store {
         event: &NewEvent,
         plan: &NotificationPlan,
     ) -> Result<EventInsert, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let outcome = events::record_in(&mut tx, waybill, event).await?;
-        if let EventInsert::Inserted { id } = outcome {
-            enqueue_in(&mut tx, id, event, plan.for_action(event.action_type)).await?;
-            push_queue::mark_due_in(&mut tx, &event.waybill_id, event.received_at).await?;
-        }
-        tx.commit().await?;
-        Ok(outcome)
+        let (waybill, event) = (waybill.cloned(), event.clone());
+        let intents = plan.for_action(event.action_type).to_vec();
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let outcome = events::record_in(&mut tx, waybill.as_ref(), &event).await?;
+                if let EventInsert::Inserted { id } = outcome {
+                    enqueue_in(&mut tx, id, &event, &intents).await?;
+                    push_queue::mark_due_in(&mut tx, &event.waybill_id, event.received_at).await?;
+                }
+                tx.commit().await?;
+                Ok(outcome)
+            })
+        }))
+        .await
     }
 
     /// Leases up to `limit` openids that have a due notification (`next_attempt_at <= now`)
