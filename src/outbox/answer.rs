@@ -76,7 +76,9 @@ impl Answerer<'_> {
                 // The stored answer stands for the receipt too: the first delivery may have
                 // died before its receipt was written.
                 if let Some(r) = receipt.filter(|r| r.found == prev.result_code) {
-                    self.store.record_answer_receipt(r).await?;
+                    self.store
+                        .record_receipt(r.outbox_id, r.push_seq, r.at)
+                        .await?;
                 }
                 tracing::debug!(waybill_id = %query.waybill_id, "repeated reverse query answered with the stored reply");
                 return Ok(reply);

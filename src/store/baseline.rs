@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::ingest::values;
 use super::outbox::{PATHNOTIFY, PENDING};
+use super::values;
 use super::{NewEvent, Store, StoreError};
 
 /// Rows per multi-row statement.

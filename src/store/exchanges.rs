@@ -16,15 +16,7 @@ impl Store {
     /// Inserts the exchange unless one with the same `dedupe_key` exists, in which case that
     /// one comes back. Exchanges without a key are always inserted.
     pub async fn record_exchange(&self, ex: &NewExchange) -> Result<ExchangeInsert, StoreError> {
-        let ex = ex.clone();
-        self.write(Box::new(move |mut tx| {
-            Box::pin(async move {
-                let outcome = insert_in(&mut tx, &ex).await?;
-                tx.commit().await?;
-                Ok(outcome)
-            })
-        }))
-        .await
+        self.record_answer(ex, None).await
     }
 
     pub async fn find_exchange(
@@ -179,21 +171,6 @@ impl Store {
             inflight,
             path,
         }))
-    }
-
-    /// Records the receipt a repeated question's stored answer stands for (see
-    /// [`Store::record_answer`]); `false` if it is not for the push in flight any more.
-    pub async fn record_answer_receipt(&self, r: AnswerReceipt) -> Result<bool, StoreError> {
-        self.write(Box::new(move |mut tx| {
-            Box::pin(async move {
-                let recorded =
-                    super::outbox::record_receipt_in(&mut tx, r.outbox_id, r.push_seq, r.at)
-                        .await?;
-                tx.commit().await?;
-                Ok(recorded)
-            })
-        }))
-        .await
     }
 
     /// Records a reverse query's exchange and, if its answer stands for a receipt, the

@@ -22,7 +22,7 @@ use sqlx::{AnyConnection, Connection};
 
 use super::notifications::{enqueue_for_in, enqueue_in, NotificationPlan};
 use super::outbox::{PATHNOTIFY, PENDING};
-use super::{events, placeholders, push_queue};
+use super::{events, placeholders, push_queue, values, waybills};
 use super::{EventInsert, NewEvent, Store, StoreError, WaybillRecord};
 
 /// Lines per transaction.
@@ -161,7 +161,7 @@ async fn set_based_in(
     // The last record of each waybill is what the lines leave stored.
     let records: Vec<&WaybillRecord> = latest.into_values().collect();
     for chunk in records.chunks(ROWS) {
-        upsert_waybills_in(conn, chunk).await?;
+        waybills::upsert_many_in(conn, chunk).await?;
     }
 
     // The first line of each event key is stored; repeats are duplicates of it.
@@ -325,43 +325,6 @@ async fn stored_openids(
     Ok(found)
 }
 
-/// Inserts or replaces the waybills (distinct ids), keeping a stored one's `created_at`.
-async fn upsert_waybills_in(
-    conn: &mut AnyConnection,
-    records: &[&WaybillRecord],
-) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO waybills (waybill_id, create_time, contacts, receiver_phone_hash, \
-                               sender_phone_hash, sender_openid, receiver_openid, \
-                               payment_out_trade_no, payment_total_fee, created_at, updated_at) \
-         VALUES {} ON CONFLICT (waybill_id) DO UPDATE SET \
-             create_time = excluded.create_time, contacts = excluded.contacts, \
-             receiver_phone_hash = excluded.receiver_phone_hash, \
-             sender_phone_hash = excluded.sender_phone_hash, \
-             sender_openid = excluded.sender_openid, receiver_openid = excluded.receiver_openid, \
-             payment_out_trade_no = excluded.payment_out_trade_no, \
-             payment_total_fee = excluded.payment_total_fee, updated_at = excluded.updated_at",
-        values(records.len(), 11)
-    );
-    let mut q = sqlx::query(&sql);
-    for w in records {
-        q = q
-            .bind(&w.waybill_id)
-            .bind(w.create_time)
-            .bind(&w.contacts)
-            .bind(&w.receiver_phone_hash)
-            .bind(&w.sender_phone_hash)
-            .bind(&w.sender_openid)
-            .bind(&w.receiver_openid)
-            .bind(&w.payment_out_trade_no)
-            .bind(w.payment_total_fee)
-            .bind(w.created_at)
-            .bind(w.updated_at);
-    }
-    q.execute(&mut *conn).await?;
-    Ok(())
-}
-
 /// Line by line, each line in a savepoint: the slow path, for a chunk whose multi-row
 /// statements failed.
 async fn one_by_one_in(
@@ -402,12 +365,4 @@ async fn one_by_one_in(
         push_queue::mark_due_in(conn, waybill_id, at).await?;
     }
     Ok(outcomes)
-}
-
-/// `($1, $2), ($3, $4)` for `rows` rows of `cols` values: the `Any` driver's placeholders.
-pub(super) fn values(rows: usize, cols: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", placeholders(r * cols + 1, cols)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -256,3 +256,11 @@ fn placeholders(start: usize, n: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` values, for a multi-row `VALUES`.
+fn values(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(r * cols + 1, cols)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -158,8 +158,14 @@ impl Store {
         push_seq: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        Ok(record_receipt_in(&mut conn, outbox_id, push_seq, now).await?)
+        self.write(Box::new(move |mut tx| {
+            Box::pin(async move {
+                let recorded = record_receipt_in(&mut tx, outbox_id, push_seq, now).await?;
+                tx.commit().await?;
+                Ok(recorded)
+            })
+        }))
+        .await
     }
 
     /// Marks the given entries skipped for `reason`, in one transaction; only entries still

@@ -293,7 +293,7 @@ pub(super) async fn mark_due_many_in(
          ON CONFLICT (waybill_id) DO UPDATE SET due_at = \
              CASE WHEN push_queue.due_at IS NULL OR push_queue.due_at > excluded.due_at \
                   THEN excluded.due_at ELSE push_queue.due_at END",
-        super::ingest::values(due.len(), 2)
+        super::values(due.len(), 2)
     );
     let mut q = sqlx::query(&sql);
     for (waybill_id, at) in due {

@@ -4,7 +4,7 @@ use sqlx::AnyConnection;
 
 use super::{Store, StoreError, WaybillRecord};
 
-const COLUMNS: &str = "waybill_id, create_time, contacts, receiver_phone_hash, \
+pub(super) const COLUMNS: &str = "waybill_id, create_time, contacts, receiver_phone_hash, \
                        sender_phone_hash, sender_openid, receiver_openid, \
                        payment_out_trade_no, payment_total_fee, created_at, updated_at";
 
@@ -43,28 +43,15 @@ pub(super) async fn upsert_in(
     conn: &mut AnyConnection,
     w: &WaybillRecord,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO waybills (waybill_id, create_time, contacts, receiver_phone_hash, \
-                               sender_phone_hash, sender_openid, receiver_openid, \
-                               payment_out_trade_no, payment_total_fee, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (waybill_id) DO NOTHING \
-         RETURNING waybill_id",
-    )
-    .bind(&w.waybill_id)
-    .bind(w.create_time)
-    .bind(&w.contacts)
-    .bind(&w.receiver_phone_hash)
-    .bind(&w.sender_phone_hash)
-    .bind(&w.sender_openid)
-    .bind(&w.receiver_openid)
-    .bind(&w.payment_out_trade_no)
-    .bind(w.payment_total_fee)
-    .bind(w.created_at)
-    .bind(w.updated_at)
-    .fetch_optional(&mut *conn)
-    .await?
-    .is_some();
+    let sql = format!(
+        "INSERT INTO waybills ({COLUMNS}) VALUES ({}) \
+         ON CONFLICT (waybill_id) DO NOTHING RETURNING waybill_id",
+        super::placeholders(1, 11)
+    );
+    let inserted = bind_row(sqlx::query(&sql), w)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
     if inserted {
         return Ok(true);
     }
@@ -99,4 +86,46 @@ pub(super) async fn exists_in(
         .fetch_optional(&mut *conn)
         .await?;
     Ok(found.is_some())
+}
+
+/// Binds a waybill's values in [`COLUMNS`] order (11 of them).
+fn bind_row<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    w: &'q WaybillRecord,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&w.waybill_id)
+        .bind(w.create_time)
+        .bind(&w.contacts)
+        .bind(&w.receiver_phone_hash)
+        .bind(&w.sender_phone_hash)
+        .bind(&w.sender_openid)
+        .bind(&w.receiver_openid)
+        .bind(&w.payment_out_trade_no)
+        .bind(w.payment_total_fee)
+        .bind(w.created_at)
+        .bind(w.updated_at)
+}
+
+/// Inserts or replaces the waybills (distinct ids) in one statement, inside the caller's
+/// transaction, keeping a stored one's `created_at` (as [`upsert_in`] does).
+pub(super) async fn upsert_many_in(
+    conn: &mut AnyConnection,
+    records: &[&WaybillRecord],
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO waybills ({COLUMNS}) VALUES {} ON CONFLICT (waybill_id) DO UPDATE SET \
+             create_time = excluded.create_time, contacts = excluded.contacts, \
+             receiver_phone_hash = excluded.receiver_phone_hash, \
+             sender_phone_hash = excluded.sender_phone_hash, \
+             sender_openid = excluded.sender_openid, receiver_openid = excluded.receiver_openid, \
+             payment_out_trade_no = excluded.payment_out_trade_no, \
+             payment_total_fee = excluded.payment_total_fee, updated_at = excluded.updated_at",
+        super::values(records.len(), 11)
+    );
+    let mut q = sqlx::query(&sql);
+    for w in records {
+        q = bind_row(q, w);
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
 }
