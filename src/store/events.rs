@@ -22,6 +22,11 @@ impl Store {
         waybill: Option<&WaybillRecord>,
         event: &NewEvent,
     ) -> Result<EventInsert, StoreError> {
+        if let Some(group) = &self.group {
+            return group
+                .event((waybill.cloned(), event.clone()), Vec::new())
+                .await;
+        }
         let (waybill, event) = (waybill.cloned(), event.clone());
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {

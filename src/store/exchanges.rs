@@ -181,6 +181,9 @@ impl Store {
         ex: &NewExchange,
         receipt: Option<AnswerReceipt>,
     ) -> Result<ExchangeInsert, StoreError> {
+        if let (Some(group), Some(_)) = (&self.group, &ex.dedupe_key) {
+            return group.answer(ex.clone(), receipt).await;
+        }
         let ex = ex.clone();
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
@@ -236,4 +239,107 @@ async fn insert_in(
             ExchangeInsert::Duplicate(existing)
         }
     })
+}
+
+/// Several answers (each exchange with a dedupe key) inside the caller's transaction, with
+/// what [`Store::record_answer`] would give each, in order: the exchanges in one multi-row
+/// insert per 100, a key taken before (or earlier in `answers`) giving back the exchange
+/// stored first, then the receipts their answers stand for.
+pub(super) async fn answers_in(
+    conn: &mut sqlx::AnyConnection,
+    answers: &[(NewExchange, Option<AnswerReceipt>)],
+) -> Result<Vec<ExchangeInsert>, StoreError> {
+    use std::collections::HashMap;
+    const ROWS: usize = 100;
+    let key = |i: usize| answers[i].0.dedupe_key.as_deref().unwrap_or_default();
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    let mut firsts = Vec::new();
+    for i in 0..answers.len() {
+        if !first_of.contains_key(key(i)) {
+            first_of.insert(key(i), i);
+            firsts.push(i);
+        }
+    }
+    let mut inserted: HashMap<usize, i64> = HashMap::new();
+    for chunk in firsts.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO callback_exchanges (waybill_id, dedupe_key, event, received_at, \
+                                             result_code, summary, reply, duration_us) \
+             VALUES {} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key",
+            super::values(chunk.len(), 8)
+        );
+        let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+        for &i in chunk {
+            let ex = &answers[i].0;
+            q = q
+                .bind(&ex.waybill_id)
+                .bind(&ex.dedupe_key)
+                .bind(&ex.event)
+                .bind(ex.received_at)
+                .bind(ex.result_code)
+                .bind(&ex.summary)
+                .bind(&ex.reply)
+                .bind(ex.duration_us);
+        }
+        for (id, k) in q.fetch_all(&mut *conn).await? {
+            if let Some(&i) = first_of.get(k.as_str()) {
+                inserted.insert(i, id);
+            }
+        }
+    }
+    let taken: Vec<&str> = firsts
+        .iter()
+        .filter(|i| !inserted.contains_key(i))
+        .map(|&i| key(i))
+        .collect();
+    let mut stored: HashMap<String, ExchangeRecord> = HashMap::new();
+    for chunk in taken.chunks(ROWS) {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM callback_exchanges WHERE dedupe_key IN ({})",
+            super::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, ExchangeRecord>(&sql);
+        for k in chunk {
+            q = q.bind(*k);
+        }
+        for record in q.fetch_all(&mut *conn).await? {
+            if let Some(k) = record.dedupe_key.clone() {
+                stored.insert(k, record);
+            }
+        }
+    }
+    let mut outcomes = Vec::with_capacity(answers.len());
+    for (i, (ex, receipt)) in answers.iter().enumerate() {
+        let first = first_of[key(i)];
+        let outcome = match (inserted.get(&first), stored.get(key(i))) {
+            (Some(&id), _) if first == i => ExchangeInsert::Inserted { id },
+            // Asked twice in one group: the second gets the first's answer.
+            (Some(&id), _) => {
+                let f = &answers[first].0;
+                ExchangeInsert::Duplicate(ExchangeRecord {
+                    id,
+                    waybill_id: f.waybill_id.clone(),
+                    dedupe_key: f.dedupe_key.clone(),
+                    event: f.event.clone(),
+                    received_at: f.received_at,
+                    result_code: f.result_code,
+                    summary: f.summary.clone(),
+                    reply: f.reply.clone(),
+                    duration_us: f.duration_us,
+                })
+            }
+            (None, Some(prev)) => ExchangeInsert::Duplicate(prev.clone()),
+            // Neither inserted nor found: cannot happen inside the write transaction.
+            (None, None) => return Err(StoreError::Database(sqlx::Error::RowNotFound)),
+        };
+        let answered = match &outcome {
+            ExchangeInsert::Inserted { .. } => ex.result_code,
+            ExchangeInsert::Duplicate(prev) => prev.result_code,
+        };
+        if let Some(r) = receipt.filter(|r| r.found == answered) {
+            super::outbox::record_receipt_in(conn, r.outbox_id, r.push_seq, r.at).await?;
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
 }

@@ -16,6 +16,12 @@
 //!   the group is stored; a job's database error (which may have ended SQLite's
 //!   transaction) closes the group at once, so no later job runs outside it.
 //!
+//! Two kinds of write are not jobs but typed commands, applied set-based for the whole group
+//! after its jobs, a few statements however many there are: single events (as a batch of
+//! them, in the order they came: `ingest.rs`) and reverse-query answers (the exchanges in one
+//! multi-row insert: `exchanges.rs`). The writers of one group were all waiting at once, so
+//! any order among them is one they could have had.
+//!
 //! No waiting to fill a group: a group is what queued while the previous one ran, so a lone
 //! writer pays no latency. PostgreSQL does not use this (its writers run concurrently, each
 //! in its own transaction: [`super::Store::write`]).
@@ -26,7 +32,10 @@ use futures_util::future::BoxFuture;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::exchanges::{self, AnswerReceipt};
+use super::ingest::{self, Item};
+use super::notifications::NotificationIntent;
+use super::{EventInsert, ExchangeInsert, NewExchange, StoreError};
 
 /// At most this many jobs share a transaction.
 pub(super) const MAX_JOBS: usize = 256;
@@ -43,7 +52,34 @@ pub(super) type WriteFn<T> =
 /// Handle to the writer task; cheap to clone. The task ends when every handle is dropped.
 #[derive(Clone)]
 pub(super) struct GroupCommit {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    queue: mpsc::Sender<Work>,
+}
+
+/// What the writer is sent.
+enum Work {
+    Job(Box<dyn Job>),
+    Event {
+        item: Item,
+        intents: Vec<NotificationIntent>,
+        reply: oneshot::Sender<Result<EventInsert, StoreError>>,
+    },
+    Answer {
+        exchange: NewExchange,
+        receipt: Option<AnswerReceipt>,
+        reply: oneshot::Sender<Result<ExchangeInsert, StoreError>>,
+    },
+}
+
+impl Work {
+    /// Tells the caller that its write never ran.
+    fn fail(self, error: String) {
+        let error = StoreError::GroupCommit(error);
+        match self {
+            Work::Job(job) => job.fail(error),
+            Work::Event { reply, .. } => drop(reply.send(Err(error))),
+            Work::Answer { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
 }
 
 impl GroupCommit {
@@ -52,24 +88,60 @@ impl GroupCommit {
     /// and the writer must not wait for a turn on a runtime busy with HTTP and crypto
     /// between them. The thread ends when every handle is dropped.
     pub(super) fn start(writer: AnyPool) -> std::io::Result<GroupCommit> {
-        let (jobs, rx) = mpsc::channel(QUEUE);
+        let (queue, rx) = mpsc::channel(QUEUE);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         std::thread::Builder::new()
             .name("wxexpress-writer".into())
             .spawn(move || runtime.block_on(run(writer, rx)))?;
-        Ok(GroupCommit { jobs })
+        Ok(GroupCommit { queue })
     }
 
     /// Runs `f` in the next group and returns its result once the group has committed.
     pub(super) async fn submit<T: Send + 'static>(&self, f: WriteFn<T>) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Box::new(Task { f, reply }))
-            .await
-            .map_err(|_| StoreError::WriterStopped)?;
+        self.send(Work::Job(Box::new(Task { f, reply }))).await?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Records one event as a line of the group's batch (see `ingest.rs`).
+    pub(super) async fn event(
+        &self,
+        item: Item,
+        intents: Vec<NotificationIntent>,
+    ) -> Result<EventInsert, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Work::Event {
+            item,
+            intents,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Records a reverse query's answer (its exchange has a dedupe key) with the group's.
+    pub(super) async fn answer(
+        &self,
+        exchange: NewExchange,
+        receipt: Option<AnswerReceipt>,
+    ) -> Result<ExchangeInsert, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Work::Answer {
+            exchange,
+            receipt,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    async fn send(&self, work: Work) -> Result<(), StoreError> {
+        self.queue
+            .send(work)
+            .await
+            .map_err(|_| StoreError::WriterStopped)
     }
 }
 
@@ -80,10 +152,26 @@ trait Job: Send {
     /// group's commit outcome.
     fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, (bool, Deliver)>;
     /// Tells the caller that the job never ran.
-    fn fail(self: Box<Self>, error: String);
+    fn fail(self: Box<Self>, error: StoreError);
 }
 
 type Deliver = Box<dyn FnOnce(&Result<(), String>) + Send>;
+
+/// The delivery of `result` to `reply` once the group's commit is known: a write that
+/// failed on its own keeps its own error; any other gets the commit's.
+fn deliver<T: Send + 'static>(
+    result: Result<T, StoreError>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+) -> Deliver {
+    Box::new(move |commit: &Result<(), String>| {
+        let outcome = match commit {
+            Ok(()) => result,
+            Err(_) if result.is_err() => result,
+            Err(e) => Err(StoreError::GroupCommit(e.clone())),
+        };
+        let _ = reply.send(outcome);
+    })
+}
 
 struct Task<T> {
     f: WriteFn<T>,
@@ -99,25 +187,16 @@ impl<T: Send + 'static> Job for Task<T> {
                 Err(e) => Err(StoreError::Database(e)),
             };
             let fatal = matches!(result, Err(StoreError::Database(_)));
-            let deliver: Deliver = Box::new(move |commit: &Result<(), String>| {
-                let outcome = match commit {
-                    Ok(()) => result,
-                    // A job that failed on its own keeps its own error.
-                    Err(_) if result.is_err() => result,
-                    Err(e) => Err(StoreError::GroupCommit(e.clone())),
-                };
-                let _ = reply.send(outcome);
-            });
-            (fatal, deliver)
+            (fatal, deliver(result, reply))
         })
     }
 
-    fn fail(self: Box<Self>, error: String) {
-        let _ = self.reply.send(Err(StoreError::GroupCommit(error)));
+    fn fail(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(error));
     }
 }
 
-async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
     while let Some(first) = rx.recv().await {
         let mut conn = match writer.acquire().await {
             Ok(conn) => conn,
@@ -135,21 +214,130 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         };
         let started = Instant::now();
         let mut delivers: Vec<Deliver> = Vec::new();
+        let mut events = Vec::new();
+        let mut answers = Vec::new();
+        let mut taken = 0;
+        let mut fatal = false;
         let mut next = Some(first);
-        while let Some(job) = next.take() {
-            let (fatal, deliver) = job.run(&mut tx).await;
-            delivers.push(deliver);
-            if fatal || delivers.len() >= MAX_JOBS || started.elapsed() >= MAX_HOLD {
+        while let Some(work) = next.take() {
+            taken += 1;
+            match work {
+                Work::Job(job) => {
+                    let (failed, deliver) = job.run(&mut tx).await;
+                    delivers.push(deliver);
+                    if failed {
+                        // SQLite may have ended the transaction: nothing else runs in it.
+                        fatal = true;
+                        break;
+                    }
+                }
+                Work::Event {
+                    item,
+                    intents,
+                    reply,
+                } => events.push((item, intents, reply)),
+                Work::Answer {
+                    exchange,
+                    receipt,
+                    reply,
+                } => answers.push((exchange, receipt, reply)),
+            }
+            if taken >= MAX_JOBS || started.elapsed() >= MAX_HOLD {
                 break;
             }
             next = rx.try_recv().ok();
         }
+        if fatal {
+            let why = "not written: another write of its group failed the transaction";
+            for (_, _, reply) in events {
+                delivers.push(deliver(Err(StoreError::GroupCommit(why.into())), reply));
+            }
+            for (_, _, reply) in answers {
+                delivers.push(deliver(Err(StoreError::GroupCommit(why.into())), reply));
+            }
+        } else {
+            if !events.is_empty() {
+                record_events(&mut tx, events, &mut delivers).await;
+            }
+            if !answers.is_empty() {
+                record_answers(&mut tx, answers, &mut delivers).await;
+            }
+        }
         let commit = tx.commit().await.map_err(|e| e.to_string());
         if let Err(e) = &commit {
-            tracing::error!(error = %e, jobs = delivers.len(), "a group commit failed; its writers are told");
+            tracing::error!(error = %e, writes = delivers.len(), "a group commit failed; its writers are told");
         }
         for deliver in delivers {
             deliver(&commit);
+        }
+    }
+}
+
+type EventWork = (
+    Item,
+    Vec<NotificationIntent>,
+    oneshot::Sender<Result<EventInsert, StoreError>>,
+);
+
+/// The group's single events, in the order they came, as one batch.
+async fn record_events(conn: &mut AnyConnection, work: Vec<EventWork>, out: &mut Vec<Deliver>) {
+    let (mut items, mut intents, mut replies) = (Vec::new(), Vec::new(), Vec::new());
+    for (item, wanted, reply) in work {
+        items.push(item);
+        intents.push(wanted);
+        replies.push(reply);
+    }
+    let wanted: Vec<&[NotificationIntent]> = intents.iter().map(Vec::as_slice).collect();
+    match ingest::chunk_in(conn, &items, &wanted).await {
+        Ok(outcomes) => {
+            for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                out.push(deliver(outcome, reply));
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            for reply in replies {
+                out.push(deliver(Err(StoreError::GroupCommit(e.clone())), reply));
+            }
+        }
+    }
+}
+
+type AnswerWork = (
+    NewExchange,
+    Option<AnswerReceipt>,
+    oneshot::Sender<Result<ExchangeInsert, StoreError>>,
+);
+
+/// The group's reverse-query answers, in one savepoint: all stored or none.
+async fn record_answers(conn: &mut AnyConnection, work: Vec<AnswerWork>, out: &mut Vec<Deliver>) {
+    let (mut answers, mut replies) = (Vec::new(), Vec::new());
+    for (exchange, receipt, reply) in work {
+        answers.push((exchange, receipt));
+        replies.push(reply);
+    }
+    let stored = match Connection::begin(&mut *conn).await {
+        Ok(mut savepoint) => match exchanges::answers_in(&mut savepoint, &answers).await {
+            Ok(outcomes) => savepoint
+                .commit()
+                .await
+                .map(|()| outcomes)
+                .map_err(StoreError::from),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.into()),
+    };
+    match stored {
+        Ok(outcomes) => {
+            for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                out.push(deliver(Ok(outcome), reply));
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            for reply in replies {
+                out.push(deliver(Err(StoreError::GroupCommit(e.clone())), reply));
+            }
         }
     }
 }

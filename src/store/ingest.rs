@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{AnyConnection, Connection};
 
-use super::notifications::{enqueue_for_in, enqueue_in, NotificationPlan};
+use super::notifications::{enqueue_for_in, enqueue_in, NotificationIntent, NotificationPlan};
 use super::outbox::{PATHNOTIFY, PENDING};
 use super::{events, placeholders, push_queue, values, waybills};
 use super::{EventInsert, NewEvent, Store, StoreError, WaybillRecord};
@@ -30,8 +30,8 @@ pub(super) const CHUNK_LINES: usize = 1_000;
 /// Rows per multi-row statement.
 const ROWS: usize = 100;
 
-type Item = (Option<WaybillRecord>, NewEvent);
-type Outcomes = Vec<Result<EventInsert, StoreError>>;
+pub(super) type Item = (Option<WaybillRecord>, NewEvent);
+pub(super) type Outcomes = Vec<Result<EventInsert, StoreError>>;
 
 impl Store {
     /// Records a batch, each item with its own outcome as [`Store::record_event`] would
@@ -59,7 +59,11 @@ impl Store {
             let stored = self
                 .write(Box::new(move |mut tx| {
                     Box::pin(async move {
-                        let out = chunk_in(&mut tx, &chunk, &plan).await?;
+                        let intents: Vec<&[NotificationIntent]> = chunk
+                            .iter()
+                            .map(|(_, e)| plan.for_action(e.action_type))
+                            .collect();
+                        let out = chunk_in(&mut tx, &chunk, &intents).await?;
                         tx.commit().await?;
                         Ok(out)
                     })
@@ -80,14 +84,16 @@ impl Store {
     }
 }
 
-/// One chunk, in the caller's transaction: set-based, or line by line if that fails.
-async fn chunk_in(
+/// Items in order, in the caller's transaction, `intents[i]` the notifications item `i`
+/// asks for: set-based, or line by line if that fails. Also how the writer stores the
+/// single events of a group (`group.rs`).
+pub(super) async fn chunk_in(
     conn: &mut AnyConnection,
     items: &[Item],
-    plan: &NotificationPlan,
+    intents: &[&[NotificationIntent]],
 ) -> Result<Outcomes, StoreError> {
     let mut attempt = Connection::begin(&mut *conn).await?;
-    match set_based_in(&mut attempt, items, plan).await {
+    match set_based_in(&mut attempt, items, intents).await {
         Ok(outcomes) => {
             attempt.commit().await?;
             Ok(outcomes)
@@ -95,7 +101,7 @@ async fn chunk_in(
         Err(e) => {
             attempt.rollback().await?;
             tracing::warn!(error = %e, lines = items.len(), "a batch's multi-row statements failed; storing its lines one by one");
-            one_by_one_in(conn, items, plan).await
+            one_by_one_in(conn, items, intents).await
         }
     }
 }
@@ -106,7 +112,7 @@ type Openids = (Option<String>, Option<String>);
 async fn set_based_in(
     conn: &mut AnyConnection,
     items: &[Item],
-    plan: &NotificationPlan,
+    intents: &[&[NotificationIntent]],
 ) -> Result<Outcomes, sqlx::Error> {
     let mut outcomes: Vec<Option<Result<EventInsert, StoreError>>> =
         items.iter().map(|_| None).collect();
@@ -270,7 +276,7 @@ async fn set_based_in(
     let mut due: BTreeMap<&str, i64> = BTreeMap::new();
     for &(i, id) in &new {
         let e = &items[i].1;
-        let intents = plan.for_action(e.action_type);
+        let intents = intents[i];
         if !intents.is_empty() {
             let (sender, receiver) = openids[i].clone().unwrap_or_default();
             enqueue_for_in(conn, id, e, intents, sender.as_deref(), receiver.as_deref()).await?;
@@ -330,18 +336,18 @@ async fn stored_openids(
 async fn one_by_one_in(
     conn: &mut AnyConnection,
     items: &[Item],
-    plan: &NotificationPlan,
+    intents: &[&[NotificationIntent]],
 ) -> Result<Outcomes, StoreError> {
     let mut outcomes = Vec::with_capacity(items.len());
     let mut due: BTreeMap<&str, i64> = BTreeMap::new();
-    for (waybill, event) in items {
+    for ((waybill, event), intents) in items.iter().zip(intents) {
         // On PostgreSQL a failed statement aborts the whole transaction unless it is rolled
         // back to a savepoint taken before it.
         let mut item = Connection::begin(&mut *conn).await?;
         let result = async {
             let outcome = events::record_in(&mut item, waybill.as_ref(), event).await?;
             if let EventInsert::Inserted { id } = outcome {
-                enqueue_in(&mut item, id, event, plan.for_action(event.action_type)).await?;
+                enqueue_in(&mut item, id, event, intents).await?;
             }
             Ok::<_, StoreError>(outcome)
         }

@@ -136,8 +136,13 @@ impl Store {
         event: &NewEvent,
         plan: &NotificationPlan,
     ) -> Result<EventInsert, StoreError> {
-        let (waybill, event) = (waybill.cloned(), event.clone());
         let intents = plan.for_action(event.action_type).to_vec();
+        if let Some(group) = &self.group {
+            return group
+                .event((waybill.cloned(), event.clone()), intents)
+                .await;
+        }
+        let (waybill, event) = (waybill.cloned(), event.clone());
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
                 let outcome = events::record_in(&mut tx, waybill.as_ref(), &event).await?;

@@ -608,3 +608,44 @@ pub async fn concurrent_writers_each_get_their_own_outcome(store: Store) {
     assert_eq!(store.count_waybills().await.unwrap(), 1);
     assert_eq!(store.list_outbox("G").await.unwrap().len(), stored.len());
 }
+
+/// Many answers at once (on SQLite the writer stores a group's answers in one statement):
+/// each question is stored once, and every asker of it gets that one exchange back.
+pub async fn concurrent_answers_store_each_question_once(store: Store) {
+    let store = migrated(store).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // 50 questions, each asked four times.
+                let key = format!("wnq:{}:0", i % 50);
+                let mut ex = exchange(Some("SF6"), Some(&key), 1_000 + i);
+                ex.result_code = (i % 50) % 2;
+                let outcome = store.record_answer(&ex, None).await.unwrap();
+                (key, outcome)
+            })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeMap::new();
+    let mut inserted = 0;
+    for task in tasks {
+        let (key, outcome) = task.await.unwrap();
+        let id = match outcome {
+            ExchangeInsert::Inserted { id } => {
+                inserted += 1;
+                id
+            }
+            ExchangeInsert::Duplicate(prev) => {
+                assert_eq!(prev.dedupe_key.as_deref(), Some(key.as_str()));
+                prev.id
+            }
+        };
+        assert_eq!(
+            *ids.entry(key).or_insert(id),
+            id,
+            "one exchange per question"
+        );
+    }
+    assert_eq!(inserted, 50);
+    assert_eq!(store.list_exchanges("SF6").await.unwrap().len(), 50);
+}

@@ -53,6 +53,7 @@ store_tests! {
     core::an_event_with_the_record_of_another_waybill_stores_nothing,
     core::a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_waybills,
     core::concurrent_writers_each_get_their_own_outcome,
+    core::concurrent_answers_store_each_question_once,
     core::events_are_listed_newest_first_with_ties_broken_by_id,
     core::a_repeated_exchange_dedupe_key_returns_the_existing_row,
     core::exchanges_without_a_dedupe_key_are_all_kept_and_listed_oldest_first,
