@@ -139,7 +139,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     }
-                    _ => clear_inflight_in(&mut tx, &waybill_id, outbox_id).await?,
+                    _ => clear_inflight_in(&mut tx, &waybill_id, &[outbox_id]).await?,
                 }
                 tx.commit().await?;
                 Ok(())
@@ -207,23 +207,15 @@ impl Store {
                 }
                 // Waybill order: the lock order on push_queue rows.
                 skipped.sort();
-                let mut checked: Option<&str> = None;
-                for (waybill_id, id) in &skipped {
-                    if checked != Some(waybill_id.as_str()) {
-                        if !holds_lease_in(
-                            &mut tx,
-                            backend,
-                            LeaseTable::Waybill,
-                            waybill_id,
-                            owner,
-                        )
+                for group in skipped.chunk_by(|a, b| a.0 == b.0) {
+                    let waybill_id = group[0].0.as_str();
+                    if !holds_lease_in(&mut tx, backend, LeaseTable::Waybill, waybill_id, owner)
                         .await?
-                        {
-                            return Err(StoreError::Fenced(*id));
-                        }
-                        checked = Some(waybill_id);
+                    {
+                        return Err(StoreError::Fenced(group[0].1));
                     }
-                    clear_inflight_in(&mut tx, waybill_id, *id).await?;
+                    let ids: Vec<i64> = group.iter().map(|(_, id)| *id).collect();
+                    clear_inflight_in(&mut tx, waybill_id, &ids).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -377,16 +369,20 @@ pub(super) async fn not_pending(
 async fn clear_inflight_in(
     conn: &mut AnyConnection,
     waybill_id: &str,
-    outbox_id: i64,
+    outbox_ids: &[i64],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE push_queue SET inflight_outbox_id = NULL \
-         WHERE waybill_id = $1 AND inflight_outbox_id = $2",
-    )
-    .bind(waybill_id)
-    .bind(outbox_id)
-    .execute(&mut *conn)
-    .await?;
+    for chunk in outbox_ids.chunks(IDS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE push_queue SET inflight_outbox_id = NULL \
+             WHERE waybill_id = $1 AND inflight_outbox_id IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(waybill_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
