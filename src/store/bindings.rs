@@ -31,7 +31,7 @@ impl Store {
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
         let phone_hash = phone_hash.to_owned();
-        self.write(Box::new(move |mut tx| {
+        self.write_one(Box::new(move |conn| {
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) \
@@ -43,9 +43,8 @@ impl Store {
                 .bind(i64::from(bound))
                 .bind(now)
                 .bind(now.saturating_add(ttl_ms))
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-                tx.commit().await?;
                 Ok(())
             })
         }))

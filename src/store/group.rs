@@ -49,6 +49,11 @@ const QUEUE: usize = 4096;
 pub(super) type WriteFn<T> =
     Box<dyn for<'c> FnOnce(Transaction<'c, Any>) -> BoxFuture<'c, Result<T, StoreError>> + Send>;
 
+/// A write of exactly one statement (or none), given the group's connection itself: a
+/// statement is atomic on its own, so it needs no savepoint (two round trips saved).
+pub(super) type WriteOneFn<T> =
+    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send>;
+
 /// Handle to the writer task; cheap to clone. The task ends when every handle is dropped.
 #[derive(Clone)]
 pub(super) struct GroupCommit {
@@ -102,6 +107,18 @@ impl GroupCommit {
     pub(super) async fn submit<T: Send + 'static>(&self, f: WriteFn<T>) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Work::Job(Box::new(Task { f, reply }))).await?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Runs the one statement of `f` in the next group (no savepoint) and returns its result
+    /// once the group has committed.
+    pub(super) async fn submit_one<T: Send + 'static>(
+        &self,
+        f: WriteOneFn<T>,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Work::Job(Box::new(OneStatement { f, reply })))
+            .await?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
@@ -186,6 +203,26 @@ impl<T: Send + 'static> Job for Task<T> {
                 Ok(savepoint) => f(savepoint).await,
                 Err(e) => Err(StoreError::Database(e)),
             };
+            let fatal = matches!(result, Err(StoreError::Database(_)));
+            (fatal, deliver(result, reply))
+        })
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+struct OneStatement<T> {
+    f: WriteOneFn<T>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T: Send + 'static> Job for OneStatement<T> {
+    fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, (bool, Deliver)> {
+        Box::pin(async move {
+            let OneStatement { f, reply } = *self;
+            let result = f(conn).await;
             let fatal = matches!(result, Err(StoreError::Database(_)));
             (fatal, deliver(result, reply))
         })

@@ -191,6 +191,19 @@ impl Store {
         }
     }
 
+    /// Runs `f`, which writes with exactly one statement (or none), and returns its result
+    /// once committed: on SQLite in the next group without a savepoint, on PostgreSQL on
+    /// a pooled connection (the statement is its own transaction).
+    async fn write_one<T: Send + 'static>(&self, f: group::WriteOneFn<T>) -> Result<T, StoreError> {
+        match &self.group {
+            Some(group) => group.submit_one(f).await,
+            None => {
+                let mut conn = self.writer.acquire().await?;
+                f(&mut conn).await
+            }
+        }
+    }
+
     /// Runs `f` in a write transaction and returns its result once committed; `f` commits
     /// the transaction it is given to keep its writes (returning without committing, or
     /// with an error, stores nothing). On SQLite `f` shares the transaction with other
@@ -205,47 +218,6 @@ impl Store {
             }
         }
     }
-}
-
-/// The rows a worker's lease lives in.
-#[derive(Debug, Clone, Copy)]
-enum LeaseTable {
-    /// `push_queue`, by waybill: the push worker's.
-    Waybill,
-    /// `notify_leases`, by openid: the notification worker's.
-    Recipient,
-}
-
-/// Whether `owner` (a claim's token) holds the lease on `key`, inside the caller's write
-/// transaction. On PostgreSQL the lease row stays locked until the transaction ends, so a
-/// claimer that would take the lease over waits, then finds it renewed or released; on
-/// SQLite `BEGIN IMMEDIATE` already keeps every other writer out. Callers lock the outbox
-/// row first (the store's lock order).
-async fn holds_lease_in(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    table: LeaseTable,
-    key: &str,
-    owner: &str,
-) -> Result<bool, sqlx::Error> {
-    let select = match table {
-        LeaseTable::Waybill => {
-            "SELECT waybill_id FROM push_queue WHERE waybill_id = $1 AND lease_owner = $2"
-        }
-        LeaseTable::Recipient => {
-            "SELECT openid FROM notify_leases WHERE openid = $1 AND lease_owner = $2"
-        }
-    };
-    let sql = match backend {
-        Backend::Postgres => format!("{select} FOR UPDATE"),
-        Backend::Sqlite => select.to_string(),
-    };
-    let held: Option<String> = sqlx::query_scalar(&sql)
-        .bind(key)
-        .bind(owner)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(held.is_some())
 }
 
 /// `$start, $start+1, …` (`n` of them), for a list of values inlined in `IN (…)`: the `Any`

@@ -15,8 +15,8 @@ use sqlx::AnyConnection;
 
 use super::outbox::{OUTBOX_COLUMNS, PENDING};
 use super::{
-    attempts, events, holds_lease_in, push_queue, Completion, EventInsert, LeaseTable, NewAttempt,
-    NewEvent, OutboxEntry, Store, StoreError, WaybillRecord,
+    attempts, events, push_queue, Completion, EventInsert, NewAttempt, NewEvent, OutboxEntry,
+    Store, StoreError, WaybillRecord,
 };
 
 const DELIVERED: &str = "delivered";
@@ -355,7 +355,7 @@ impl Store {
             );
         };
         let openid = recipient.unwrap_or_default();
-        if !holds_lease_in(&mut tx, self.backend, LeaseTable::Recipient, &openid, owner).await? {
+        if !holds_lease_in(&mut tx, self.backend, &openid, owner).await? {
             return Err(StoreError::Fenced(outbox_id));
         }
         if let Some(attempt) = attempt {
@@ -492,4 +492,28 @@ pub(super) async fn enqueue_for_in(
         .await?;
     }
     Ok(())
+}
+
+/// Whether `owner` (a claim's token) holds the lease on `openid`, inside the caller's write
+/// transaction. On PostgreSQL the lease row stays locked until the transaction ends, so a
+/// claimer that would take the lease over waits, then finds it renewed or released; on
+/// SQLite the one writer already keeps every other writer out. Callers lock the outbox row
+/// first (the store's lock order).
+async fn holds_lease_in(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    openid: &str,
+    owner: &str,
+) -> Result<bool, sqlx::Error> {
+    let select = "SELECT openid FROM notify_leases WHERE openid = $1 AND lease_owner = $2";
+    let sql = match backend {
+        super::Backend::Postgres => format!("{select} FOR UPDATE"),
+        super::Backend::Sqlite => select.to_string(),
+    };
+    let held: Option<String> = sqlx::query_scalar(&sql)
+        .bind(openid)
+        .bind(owner)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(held.is_some())
 }

@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use sqlx::AnyConnection;
 
 use super::{attempts, placeholders, push_queue};
-use super::{holds_lease_in, LeaseTable};
 use super::{Completion, NewAttempt, NewEvent, OutboxEntry, Store, StoreError};
 
 pub(super) const OUTBOX_COLUMNS: &str = "id, kind, waybill_id, event_id, action_time, recipient, \
@@ -47,7 +46,6 @@ impl Store {
         completion: &Completion,
         now: i64,
     ) -> Result<(), StoreError> {
-        let backend = self.backend;
         let (owner, attempt, completion) = (owner.to_owned(), attempt.cloned(), completion.clone());
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
@@ -100,22 +98,10 @@ impl Store {
                 let Some((waybill_id, action_time, event_id)) = entry else {
                     return Err(not_pending(&mut tx, outbox_id).await?);
                 };
-                // Lock order: the outbox row (above) before the queue row.
-                if !holds_lease_in(
-                    &mut tx,
-                    backend,
-                    LeaseTable::Waybill,
-                    &waybill_id,
-                    owner,
-                )
-                .await?
-                {
-                    return Err(StoreError::Fenced(outbox_id));
-                }
-                if let Some(attempt) = attempt {
-                    attempts::insert_in(&mut tx, attempt).await?;
-                }
-                match (completion, event_id) {
+                // The queue row's update is the fence: it changes the row only while `owner`
+                // holds the lease (on PostgreSQL it locks the row, after the outbox row: the
+                // lock order).
+                let held = match (completion, event_id) {
                     // Only a path node (an entry with an event) moves the waybill's pushed position.
                     (Completion::Delivered, Some(event_id)) => {
                         sqlx::query(
@@ -130,16 +116,25 @@ impl Store {
                                     THEN $2 ELSE last_pushed_action_time END, \
                                 inflight_outbox_id = CASE WHEN inflight_outbox_id = $4 \
                                     THEN NULL ELSE inflight_outbox_id END \
-                             WHERE waybill_id = $1",
+                             WHERE waybill_id = $1 AND lease_owner = $5",
                         )
                         .bind(&waybill_id)
                         .bind(action_time)
                         .bind(event_id)
                         .bind(outbox_id)
+                        .bind(owner)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected()
+                            == 1
                     }
-                    _ => clear_inflight_in(&mut tx, &waybill_id, &[outbox_id]).await?,
+                    _ => fenced_clear_inflight_in(&mut tx, &waybill_id, owner, &[outbox_id]).await?,
+                };
+                if !held {
+                    return Err(StoreError::Fenced(outbox_id));
+                }
+                if let Some(attempt) = attempt {
+                    attempts::insert_in(&mut tx, attempt).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -158,10 +153,9 @@ impl Store {
         push_seq: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        self.write(Box::new(move |mut tx| {
+        self.write_one(Box::new(move |conn| {
             Box::pin(async move {
-                let recorded = record_receipt_in(&mut tx, outbox_id, push_seq, now).await?;
-                tx.commit().await?;
+                let recorded = record_receipt_in(conn, outbox_id, push_seq, now).await?;
                 Ok(recorded)
             })
         }))
@@ -182,7 +176,6 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let backend = self.backend;
         let (ids, reason, owner) = (ids.to_vec(), reason.to_owned(), owner.to_owned());
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
@@ -208,14 +201,10 @@ impl Store {
                 // Waybill order: the lock order on push_queue rows.
                 skipped.sort();
                 for group in skipped.chunk_by(|a, b| a.0 == b.0) {
-                    let waybill_id = group[0].0.as_str();
-                    if !holds_lease_in(&mut tx, backend, LeaseTable::Waybill, waybill_id, owner)
-                        .await?
-                    {
+                    let ids: Vec<i64> = group.iter().map(|(_, id)| *id).collect();
+                    if !fenced_clear_inflight_in(&mut tx, &group[0].0, owner, &ids).await? {
                         return Err(StoreError::Fenced(group[0].1));
                     }
-                    let ids: Vec<i64> = group.iter().map(|(_, id)| *id).collect();
-                    clear_inflight_in(&mut tx, waybill_id, &ids).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -365,27 +354,32 @@ pub(super) async fn not_pending(
     })
 }
 
-/// Clears the waybill's in-flight marker if it points at `outbox_id`.
-async fn clear_inflight_in(
+/// Clears the waybill's in-flight marker if it points at one of `outbox_ids`, only while
+/// `owner` holds the waybill's lease: `false` (nothing changed) if it does not. The update is
+/// the fence: on PostgreSQL it locks the queue row, after the caller's outbox rows.
+async fn fenced_clear_inflight_in(
     conn: &mut AnyConnection,
     waybill_id: &str,
+    owner: &str,
     outbox_ids: &[i64],
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     for chunk in outbox_ids.chunks(IDS_PER_STATEMENT) {
         let sql = format!(
-            "UPDATE push_queue SET inflight_outbox_id = NULL \
-             WHERE waybill_id = $1 AND inflight_outbox_id IN ({})",
-            placeholders(2, chunk.len())
+            "UPDATE push_queue SET inflight_outbox_id = CASE \
+                 WHEN inflight_outbox_id IN ({}) THEN NULL ELSE inflight_outbox_id END \
+             WHERE waybill_id = $1 AND lease_owner = $2",
+            placeholders(3, chunk.len())
         );
-        let mut q = sqlx::query(&sql).bind(waybill_id);
+        let mut q = sqlx::query(&sql).bind(waybill_id).bind(owner);
         for id in chunk {
             q = q.bind(*id);
         }
-        q.execute(&mut *conn).await?;
+        if q.execute(&mut *conn).await?.rows_affected() != 1 {
+            return Ok(false);
+        }
     }
-    Ok(())
+    Ok(true)
 }
-
 /// [`Store::record_receipt`] inside the caller's transaction.
 pub(super) async fn record_receipt_in(
     conn: &mut sqlx::AnyConnection,

@@ -59,7 +59,7 @@ impl Store {
             }
         };
         let owner = owner.to_owned();
-        self.write(Box::new(move |mut tx| {
+        self.write_one(Box::new(move |conn| {
             Box::pin(async move {
                 let owner = owner.as_str();
                 let claimed: Vec<String> = sqlx::query_scalar(sql)
@@ -67,9 +67,8 @@ impl Store {
                     .bind(now.saturating_add(lease_ms))
                     .bind(now)
                     .bind(limit)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut *conn)
                     .await?;
-                tx.commit().await?;
                 Ok(claimed)
             })
         }))
@@ -85,7 +84,7 @@ impl Store {
         until: i64,
     ) -> Result<bool, StoreError> {
         let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
-        self.write(Box::new(move |mut tx| {
+        self.write_one(Box::new(move |conn| {
             Box::pin(async move {
                 let updated = sqlx::query(
                     "UPDATE push_queue SET lease_until = $3 \
@@ -94,10 +93,9 @@ impl Store {
                 .bind(&waybill_id)
                 .bind(&owner)
                 .bind(until)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
-                tx.commit().await?;
                 Ok(updated == 1)
             })
         }))
@@ -207,48 +205,61 @@ impl Store {
     /// An event recorded concurrently is never missed: either its transaction committed
     /// before the recomputation, which then sees its entry, or it lowers `due_at` after.
     pub async fn release_waybill(&self, waybill_id: &str, owner: &str) -> Result<(), StoreError> {
-        let backend = self.backend;
         let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
+        if self.backend == Backend::Sqlite {
+            // One writer: the subquery sees every committed entry.
+            return self
+                .write_one(Box::new(move |conn| {
+                    Box::pin(async move { Ok(release_in(conn, &waybill_id, &owner).await?) })
+                }))
+                .await;
+        }
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
-                let (waybill_id, owner) = (waybill_id.as_str(), owner.as_str());
-                if backend == Backend::Postgres {
-                    // In one UPDATE the subquery would read the snapshot taken before waiting on a
-                    // concurrent event's row lock and miss that event's entry. Lock the row first;
-                    // the next statement then gets a snapshot that includes every writer that held it.
-                    let held = sqlx::query(
-                        "SELECT waybill_id FROM push_queue \
-                         WHERE waybill_id = $1 AND lease_owner = $2 FOR UPDATE",
-                    )
-                    .bind(waybill_id)
-                    .bind(owner)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if held.is_none() {
-                        tx.commit().await?;
-                        return Ok(());
-                    }
-                }
-                // Path-node entries only: shipping notifications (same outbox, other kinds) are
-                // claimed per openid by their own worker and must not keep the waybill due here.
-                sqlx::query(
-                    "UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
-                            due_at = (SELECT MIN(next_attempt_at) FROM outbox \
-                                      WHERE waybill_id = $1 AND state = $3 AND kind = $4) \
-                     WHERE waybill_id = $1 AND lease_owner = $2",
+                // In one UPDATE the subquery would read the snapshot taken before waiting on
+                // a concurrent event's row lock and miss that event's entry. Lock the row
+                // first; the next statement then gets a snapshot that includes every writer
+                // that held it.
+                let held = sqlx::query(
+                    "SELECT waybill_id FROM push_queue \
+                     WHERE waybill_id = $1 AND lease_owner = $2 FOR UPDATE",
                 )
-                .bind(waybill_id)
-                .bind(owner)
-                .bind(PENDING)
-                .bind(PATHNOTIFY)
-                .execute(&mut *tx)
+                .bind(&waybill_id)
+                .bind(&owner)
+                .fetch_optional(&mut *tx)
                 .await?;
+                if held.is_some() {
+                    release_in(&mut tx, &waybill_id, &owner).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             })
         }))
         .await
     }
+}
+
+/// Gives up `owner`'s lease and recomputes `due_at` (see [`Store::release_waybill`]), in
+/// one statement. Path-node entries only: shipping notifications (same outbox, other kinds)
+/// are claimed per openid by their own worker and must not keep the waybill due here.
+async fn release_in(
+    conn: &mut AnyConnection,
+    waybill_id: &str,
+    owner: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
+                due_at = (SELECT MIN(next_attempt_at) FROM outbox \
+                          WHERE waybill_id = $1 AND state = $3 AND kind = $4) \
+         WHERE waybill_id = $1 AND lease_owner = $2",
+    )
+    .bind(waybill_id)
+    .bind(owner)
+    .bind(PENDING)
+    .bind(PATHNOTIFY)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The part of a `push_queue` row that [`Store::load_push_work`] returns.
