@@ -46,6 +46,8 @@ pub struct Application {
     notify_worker: Option<Arc<NotifyWorker>>,
     tokens: Arc<TokenManager>,
     sandbox: Option<Sandbox>,
+    /// Where the in-process sandbox listens.
+    sandbox_addr: Option<SocketAddr>,
     grace: Duration,
     shutdown: (watch::Sender<bool>, watch::Receiver<bool>),
 }
@@ -85,7 +87,9 @@ impl Application {
 
         // No credentials and no api_base: play WeChat in-process. No credentials but an
         // api_base: a sandbox running elsewhere (`wxexpress sandbox`), with its default secret.
-        let (sandbox, api_base, secret) = if settings.sandbox_mode() && w.api_base.is_none() {
+        let (sandbox, sandbox_addr, api_base, secret) = if settings.sandbox_mode()
+            && w.api_base.is_none()
+        {
             let callback = settings
                 .sandbox
                 .callback_url
@@ -100,7 +104,12 @@ impl Application {
             tracing::warn!(sandbox = %running.addr, "in-process WeChat sandbox started: pushes go to the emulator, not to WeChat");
             // The secret the sandbox was given (`serve --sandbox` keeps a configured one).
             let secret = Secret::new(sb.settings().secret.clone());
-            (Some(sb), format!("http://{}", running.addr), secret)
+            (
+                Some(sb),
+                Some(running.addr),
+                format!("http://{}", running.addr),
+                secret,
+            )
         } else {
             let base = w
                 .api_base
@@ -113,7 +122,7 @@ impl Application {
             if settings.sandbox_mode() {
                 tracing::warn!(api_base = %base, "no WeChat credentials: talking to the sandbox at wechat.api_base");
             }
-            (None, base, secret)
+            (None, None, base, secret)
         };
         let o = &settings.outbox;
         let client = WechatClient::new(&api_base, Duration::from_millis(o.call_timeout_ms));
@@ -195,6 +204,7 @@ impl Application {
             notify_worker,
             tokens,
             sandbox,
+            sandbox_addr,
             grace,
             shutdown: watch::channel(false),
         })
@@ -215,6 +225,11 @@ impl Application {
     /// The in-process sandbox, when there are no WeChat credentials.
     pub fn sandbox(&self) -> Option<&Sandbox> {
         self.sandbox.as_ref()
+    }
+
+    /// Where the in-process sandbox listens (another node may push through it).
+    pub fn sandbox_addr(&self) -> Option<SocketAddr> {
+        self.sandbox_addr
     }
 
     pub fn worker_stats(&self) -> Option<Arc<WorkerStats>> {

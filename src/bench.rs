@@ -137,6 +137,20 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     let gateway = format!("http://{}", app.addr());
     let stop = app.shutdown_trigger();
     let server = tokio::spawn(app.run_until_stopped());
+    // New reverse queries while 10,000-line batches are stored back to back: a batch must
+    // not hold the writer long enough to hold the answers up.
+    let beside = Arc::new(requests(
+        5_000 * opts.seconds.max(1) as usize,
+        "B",
+        opts.waybills,
+    )?);
+    let batches = tokio::spawn(batches_for(gateway.clone(), secs, opts.waybills));
+    let mut beside_row = load(&gateway, beside, secs, conns, false).await;
+    let batch_lines = batches.await??;
+    beside_row.path = "reverse query, new, beside batches";
+    beside_row.baseline = Some(("actix JSON echo", echo_row.rate));
+    tracing::debug!(batch_lines, "batch lines stored beside the reverse queries");
+
     let singles = Arc::new(single_events(
         20_000 * opts.seconds.max(1) as usize,
         opts.waybills,
@@ -146,15 +160,20 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     let _ = stop.send(true);
     echo_handle.stop(true).await;
     let _ = server.await;
+    let mut rows = vec![
+        fresh_row, replay_row, beside_row, ingest_row, single_row, push_row,
+    ];
     let backend = if db.starts_with("postgres") {
+        // Instances sharing one outbox: the same work (one new event on every waybill,
+        // binding cache warm) pushed by one node, then by two.
+        for nodes in [1, 2] {
+            rows.push(pushes_again(&db, &data_key, opts.waybills, nodes).await?);
+        }
         "PostgreSQL"
     } else {
         "SQLite"
     };
-    Ok((
-        backend.to_string(),
-        vec![fresh_row, replay_row, ingest_row, single_row, push_row],
-    ))
+    Ok((backend.to_string(), rows))
 }
 
 /// The table, with the machine's facts a reader needs.
@@ -216,6 +235,17 @@ pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
 /// The measured gateway (outbox off, WeChat unreachable: nothing is pushed), or with `pusher`
 /// a push node in sandbox mode whose in-process sandbox answers at once.
 fn gateway_settings(db: &str, data_key: &str, pusher: bool) -> anyhow::Result<config::Settings> {
+    push_node_settings(db, data_key, pusher, None)
+}
+
+/// A gateway's settings; a push node (`pusher`) pushes through `api_base` if given (another
+/// node's sandbox), else through a sandbox of its own.
+fn push_node_settings(
+    db: &str,
+    data_key: &str,
+    pusher: bool,
+    api_base: Option<&str>,
+) -> anyhow::Result<config::Settings> {
     let mut env: BTreeMap<String, String> = [
         ("WXEXPRESS_SERVER__LISTEN", "127.0.0.1:0"),
         ("WXEXPRESS_DATABASE__URL", db),
@@ -246,6 +276,9 @@ fn gateway_settings(db: &str, data_key: &str, pusher: bool) -> anyhow::Result<co
             ("WXEXPRESS_OUTBOX__POLL_INTERVAL_MS", "5"),
         ] {
             env.insert(k.into(), v.into());
+        }
+        if let Some(base) = api_base {
+            env.insert("WXEXPRESS_WECHAT__API_BASE".into(), base.into());
         }
     }
     let opts = config::LoadOptions {
@@ -298,6 +331,93 @@ async fn pushes(db: &str, data_key: &str, waybills: usize) -> anyhow::Result<Row
         p50_ms: 0.0,
         p99_ms: 0.0,
         errors: failed as usize,
+        baseline: None,
+    })
+}
+
+/// One new event on every waybill of the earlier runs, then pushed by `nodes` push nodes
+/// sharing the database; the second pushes through the first's sandbox (WeChat is one) and
+/// the first's callback answers every reverse query (one public address).
+async fn pushes_again(
+    db: &str,
+    data_key: &str,
+    waybills: usize,
+    nodes: usize,
+) -> anyhow::Result<Row> {
+    let first = Application::build(gateway_settings(db, data_key, true)?).await?;
+    let sandbox = first
+        .sandbox()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the push node runs its sandbox in-process"))?;
+    for w in 0..waybills {
+        sandbox.bind_phone(&receiver(w));
+    }
+    let base = first
+        .sandbox_addr()
+        .map(|a| format!("http://{a}"))
+        .ok_or_else(|| anyhow::anyhow!("the push node's sandbox has an address"))?;
+    let mut apps = vec![first];
+    for _ in 1..nodes {
+        let settings = push_node_settings(db, data_key, true, Some(&base))?;
+        apps.push(Application::build(settings).await?);
+    }
+    let store = apps[0].store().clone();
+    let privacy = crate::privacy::Privacy::from_base64(data_key)?;
+    let (now, now_ms) = (chrono::Utc::now().timestamp(), crate::codec::now_ms());
+    let payload = privacy.seal_json(&crate::domain::NodeText {
+        action_msg: "快件已由 【晋江庄宅营业部】 派送".into(),
+        ..Default::default()
+    });
+    let events: Vec<_> = (0..waybills)
+        .flat_map(|w| [waybill_id(w), format!("ING{w:08}"), format!("RAW{w:08}")])
+        .map(|id| {
+            let event = crate::store::NewEvent {
+                waybill_id: id,
+                action_type: 300002,
+                action_time: now - 600 + nodes as i64,
+                payload: payload.clone(),
+                received_at: now_ms,
+            };
+            (None, event)
+        })
+        .collect();
+    for chunk in events.chunks(INGEST_BATCH_LINES) {
+        store.record_events_batch(chunk).await?;
+    }
+    let before = delivered(&store).await?;
+    let started = Instant::now();
+    let mut running = Vec::new();
+    for app in apps {
+        running.push((
+            app.shutdown_trigger(),
+            tokio::spawn(app.run_until_stopped()),
+        ));
+    }
+    let deadline = started + Duration::from_secs(600);
+    while store.any_pending().await? {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pushes did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // The second node first: the first's sandbox and callback serve it.
+    for (stop, task) in running.into_iter().rev() {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
+    let pushed = delivered(&store).await? - before;
+    Ok(Row {
+        path: if nodes == 1 {
+            "pushes, cache warm, one node"
+        } else {
+            "pushes, cache warm, two nodes"
+        },
+        rate: pushed as f64 / secs,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        errors: 0,
         baseline: None,
     })
 }
@@ -394,6 +514,50 @@ fn requests(n: usize, tag: &str, waybills: usize) -> anyhow::Result<Vec<(String,
             Ok((format!("/wechat/callback?{query}"), body))
         })
         .collect()
+}
+
+/// 10,000-line NDJSON batches of new events for the ingest waybills, one after the other
+/// for `duration` (one in flight, as a carrier's loader would send them); the lines stored.
+async fn batches_for(
+    gateway: String,
+    duration: Duration,
+    waybills: usize,
+) -> anyhow::Result<usize> {
+    const LINES: usize = 10_000;
+    let http = reqwest::Client::new();
+    let t0 = chrono::Utc::now().timestamp() - 80_000;
+    let waybills = waybills.max(1);
+    let started = Instant::now();
+    let mut stored = 0;
+    let mut k = 0;
+    while started.elapsed() < duration {
+        let body: String = (0..LINES)
+            .map(|j| {
+                let n = k * LINES + j;
+                json!({
+                    "waybill_id": format!("ING{:08}", n % waybills),
+                    "event": { "action_type": 200001, "action_time": t0 + (n / waybills) as i64, "action_msg": "快件离开 【泉州磁灶集散中心】" }
+                })
+                .to_string()
+                    + "\n"
+            })
+            .collect();
+        let r = http
+            .post(format!("{gateway}/v1/events/batch"))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "a 10,000-line batch failed: {}",
+            r.status()
+        );
+        stored += LINES;
+        k += 1;
+    }
+    Ok(stored)
 }
 
 /// `POST /v1/waybills/{id}/events` requests, each a new event of a seeded waybill.

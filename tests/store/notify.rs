@@ -749,7 +749,7 @@ pub async fn a_payment_records_its_event_once_per_transaction(store: Store) {
 /// The set-based batch gives exactly what storing its lines one by one, in order, gives:
 /// the same outcomes (a duplicate of the same line), the same rows, and notifications to
 /// the openids each line's waybill had as of that line. 1,500 lines, so the batch spans
-/// two transactions; waybills sent before, within and after the lines that rely on them.
+/// several transactions; waybills sent before, within and after the lines that rely on them.
 pub async fn a_batch_stores_what_its_lines_stored_one_by_one_would(store: Store) {
     let store = migrated(store).await;
     let mut seed: u64 = 0x5eed;
