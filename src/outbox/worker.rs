@@ -6,7 +6,7 @@
 //! Queue tasks carry ids, not payloads: everything is re-read from the store when a waybill
 //! is processed, so a crash at any moment leaves every accepted event pushed or still queued.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,14 +66,6 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     pathnotify_limit: RateLimit,
     userquery_limit: RateLimit,
-}
-
-/// A claimed waybill's lease, as the step that holds it sees it.
-struct Held<'a> {
-    /// The claim's token: the fence of every write.
-    token: &'a str,
-    /// The step's completion handed the waybill back already.
-    released: AtomicBool,
 }
 
 /// Why one step of a push could not go on.
@@ -152,17 +144,10 @@ impl Worker {
             self.store
                 .extend_lease(waybill_id, owner, now_ms() + lease.as_millis() as i64)
         };
-        let held = Held {
-            token: owner,
-            released: AtomicBool::new(false),
-        };
-        let result = while_held(lease, renew, self.step(waybill_id, &held)).await;
-        // Always hand the waybill back (recomputing when it is next due), unless the step's
-        // completion did (in the same write) or the lease is already someone else's —
-        // release only clears a lease we hold.
-        if !held.released.load(Ordering::Relaxed) {
-            self.store.release_waybill(waybill_id, owner).await?;
-        }
+        let result = while_held(lease, renew, self.step(waybill_id, owner)).await;
+        // Always hand the waybill back (recomputing when it is next due), unless the lease is
+        // already someone else's — release only clears a lease we hold.
+        self.store.release_waybill(waybill_id, owner).await?;
         match result {
             Ok(()) | Err(StepError::LeaseLost) | Err(StepError::Store(StoreError::Fenced(_))) => {
                 Ok(())
@@ -171,7 +156,7 @@ impl Worker {
         }
     }
 
-    async fn step(&self, waybill_id: &str, owner: &Held<'_>) -> Result<(), StepError> {
+    async fn step(&self, waybill_id: &str, owner: &str) -> Result<(), StepError> {
         let Some(work) = self.store.load_push_work(waybill_id).await? else {
             return Ok(());
         };
@@ -188,7 +173,8 @@ impl Worker {
                         "delivered",
                         "receipt recorded by the reverse query before the interruption",
                     );
-                    self.complete(e.id, owner, Some(&attempt), &Completion::Delivered, now)
+                    self.store
+                        .complete_entry(e.id, owner, Some(&attempt), &Completion::Delivered, now)
                         .await?;
                     self.stats
                         .receipts_recovered
@@ -209,9 +195,7 @@ impl Worker {
             .partition(|e| last.is_some_and(|l| key(e) < l));
         if !stale.is_empty() {
             let ids: Vec<i64> = stale.iter().map(|e| e.id).collect();
-            self.store
-                .mark_skipped(&ids, "stale", owner.token, now)
-                .await?;
+            self.store.mark_skipped(&ids, "stale", owner, now).await?;
             self.stats
                 .skipped_stale
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -227,7 +211,7 @@ impl Worker {
         if self.settings.coalesce && fresh.len() > 1 {
             let ids: Vec<i64> = fresh[..fresh.len() - 1].iter().map(|e| e.id).collect();
             self.store
-                .mark_skipped(&ids, "coalesced", owner.token, now)
+                .mark_skipped(&ids, "coalesced", owner, now)
                 .await?;
             self.stats
                 .skipped_coalesced
@@ -239,7 +223,7 @@ impl Worker {
         self.push(target, owner).await
     }
 
-    async fn push(&self, entry: &OutboxEntry, owner: &Held<'_>) -> Result<(), StepError> {
+    async fn push(&self, entry: &OutboxEntry, owner: &str) -> Result<(), StepError> {
         let now = now_ms();
         let Some(record) = self.store.get_waybill(&entry.waybill_id).await? else {
             self.dead(entry, owner, None, "waybill missing".to_string())
@@ -274,16 +258,17 @@ impl Worker {
         let phone = contacts.receiver.phone();
         let Some(phone) = phone.filter(Phone::is_mobile) else {
             // WeChat users bind mainland mobile numbers; a landline or an extension cannot be bound.
-            self.complete(
-                entry.id,
-                owner,
-                None,
-                &Completion::Skipped {
-                    reason: "unbound".into(),
-                },
-                now,
-            )
-            .await?;
+            self.store
+                .complete_entry(
+                    entry.id,
+                    owner,
+                    None,
+                    &Completion::Skipped {
+                        reason: "unbound".into(),
+                    },
+                    now,
+                )
+                .await?;
             self.stats.skipped_unbound.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
@@ -327,16 +312,17 @@ impl Worker {
             }
         };
         if !bound {
-            self.complete(
-                entry.id,
-                owner,
-                None,
-                &Completion::Skipped {
-                    reason: "unbound".into(),
-                },
-                now,
-            )
-            .await?;
+            self.store
+                .complete_entry(
+                    entry.id,
+                    owner,
+                    None,
+                    &Completion::Skipped {
+                        reason: "unbound".into(),
+                    },
+                    now,
+                )
+                .await?;
             self.stats.skipped_unbound.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -356,7 +342,7 @@ impl Worker {
         );
         if !self
             .store
-            .begin_push(&entry.waybill_id, owner.token, entry.id)
+            .begin_push(&entry.waybill_id, owner, entry.id)
             .await?
         {
             return Err(StepError::LeaseLost);
@@ -397,28 +383,30 @@ impl Worker {
                     .map(|a: &ExistAnswer| a.exist)
                     .unwrap_or(1);
                 if exist == 1 {
-                    self.complete(
-                        entry.id,
-                        owner,
-                        Some(&attempt),
-                        &Completion::Delivered,
-                        now_ms(),
-                    )
-                    .await?;
+                    self.store
+                        .complete_entry(
+                            entry.id,
+                            owner,
+                            Some(&attempt),
+                            &Completion::Delivered,
+                            now_ms(),
+                        )
+                        .await?;
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 } else {
                     // Accepted, but nobody is bound to the phone any more: refresh the cache.
                     self.put_binding(&phone_hash, false).await?;
-                    self.complete(
-                        entry.id,
-                        owner,
-                        Some(&attempt),
-                        &Completion::Skipped {
-                            reason: "unbound".into(),
-                        },
-                        now_ms(),
-                    )
-                    .await?;
+                    self.store
+                        .complete_entry(
+                            entry.id,
+                            owner,
+                            Some(&attempt),
+                            &Completion::Skipped {
+                                reason: "unbound".into(),
+                            },
+                            now_ms(),
+                        )
+                        .await?;
                     self.stats.skipped_unbound.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -465,7 +453,7 @@ impl Worker {
     async fn fail(
         &self,
         entry: &OutboxEntry,
-        owner: &Held<'_>,
+        owner: &str,
         attempt: NewAttempt,
         class: Class,
         api: &str,
@@ -517,7 +505,7 @@ impl Worker {
     async fn retry(
         &self,
         entry: &OutboxEntry,
-        owner: &Held<'_>,
+        owner: &str,
         attempt: NewAttempt,
         _class: Class,
     ) -> Result<(), StoreError> {
@@ -553,18 +541,19 @@ impl Worker {
     async fn dead(
         &self,
         entry: &OutboxEntry,
-        owner: &Held<'_>,
+        owner: &str,
         attempt: Option<&NewAttempt>,
         error: String,
     ) -> Result<(), StoreError> {
-        self.complete(
-            entry.id,
-            owner,
-            attempt,
-            &Completion::Dead { error },
-            now_ms(),
-        )
-        .await?;
+        self.store
+            .complete_entry(
+                entry.id,
+                owner,
+                attempt,
+                &Completion::Dead { error },
+                now_ms(),
+            )
+            .await?;
         self.stats.dead.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -572,7 +561,7 @@ impl Worker {
     async fn retry_at(
         &self,
         entry: &OutboxEntry,
-        owner: &Held<'_>,
+        owner: &str,
         attempt: Option<NewAttempt>,
         at_ms: i64,
         why: &str,
@@ -580,31 +569,15 @@ impl Worker {
         if attempt.is_some() {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        self.complete(
-            entry.id,
-            owner,
-            attempt.as_ref(),
-            &super::attempt::retry(attempt.as_ref(), at_ms, why),
-            now_ms(),
-        )
-        .await
-    }
-
-    /// Completes the entry and hands its waybill back, in one write: a completion is the last
-    /// write of a step.
-    async fn complete(
-        &self,
-        outbox_id: i64,
-        owner: &Held<'_>,
-        attempt: Option<&NewAttempt>,
-        completion: &Completion,
-        now: i64,
-    ) -> Result<(), StoreError> {
         self.store
-            .complete_and_release(outbox_id, owner.token, attempt, completion, now)
-            .await?;
-        owner.released.store(true, Ordering::Relaxed);
-        Ok(())
+            .complete_entry(
+                entry.id,
+                owner,
+                attempt.as_ref(),
+                &super::attempt::retry(attempt.as_ref(), at_ms, why),
+                now_ms(),
+            )
+            .await
     }
 
     fn attempt(

@@ -167,9 +167,7 @@ async fn set_based_in(
         };
     }
     // The last record of each waybill is what the lines leave stored.
-    // In waybill order: on PostgreSQL concurrent batches then lock shared rows in one order.
-    let mut records: Vec<&WaybillRecord> = latest.into_values().collect();
-    records.sort_unstable_by(|a, b| a.waybill_id.cmp(&b.waybill_id));
+    let records: Vec<&WaybillRecord> = latest.into_values().collect();
     for chunk in records.chunks(ROWS) {
         waybills::upsert_many_in(conn, chunk).await?;
     }

@@ -46,50 +46,95 @@ impl Store {
         completion: &Completion,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.complete(outbox_id, owner, attempt, completion, now, false)
-            .await
-    }
-
-    /// [`Store::complete_entry`], and then [`Store::release_waybill`] of the entry's waybill,
-    /// in one write: the last two writes of a push, together.
-    pub async fn complete_and_release(
-        &self,
-        outbox_id: i64,
-        owner: &str,
-        attempt: Option<&NewAttempt>,
-        completion: &Completion,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.complete(outbox_id, owner, attempt, completion, now, true)
-            .await
-    }
-
-    async fn complete(
-        &self,
-        outbox_id: i64,
-        owner: &str,
-        attempt: Option<&NewAttempt>,
-        completion: &Completion,
-        now: i64,
-        release: bool,
-    ) -> Result<(), StoreError> {
         let (owner, attempt, completion) = (owner.to_owned(), attempt.cloned(), completion.clone());
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
-                let waybill_id = complete_in(
-                    &mut tx,
-                    outbox_id,
-                    &owner,
-                    attempt.as_ref(),
-                    &completion,
-                    now,
-                )
-                .await?;
-                if release {
-                    // The queue row is locked (PostgreSQL) by the completion: a concurrent
-                    // event's mark waits for this commit, and this statement's snapshot
-                    // sees every entry committed before.
-                    super::push_queue::release_in(&mut tx, &waybill_id, &owner).await?;
+                let (owner, attempt, completion) = (owner.as_str(), attempt.as_ref(), &completion);
+                let update = match completion {
+                    Completion::Delivered => sqlx::query_as(
+                        "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
+                         WHERE id = $1 AND state = 'pending' \
+                         RETURNING waybill_id, action_time, event_id",
+                    )
+                    .bind(outbox_id)
+                    .bind(now)
+                    .bind(DELIVERED),
+                    Completion::Retry {
+                        next_attempt_at,
+                        error,
+                    } => sqlx::query_as(
+                        "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
+                                last_error = $5, updated_at = $2, receipt_at = NULL \
+                         WHERE id = $1 AND state = 'pending' \
+                         RETURNING waybill_id, action_time, event_id",
+                    )
+                    .bind(outbox_id)
+                    .bind(now)
+                    .bind(PENDING)
+                    .bind(*next_attempt_at)
+                    .bind(error.as_str()),
+                    Completion::Dead { error } => sqlx::query_as(
+                        "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
+                                done_at = $2, updated_at = $2 \
+                         WHERE id = $1 AND state = 'pending' \
+                         RETURNING waybill_id, action_time, event_id",
+                    )
+                    .bind(outbox_id)
+                    .bind(now)
+                    .bind(DEAD)
+                    .bind(error.as_str()),
+                    Completion::Skipped { reason } => sqlx::query_as(
+                        "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
+                         WHERE id = $1 AND state = 'pending' \
+                         RETURNING waybill_id, action_time, event_id",
+                    )
+                    .bind(outbox_id)
+                    .bind(now)
+                    .bind(SKIPPED)
+                    .bind(reason.as_str()),
+                };
+                let entry: Option<(String, i64, Option<i64>)> = update.fetch_optional(&mut *tx).await?;
+                // Dropping the transaction rolls it back.
+                let Some((waybill_id, action_time, event_id)) = entry else {
+                    return Err(not_pending(&mut tx, outbox_id).await?);
+                };
+                // The queue row's update is the fence: it changes the row only while `owner`
+                // holds the lease (on PostgreSQL it locks the row, after the outbox row: the
+                // lock order).
+                let held = match (completion, event_id) {
+                    // Only a path node (an entry with an event) moves the waybill's pushed position.
+                    (Completion::Delivered, Some(event_id)) => {
+                        sqlx::query(
+                            "UPDATE push_queue SET \
+                                last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
+                                    OR $2 > last_pushed_action_time \
+                                    OR ($2 = last_pushed_action_time \
+                                        AND (last_pushed_event_id IS NULL OR $3 > last_pushed_event_id)) \
+                                    THEN $3 ELSE last_pushed_event_id END, \
+                                last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
+                                    OR $2 > last_pushed_action_time \
+                                    THEN $2 ELSE last_pushed_action_time END, \
+                                inflight_outbox_id = CASE WHEN inflight_outbox_id = $4 \
+                                    THEN NULL ELSE inflight_outbox_id END \
+                             WHERE waybill_id = $1 AND lease_owner = $5",
+                        )
+                        .bind(&waybill_id)
+                        .bind(action_time)
+                        .bind(event_id)
+                        .bind(outbox_id)
+                        .bind(owner)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                            == 1
+                    }
+                    _ => fenced_clear_inflight_in(&mut tx, &waybill_id, owner, &[outbox_id]).await?,
+                };
+                if !held {
+                    return Err(StoreError::Fenced(outbox_id));
+                }
+                if let Some(attempt) = attempt {
+                    attempts::insert_in(&mut tx, attempt).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -356,103 +401,4 @@ pub(super) async fn record_receipt_in(
     .await?
     .rows_affected();
     Ok(updated == 1)
-}
-
-/// The completion of [`Store::complete_entry`], inside the caller's transaction; the
-/// entry's waybill.
-async fn complete_in(
-    conn: &mut AnyConnection,
-    outbox_id: i64,
-    owner: &str,
-    attempt: Option<&NewAttempt>,
-    completion: &Completion,
-    now: i64,
-) -> Result<String, StoreError> {
-    let update = match completion {
-        Completion::Delivered => sqlx::query_as(
-            "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
-             WHERE id = $1 AND state = 'pending' \
-             RETURNING waybill_id, action_time, event_id",
-        )
-        .bind(outbox_id)
-        .bind(now)
-        .bind(DELIVERED),
-        Completion::Retry {
-            next_attempt_at,
-            error,
-        } => sqlx::query_as(
-            "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
-                    last_error = $5, updated_at = $2, receipt_at = NULL \
-             WHERE id = $1 AND state = 'pending' \
-             RETURNING waybill_id, action_time, event_id",
-        )
-        .bind(outbox_id)
-        .bind(now)
-        .bind(PENDING)
-        .bind(*next_attempt_at)
-        .bind(error.as_str()),
-        Completion::Dead { error } => sqlx::query_as(
-            "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
-                    done_at = $2, updated_at = $2 \
-             WHERE id = $1 AND state = 'pending' \
-             RETURNING waybill_id, action_time, event_id",
-        )
-        .bind(outbox_id)
-        .bind(now)
-        .bind(DEAD)
-        .bind(error.as_str()),
-        Completion::Skipped { reason } => sqlx::query_as(
-            "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
-             WHERE id = $1 AND state = 'pending' \
-             RETURNING waybill_id, action_time, event_id",
-        )
-        .bind(outbox_id)
-        .bind(now)
-        .bind(SKIPPED)
-        .bind(reason.as_str()),
-    };
-    let entry: Option<(String, i64, Option<i64>)> = update.fetch_optional(&mut *conn).await?;
-    // On an error the caller drops its transaction, which rolls this back.
-    let Some((waybill_id, action_time, event_id)) = entry else {
-        return Err(not_pending(conn, outbox_id).await?);
-    };
-    // The queue row's update is the fence: it changes the row only while `owner`
-    // holds the lease (on PostgreSQL it locks the row, after the outbox row: the
-    // lock order).
-    let held = match (completion, event_id) {
-        // Only a path node (an entry with an event) moves the waybill's pushed position.
-        (Completion::Delivered, Some(event_id)) => {
-            sqlx::query(
-                "UPDATE push_queue SET \
-                    last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
-                        OR $2 > last_pushed_action_time \
-                        OR ($2 = last_pushed_action_time \
-                            AND (last_pushed_event_id IS NULL OR $3 > last_pushed_event_id)) \
-                        THEN $3 ELSE last_pushed_event_id END, \
-                    last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
-                        OR $2 > last_pushed_action_time \
-                        THEN $2 ELSE last_pushed_action_time END, \
-                    inflight_outbox_id = CASE WHEN inflight_outbox_id = $4 \
-                        THEN NULL ELSE inflight_outbox_id END \
-                 WHERE waybill_id = $1 AND lease_owner = $5",
-            )
-            .bind(&waybill_id)
-            .bind(action_time)
-            .bind(event_id)
-            .bind(outbox_id)
-            .bind(owner)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-                == 1
-        }
-        _ => fenced_clear_inflight_in(conn, &waybill_id, owner, &[outbox_id]).await?,
-    };
-    if !held {
-        return Err(StoreError::Fenced(outbox_id));
-    }
-    if let Some(attempt) = attempt {
-        attempts::insert_in(conn, attempt).await?;
-    }
-    Ok(waybill_id)
 }

@@ -242,7 +242,7 @@ impl Store {
 /// Gives up `owner`'s lease and recomputes `due_at` (see [`Store::release_waybill`]), in
 /// one statement. Path-node entries only: shipping notifications (same outbox, other kinds)
 /// are claimed per openid by their own worker and must not keep the waybill due here.
-pub(super) async fn release_in(
+async fn release_in(
     conn: &mut AnyConnection,
     waybill_id: &str,
     owner: &str,
