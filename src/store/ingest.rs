@@ -167,7 +167,9 @@ async fn set_based_in(
         };
     }
     // The last record of each waybill is what the lines leave stored.
-    let records: Vec<&WaybillRecord> = latest.into_values().collect();
+    // In waybill order: on PostgreSQL concurrent batches then lock shared rows in one order.
+    let mut records: Vec<&WaybillRecord> = latest.into_values().collect();
+    records.sort_unstable_by(|a, b| a.waybill_id.cmp(&b.waybill_id));
     for chunk in records.chunks(ROWS) {
         waybills::upsert_many_in(conn, chunk).await?;
     }
