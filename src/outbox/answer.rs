@@ -60,7 +60,7 @@ impl Answerer<'_> {
             ));
         };
         let prefix = self.key_prefix(raw);
-        let view = self
+        let mut view = self
             .store
             .reverse_query_view(&query.waybill_id, &prefix)
             .await?;
@@ -83,6 +83,15 @@ impl Answerer<'_> {
                 tracing::debug!(waybill_id = %query.waybill_id, "repeated reverse query answered with the stored reply");
                 return Ok(reply);
             }
+        }
+        if let Some(v) = view.as_mut().filter(|v| v.answered.is_some()) {
+            // Asked before, but the stored reply cannot be opened (the data key changed?):
+            // answer anew. The view leaves the path out when an answer is stored.
+            tracing::warn!(waybill_id = %query.waybill_id, "the stored reply of a repeated reverse query cannot be opened; answering anew");
+            let cut = v.inflight.map(|i| (i.action_time, i.event_id));
+            v.path = self.store.list_events(&query.waybill_id).await?;
+            v.path
+                .retain(|e| cut.is_none_or(|c| (e.action_time, e.id) <= c));
         }
         let lookup = self.lookup(&query, view)?;
         let reply = build_reply(&query, self.original_id, now_secs(), &lookup);

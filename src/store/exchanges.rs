@@ -58,7 +58,8 @@ pub struct ReverseQueryView {
     pub sender_phone_hash: Option<String>,
     pub inflight: Option<InFlight>,
     /// Newest first, without the nodes newer than the one in flight (WeChat asks while
-    /// that push is on its way: the node being pushed is the newest it may see).
+    /// that push is on its way: the node being pushed is the newest it may see). Empty when
+    /// `answered` is set: a repeated question is answered from its stored reply.
     pub path: Vec<EventRecord>,
     /// The exchange stored under [`answer_key`] of the asked prefix and this push in
     /// flight, if this question was answered before.
@@ -117,7 +118,7 @@ impl Store {
              LEFT JOIN callback_exchanges x ON x.dedupe_key = $2 || \
                  CASE WHEN o.id IS NULL THEN '0' \
                       ELSE CAST(o.id AS TEXT) || ':' || CAST(o.push_seq AS TEXT) END \
-             LEFT JOIN events e ON e.waybill_id = w.waybill_id \
+             LEFT JOIN events e ON e.waybill_id = w.waybill_id AND x.id IS NULL \
              WHERE w.waybill_id = $1 \
              ORDER BY e.action_time DESC, e.id DESC",
         )

@@ -217,6 +217,37 @@ async fn a_repeated_delivery_gets_the_same_answer_and_is_logged_once() {
 }
 
 #[tokio::test]
+async fn a_repeated_delivery_whose_stored_reply_cannot_be_opened_is_answered_anew_in_full() {
+    let app = app_in("secure", false).await;
+    seed(&app, "RQ3B").await;
+    let created = peer::now();
+    let doc = peer::query_doc(false, "RQ3B", "13800138000", "13800138001", created);
+    let (q, body) = peer::seal("secure", false, TOKEN, AES_KEY, APPID, &doc, created, "112");
+    let ask = |body: String| {
+        let (app, q) = (&app, &q);
+        async move {
+            let text = post(app, q, body, false).await.text().await.unwrap();
+            let reply = peer::open_reply("secure", false, TOKEN, AES_KEY, APPID, &text, "112");
+            serde_json::from_str::<Value>(&reply).unwrap()
+        }
+    };
+    let first = ask(body.clone()).await;
+    assert!(!first["Path"].as_array().unwrap().is_empty(), "{first}");
+    // The stored reply no longer opens (as after a change of data key).
+    sqlx::query("UPDATE callback_exchanges SET reply = $1")
+        .bind(vec![0_u8; 40])
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let second = ask(body).await;
+    assert_eq!(second["ResultCode"], first["ResultCode"]);
+    assert_eq!(
+        second["Path"], first["Path"],
+        "the whole path, not an empty one"
+    );
+}
+
+#[tokio::test]
 async fn unknown_waybills_and_foreign_phones_get_an_error_code_and_no_path() {
     let app = app_in("secure", true).await;
     seed(&app, "RQ4").await;
