@@ -185,64 +185,22 @@ impl Store {
         if let (Some(group), Some(_)) = (&self.group, &ex.dedupe_key) {
             return group.answer(ex.clone(), receipt).await;
         }
-        let ex = ex.clone();
+        let answer = [(ex.clone(), receipt)];
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
-                let outcome = insert_in(&mut tx, &ex).await?;
-                let answered = match &outcome {
-                    ExchangeInsert::Inserted { .. } => ex.result_code,
-                    ExchangeInsert::Duplicate(prev) => prev.result_code,
-                };
-                if let Some(r) = receipt.filter(|r| r.found == answered) {
-                    super::outbox::record_receipt_in(&mut tx, r.outbox_id, r.push_seq, r.at)
-                        .await?;
-                }
+                let mut outcomes = answers_in(&mut tx, &answer).await?;
                 tx.commit().await?;
-                Ok(outcome)
+                outcomes
+                    .pop()
+                    .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
             })
         }))
         .await
     }
 }
 
-/// Inserts the exchange unless its `dedupe_key` is taken, inside the caller's transaction;
-/// a taken key gives back the row stored first.
-async fn insert_in(
-    conn: &mut sqlx::AnyConnection,
-    ex: &NewExchange,
-) -> Result<ExchangeInsert, StoreError> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO callback_exchanges (waybill_id, dedupe_key, event, received_at, \
-                                         result_code, summary, reply, duration_us) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (dedupe_key) DO NOTHING \
-         RETURNING id",
-    )
-    .bind(&ex.waybill_id)
-    .bind(&ex.dedupe_key)
-    .bind(&ex.event)
-    .bind(ex.received_at)
-    .bind(ex.result_code)
-    .bind(&ex.summary)
-    .bind(&ex.reply)
-    .bind(ex.duration_us)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match inserted {
-        Some(id) => ExchangeInsert::Inserted { id },
-        // Only a non-null key can conflict, so the row is there.
-        None => {
-            let sql = format!("SELECT {COLUMNS} FROM callback_exchanges WHERE dedupe_key = $1");
-            let existing = sqlx::query_as::<_, ExchangeRecord>(&sql)
-                .bind(&ex.dedupe_key)
-                .fetch_one(&mut *conn)
-                .await?;
-            ExchangeInsert::Duplicate(existing)
-        }
-    })
-}
-
-/// Several answers (each exchange with a dedupe key) inside the caller's transaction, with
+/// Several answers inside the caller's transaction (at most one of them without a dedupe key:
+/// such an exchange is always inserted), with
 /// what [`Store::record_answer`] would give each, in order: the exchanges in one multi-row
 /// insert per 100, a key taken before (or earlier in `answers`) giving back the exchange
 /// stored first, then the receipts their answers stand for.
@@ -266,7 +224,8 @@ pub(super) async fn answers_in(
         let sql = format!(
             "INSERT INTO callback_exchanges (waybill_id, dedupe_key, event, received_at, \
                                              result_code, summary, reply, duration_us) \
-             VALUES {} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key",
+             VALUES {} ON CONFLICT (dedupe_key) DO NOTHING \
+             RETURNING id, COALESCE(dedupe_key, '')",
             super::values(chunk.len(), 8)
         );
         let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
