@@ -101,6 +101,8 @@ pub(super) async fn chunk_in(
             Ok(outcomes)
         }
         Err(e) => {
+            // Fails if SQLite ended the whole transaction (its savepoints go with it): then
+            // nothing runs outside it, and the error reaches the caller.
             attempt.rollback().await?;
             tracing::warn!(error = %e, lines = items.len(), "a batch's multi-row statements failed; storing its lines one by one");
             one_by_one_in(conn, items, intents).await
