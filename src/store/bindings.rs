@@ -2,6 +2,7 @@
 //! who accepts logistics pushes?), positive and negative alike, shared by every instance.
 //! The caller picks the TTL per answer; a stale row is simply overwritten.
 
+use super::settle::Settle;
 use super::{Store, StoreError};
 
 impl Store {
@@ -31,6 +32,17 @@ impl Store {
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
         let phone_hash = phone_hash.to_owned();
+        if let Some(group) = &self.group {
+            return group
+                .settle(|reply| Settle::Binding {
+                    phone_hash,
+                    bound,
+                    now,
+                    ttl_ms,
+                    reply,
+                })
+                .await;
+        }
         self.write_one(Box::new(move |conn| {
             Box::pin(async move {
                 sqlx::query(

@@ -16,11 +16,12 @@
 //!   the group is stored; a job's database error (which may have ended SQLite's
 //!   transaction) closes the group at once, so no later job runs outside it.
 //!
-//! Two kinds of write are not jobs but typed commands, applied set-based for the whole group
-//! after its jobs, a few statements however many there are: single events (as a batch of
-//! them, in the order they came: `ingest.rs`) and reverse-query answers (the exchanges in one
-//! multi-row insert: `exchanges.rs`). The writers of one group were all waiting at once, so
-//! any order among them is one they could have had.
+//! Three kinds of write are not jobs but typed commands, applied set-based for the whole
+//! group after its jobs, a few statements however many there are: single events (as a batch
+//! of them, in the order they came: `ingest.rs`), reverse-query answers (the exchanges in one
+//! multi-row insert: `exchanges.rs`), and the push worker's writes (beginning, skipping,
+//! completing, releasing, caching a binding: `settle.rs`). The writers of one group were all
+//! waiting at once, so any order among them is one they could have had.
 //!
 //! No waiting to fill a group: a group is what queued while the previous one ran, so a lone
 //! writer pays no latency. PostgreSQL does not use this (its writers run concurrently, each
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::exchanges::{self, AnswerReceipt};
 use super::ingest::{self, Item};
 use super::notifications::NotificationIntent;
+use super::settle::{self, Settle};
 use super::{EventInsert, ExchangeInsert, NewExchange, StoreError};
 
 /// At most this many jobs share a transaction.
@@ -73,6 +75,7 @@ enum Work {
         receipt: Option<AnswerReceipt>,
         reply: oneshot::Sender<Result<ExchangeInsert, StoreError>>,
     },
+    Settle(Settle),
 }
 
 impl Work {
@@ -83,6 +86,7 @@ impl Work {
             Work::Job(job) => job.fail(error),
             Work::Event { reply, .. } => drop(reply.send(Err(error))),
             Work::Answer { reply, .. } => drop(reply.send(Err(error))),
+            Work::Settle(settle) => settle.fail(error),
         }
     }
 }
@@ -154,6 +158,17 @@ impl GroupCommit {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
+    /// Applies one of the push worker's writes with the group's (see `settle.rs`); `make`
+    /// builds the command around the reply channel.
+    pub(super) async fn settle<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Settle,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Work::Settle(make(reply))).await?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
     async fn send(&self, work: Work) -> Result<(), StoreError> {
         self.queue
             .send(work)
@@ -172,11 +187,11 @@ trait Job: Send {
     fn fail(self: Box<Self>, error: StoreError);
 }
 
-type Deliver = Box<dyn FnOnce(&Result<(), String>) + Send>;
+pub(super) type Deliver = Box<dyn FnOnce(&Result<(), String>) + Send>;
 
 /// The delivery of `result` to `reply` once the group's commit is known: a write that
 /// failed on its own keeps its own error; any other gets the commit's.
-fn deliver<T: Send + 'static>(
+pub(super) fn deliver<T: Send + 'static>(
     result: Result<T, StoreError>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 ) -> Deliver {
@@ -253,6 +268,7 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
         let mut delivers: Vec<Deliver> = Vec::new();
         let mut events = Vec::new();
         let mut answers = Vec::new();
+        let mut settles = Vec::new();
         let mut taken = 0;
         let mut fatal = false;
         let mut next = Some(first);
@@ -278,6 +294,7 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
                     receipt,
                     reply,
                 } => answers.push((exchange, receipt, reply)),
+                Work::Settle(settle) => settles.push(settle),
             }
             if taken >= MAX_JOBS || started.elapsed() >= MAX_HOLD {
                 break;
@@ -292,12 +309,18 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
             for (_, _, reply) in answers {
                 delivers.push(deliver(Err(StoreError::GroupCommit(why.into())), reply));
             }
+            for settle in settles {
+                settle.fail(StoreError::GroupCommit(why.into()));
+            }
         } else {
             if !events.is_empty() {
                 record_events(&mut tx, events, &mut delivers).await;
             }
             if !answers.is_empty() {
                 record_answers(&mut tx, answers, &mut delivers).await;
+            }
+            if !settles.is_empty() {
+                delivers.extend(settle::apply(&mut tx, settles).await);
             }
         }
         let commit = tx.commit().await.map_err(|e| e.to_string());

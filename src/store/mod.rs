@@ -55,6 +55,7 @@ mod pauses;
 mod payments;
 mod push_queue;
 mod records;
+mod settle;
 mod tokens;
 mod waybills;
 mod wechat_events;
@@ -231,8 +232,13 @@ fn placeholders(start: usize, n: usize) -> String {
 
 /// `($1, $2), ($3, $4)` for `rows` rows of `cols` values, for a multi-row `VALUES`.
 fn values(rows: usize, cols: usize) -> String {
+    values_after(0, rows, cols)
+}
+
+/// [`values`] whose placeholders come after `before` leading parameters.
+fn values_after(before: usize, rows: usize, cols: usize) -> String {
     (0..rows)
-        .map(|r| format!("({})", placeholders(r * cols + 1, cols)))
+        .map(|r| format!("({})", placeholders(before + r * cols + 1, cols)))
         .collect::<Vec<_>>()
         .join(", ")
 }

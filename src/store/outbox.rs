@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use sqlx::AnyConnection;
 
+use super::settle::Settle;
 use super::{attempts, placeholders, push_queue};
 use super::{Completion, NewAttempt, NewEvent, OutboxEntry, Store, StoreError};
 
@@ -25,7 +26,7 @@ const DEAD: &str = "dead";
 
 /// Bound parameters per statement when a list of ids is inlined (both databases allow far
 /// more; this keeps statements short).
-const IDS_PER_STATEMENT: usize = 500;
+pub(super) const IDS_PER_STATEMENT: usize = 500;
 
 impl Store {
     /// Applies the outcome of one try in one transaction: records `attempt` (if any), moves
@@ -47,6 +48,18 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let (owner, attempt, completion) = (owner.to_owned(), attempt.cloned(), completion.clone());
+        if let Some(group) = &self.group {
+            return group
+                .settle(|reply| Settle::Complete {
+                    outbox_id,
+                    owner,
+                    attempt,
+                    completion,
+                    now,
+                    reply,
+                })
+                .await;
+        }
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
                 let (owner, attempt, completion) = (owner.as_str(), attempt.as_ref(), &completion);
@@ -177,6 +190,17 @@ impl Store {
             return Ok(());
         }
         let (ids, reason, owner) = (ids.to_vec(), reason.to_owned(), owner.to_owned());
+        if let Some(group) = &self.group {
+            return group
+                .settle(|reply| Settle::Skip {
+                    ids,
+                    reason,
+                    owner,
+                    now,
+                    reply,
+                })
+                .await;
+        }
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
                 let (ids, reason, owner) = (ids.as_slice(), reason.as_str(), owner.as_str());

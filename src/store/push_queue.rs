@@ -12,6 +12,7 @@
 use sqlx::AnyConnection;
 
 use super::outbox::{OUTBOX_COLUMNS, PATHNOTIFY, PENDING};
+use super::settle::Settle;
 use super::{Backend, InFlight, OutboxEntry, PushWork, Store, StoreError};
 
 impl Store {
@@ -148,6 +149,16 @@ impl Store {
         outbox_id: i64,
     ) -> Result<bool, StoreError> {
         let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
+        if let Some(group) = &self.group {
+            return group
+                .settle(|reply| Settle::Begin {
+                    waybill_id,
+                    owner,
+                    outbox_id,
+                    reply,
+                })
+                .await;
+        }
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
                 let (waybill_id, owner) = (waybill_id.as_str(), owner.as_str());
@@ -206,12 +217,13 @@ impl Store {
     /// before the recomputation, which then sees its entry, or it lowers `due_at` after.
     pub async fn release_waybill(&self, waybill_id: &str, owner: &str) -> Result<(), StoreError> {
         let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
-        if self.backend == Backend::Sqlite {
-            // One writer: the subquery sees every committed entry.
-            return self
-                .write_one(Box::new(move |conn| {
-                    Box::pin(async move { Ok(release_in(conn, &waybill_id, &owner).await?) })
-                }))
+        if let Some(group) = &self.group {
+            return group
+                .settle(|reply| Settle::Release {
+                    waybill_id,
+                    owner,
+                    reply,
+                })
                 .await;
         }
         self.write(Box::new(move |mut tx| {

@@ -73,6 +73,7 @@ store_tests! {
     outbox::outbox_counts_group_entries_by_state_and_skip_reason,
     outbox::a_late_completion_after_the_lease_lapsed_and_was_claimed_again_changes_nothing,
     outbox::a_receipt_counts_only_for_the_push_in_flight_and_is_forgotten_by_a_retry,
+    outbox::concurrent_pushes_settle_each_with_its_own_outcome,
     queue::two_concurrent_claimers_never_get_the_same_waybill_while_its_lease_is_valid,
     queue::only_due_waybills_are_claimed_earliest_first,
     queue::an_expired_lease_can_be_claimed_by_another_owner,

@@ -682,3 +682,191 @@ pub async fn a_receipt_counts_only_for_the_push_in_flight_and_is_forgotten_by_a_
     let entry = store.get_outbox(id).await.unwrap().unwrap();
     assert_eq!((entry.state.as_str(), entry.receipt_at), ("pending", None));
 }
+
+/// Many pushes settling at once (on SQLite they share the writer's groups, set-based): each
+/// caller gets the outcome it would have had alone, and the intruder's writes change nothing.
+pub async fn concurrent_pushes_settle_each_with_its_own_outcome(store: Store) {
+    let store = migrated(store).await;
+    let n = 40;
+    let names: Vec<String> = (0..n).map(|i| format!("SFC{i:03}")).collect();
+    for w in &names {
+        new_event_id(&store, Some(&waybill(w)), &event(w, 100001, 1)).await;
+        new_event_id(&store, None, &event(w, 200001, 2)).await;
+    }
+    let t = 1_000_000;
+    let mut claimed = store.claim_waybills("a#1", t, 60_000, n).await.unwrap();
+    claimed.sort();
+    assert_eq!(claimed, names);
+    let mut ids = Vec::new();
+    for w in &names {
+        ids.push(entry_ids(&store, w).await);
+    }
+
+    // Begin every push at once; an intruder's begins and skips are refused meanwhile.
+    let mut tasks = Vec::new();
+    for (w, e) in names.iter().zip(&ids) {
+        let (s, w, e) = (store.clone(), w.clone(), e.clone());
+        tasks.push(tokio::spawn(async move {
+            let first = [e[0]];
+            let (holder, intruder, skip) = tokio::join!(
+                s.begin_push(&w, "a#1", e[1]),
+                s.begin_push(&w, "x#9", e[1]),
+                s.mark_skipped(&first, "stale", "x#9", t)
+            );
+            assert!(holder.unwrap(), "{w}: the holder begins");
+            assert!(!intruder.unwrap(), "{w}: the intruder does not");
+            assert!(
+                matches!(skip, Err(StoreError::Fenced(id)) if id == e[0]),
+                "{skip:?}"
+            );
+        }));
+    }
+    for task in tasks.drain(..) {
+        task.await.unwrap();
+    }
+
+    // Complete every push at once, each its own way; some twice (the second is refused).
+    let completion = |i: usize| match i % 4 {
+        0 => Completion::Delivered,
+        1 => Completion::Retry {
+            next_attempt_at: t + 60_000 + i as i64,
+            error: "busy".into(),
+        },
+        2 => Completion::Dead {
+            error: "invalid".into(),
+        },
+        _ => Completion::Skipped {
+            reason: "unbound".into(),
+        },
+    };
+    for (i, e) in ids.iter().enumerate() {
+        let (s, e, c) = (store.clone(), e.clone(), completion(i));
+        tasks.push(tokio::spawn(async move {
+            let attempt = NewAttempt {
+                outbox_id: e[1],
+                started_at: t,
+                duration_ms: 5,
+                http_status: Some(200),
+                errcode: Some(0),
+                outcome: "ok".into(),
+                detail: format!("try {i}"),
+                rid: None,
+            };
+            // (A retry keeps the entry pending: a second one would land too.)
+            let twice = i % 5 == 0 && i % 4 != 1;
+            let older = [e[0]];
+            let (first, second, skip, intruder, unknown) = tokio::join!(
+                s.complete_entry(e[1], "a#1", Some(&attempt), &c, t + 10),
+                async {
+                    if twice {
+                        Some(
+                            s.complete_entry(e[1], "a#1", Some(&attempt), &c, t + 10)
+                                .await,
+                        )
+                    } else {
+                        None
+                    }
+                },
+                s.mark_skipped(&older, "coalesced", "a#1", t + 10),
+                s.complete_entry(e[0], "x#9", None, &Completion::Delivered, t + 10),
+                s.complete_entry(
+                    e[1] + 1_000_000,
+                    "a#1",
+                    None,
+                    &Completion::Delivered,
+                    t + 10
+                )
+            );
+            skip.unwrap();
+            assert!(
+                matches!(intruder, Err(StoreError::Fenced(_))),
+                "{intruder:?}"
+            );
+            assert!(
+                matches!(unknown, Err(StoreError::UnknownOutboxEntry(_))),
+                "{unknown:?}"
+            );
+            match second {
+                None => first.unwrap(),
+                Some(second) => {
+                    // Exactly one of the two lands; the other finds the entry settled.
+                    let oks = [&first, &second].iter().filter(|r| r.is_ok()).count();
+                    let fenced = [&first, &second]
+                        .iter()
+                        .filter(|r| matches!(r, Err(StoreError::Fenced(_))))
+                        .count();
+                    assert_eq!((oks, fenced), (1, 1), "{first:?} {second:?}");
+                }
+            }
+        }));
+    }
+    for task in tasks.drain(..) {
+        task.await.unwrap();
+    }
+
+    // Release at once: the intruder's releases leave the holder's lease alone.
+    for w in &names {
+        let (s, w) = (store.clone(), w.clone());
+        tasks.push(tokio::spawn(async move {
+            let (a, b) = tokio::join!(s.release_waybill(&w, "x#9"), s.release_waybill(&w, "a#1"));
+            a.unwrap();
+            b.unwrap();
+        }));
+    }
+    for task in tasks.drain(..) {
+        task.await.unwrap();
+    }
+
+    for (i, (w, e)) in names.iter().zip(&ids).enumerate() {
+        let first = store.get_outbox(e[0]).await.unwrap().unwrap();
+        assert_eq!(
+            (first.state.as_str(), first.skip_reason.as_deref()),
+            ("skipped", Some("coalesced")),
+            "{w}"
+        );
+        let entry = store.get_outbox(e[1]).await.unwrap().unwrap();
+        let (state, tries) = (entry.state.as_str(), entry.tries);
+        let attempts = store.list_attempts(e[1]).await.unwrap();
+        assert_eq!(
+            attempts.len(),
+            1,
+            "{w}: one attempt, however often completed"
+        );
+        assert_eq!(attempts[0].detail, format!("try {i}"));
+        let (last_time, last_event, inflight) = pushed(&store, w).await;
+        assert_eq!(inflight, None, "{w}: nothing in flight after a completion");
+        match i % 4 {
+            0 => {
+                assert_eq!((state, tries), ("delivered", 0), "{w}");
+                assert_eq!(last_time, Some(2), "{w}");
+                assert_eq!(last_event, entry.event_id, "{w}");
+                assert_eq!(due_at(&store, w).await, Some(None), "{w}");
+            }
+            1 => {
+                assert_eq!((state, tries), ("pending", 1), "{w}");
+                assert_eq!(entry.last_error.as_deref(), Some("busy"), "{w}");
+                assert_eq!(entry.next_attempt_at, t + 60_000 + i as i64, "{w}");
+                assert_eq!(last_time, None, "{w}");
+                assert_eq!(due_at(&store, w).await, Some(Some(t + 60_000 + i as i64)));
+            }
+            2 => {
+                assert_eq!((state, tries), ("dead", 1), "{w}");
+                assert_eq!(entry.last_error.as_deref(), Some("invalid"), "{w}");
+                assert!(entry.done_at.is_some(), "{w}");
+            }
+            _ => {
+                assert_eq!(
+                    (state, entry.skip_reason.as_deref()),
+                    ("skipped", Some("unbound")),
+                    "{w}"
+                );
+            }
+        }
+    }
+    // Every lease was given back: the waybills still due are claimable by anyone.
+    let again = store
+        .claim_waybills("b#1", t + 61_000 + n, 60_000, n)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), (0..n).filter(|i| i % 4 == 1).count());
+}

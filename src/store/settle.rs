@@ -1,0 +1,739 @@
+//! The push worker's writes on SQLite, settled set-based for a whole group.
+//!
+//! Beginning a push, skipping entries, completing a try, releasing a waybill and caching a
+//! `userquery` answer are sent to the writer (`group.rs`) as typed commands. The writer
+//! applies every command of its group with a few statements per kind, however many pushes
+//! are settling: a push costs the writer a share of a statement instead of a dozen round
+//! trips of its own. Each caller's outcome is exactly what the per-call write gives (the
+//! path PostgreSQL takes: [`Store::begin_push`](super::Store::begin_push),
+//! [`Store::mark_skipped`](super::Store::mark_skipped),
+//! [`Store::complete_entry`](super::Store::complete_entry),
+//! [`Store::release_waybill`](super::Store::release_waybill),
+//! [`Store::put_binding`](super::Store::put_binding)): the same fences, the same errors. The
+//! shared store tests hold both paths to that.
+//!
+//! The fences are checked by reading the rows first: the group's transaction is the only
+//! writer of the database, so nothing changes between that read and the writes after it.
+//! Kinds are applied in a fixed order (begins, skips, completions, releases, bindings), each
+//! kind after what the group's jobs, events and answers wrote; the commands of one group were
+//! all waiting at once, so that order is one they could have had. Two accepted commands of
+//! one kind never touch the same waybill in one statement: a second one waits for the next
+//! round (it cannot happen for a leaseholder, whose writes are sequential, but the outcome
+//! must not depend on that).
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::future::BoxFuture;
+use sqlx::{AnyConnection, Connection};
+use tokio::sync::oneshot;
+
+use super::group::{deliver, Deliver};
+use super::outbox::{IDS_PER_STATEMENT, PATHNOTIFY, PENDING};
+use super::{placeholders, values, values_after, Completion, NewAttempt, StoreError};
+
+/// Rows per multi-row statement (at most 9 values per row: well under SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 100;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write of the push worker, as sent to the writer.
+pub(super) enum Settle {
+    Begin {
+        waybill_id: String,
+        owner: String,
+        outbox_id: i64,
+        reply: Reply<bool>,
+    },
+    Skip {
+        ids: Vec<i64>,
+        reason: String,
+        owner: String,
+        now: i64,
+        reply: Reply<()>,
+    },
+    Complete {
+        outbox_id: i64,
+        owner: String,
+        attempt: Option<NewAttempt>,
+        completion: Completion,
+        now: i64,
+        reply: Reply<()>,
+    },
+    Release {
+        waybill_id: String,
+        owner: String,
+        reply: Reply<()>,
+    },
+    Binding {
+        phone_hash: String,
+        bound: bool,
+        now: i64,
+        ttl_ms: i64,
+        reply: Reply<()>,
+    },
+}
+
+impl Settle {
+    /// Tells the caller that its write never ran.
+    pub(super) fn fail(self, error: StoreError) {
+        match self {
+            Settle::Begin { reply, .. } => drop(reply.send(Err(error))),
+            Settle::Skip { reply, .. }
+            | Settle::Complete { reply, .. }
+            | Settle::Release { reply, .. }
+            | Settle::Binding { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+struct Begin {
+    waybill_id: String,
+    owner: String,
+    outbox_id: i64,
+}
+
+struct Skip {
+    ids: Vec<i64>,
+    reason: String,
+    owner: String,
+    now: i64,
+}
+
+struct Complete {
+    outbox_id: i64,
+    owner: String,
+    attempt: Option<NewAttempt>,
+    completion: Completion,
+    now: i64,
+}
+
+/// Applies the group's commands in one savepoint and returns the delivery of each outcome:
+/// if a statement fails, nothing of them is kept and every caller gets the error.
+pub(super) async fn apply(conn: &mut AnyConnection, work: Vec<Settle>) -> Vec<Deliver> {
+    let (mut begins, mut begin_replies) = (Vec::new(), Vec::new());
+    let (mut skips, mut skip_replies) = (Vec::new(), Vec::new());
+    let (mut completes, mut complete_replies) = (Vec::new(), Vec::new());
+    let (mut releases, mut release_replies) = (Vec::new(), Vec::new());
+    let (mut bindings, mut binding_replies) = (Vec::new(), Vec::new());
+    for w in work {
+        match w {
+            Settle::Begin {
+                waybill_id,
+                owner,
+                outbox_id,
+                reply,
+            } => {
+                begins.push(Begin {
+                    waybill_id,
+                    owner,
+                    outbox_id,
+                });
+                begin_replies.push(reply);
+            }
+            Settle::Skip {
+                ids,
+                reason,
+                owner,
+                now,
+                reply,
+            } => {
+                skips.push(Skip {
+                    ids,
+                    reason,
+                    owner,
+                    now,
+                });
+                skip_replies.push(reply);
+            }
+            Settle::Complete {
+                outbox_id,
+                owner,
+                attempt,
+                completion,
+                now,
+                reply,
+            } => {
+                completes.push(Complete {
+                    outbox_id,
+                    owner,
+                    attempt,
+                    completion,
+                    now,
+                });
+                complete_replies.push(reply);
+            }
+            Settle::Release {
+                waybill_id,
+                owner,
+                reply,
+            } => {
+                releases.push((waybill_id, owner));
+                release_replies.push(reply);
+            }
+            Settle::Binding {
+                phone_hash,
+                bound,
+                now,
+                ttl_ms,
+                reply,
+            } => {
+                bindings.push((phone_hash, bound, now, now.saturating_add(ttl_ms)));
+                binding_replies.push(reply);
+            }
+        }
+    }
+    let settled = async {
+        let mut sp = Connection::begin(&mut *conn).await?;
+        let begun = begin_all(&mut sp, &begins).await?;
+        let skipped = skip_all(&mut sp, &skips).await?;
+        let completed = complete_all(&mut sp, &completes).await?;
+        release_all(&mut sp, &releases).await?;
+        put_bindings(&mut sp, &bindings).await?;
+        sp.commit().await?;
+        Ok::<_, sqlx::Error>((begun, skipped, completed))
+    }
+    .await;
+    let mut out: Vec<Deliver> = Vec::new();
+    match settled {
+        Ok((begun, skipped, completed)) => {
+            for (outcome, reply) in begun.into_iter().zip(begin_replies) {
+                out.push(deliver(Ok(outcome), reply));
+            }
+            for (outcome, reply) in skipped.into_iter().zip(skip_replies) {
+                out.push(deliver(outcome, reply));
+            }
+            for (outcome, reply) in completed.into_iter().zip(complete_replies) {
+                out.push(deliver(outcome, reply));
+            }
+            for reply in release_replies.into_iter().chain(binding_replies) {
+                out.push(deliver(Ok(()), reply));
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            let error = || StoreError::GroupCommit(e.clone());
+            for reply in begin_replies {
+                out.push(deliver(Err(error()), reply));
+            }
+            for reply in skip_replies
+                .into_iter()
+                .chain(complete_replies)
+                .chain(release_replies)
+                .chain(binding_replies)
+            {
+                out.push(deliver(Err(error()), reply));
+            }
+        }
+    }
+    out
+}
+
+/// What the fences need to know of an entry: its waybill, whether it is pending, who holds
+/// the waybill's lease, and the node it carries.
+#[derive(sqlx::FromRow)]
+struct Entry {
+    id: i64,
+    waybill_id: String,
+    state: String,
+    lease_owner: Option<String>,
+    action_time: i64,
+    event_id: Option<i64>,
+    #[sqlx(skip)]
+    pending: bool,
+}
+
+impl Entry {
+    fn held_by(&self, owner: &str) -> bool {
+        self.lease_owner.as_deref() == Some(owner)
+    }
+}
+
+/// The entries with these ids (unknown ids are absent), with their waybills' lease holders.
+async fn lookup(
+    conn: &mut AnyConnection,
+    ids: impl Iterator<Item = i64>,
+) -> Result<HashMap<i64, Entry>, sqlx::Error> {
+    let ids: Vec<i64> = ids.collect::<HashSet<_>>().into_iter().collect();
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT o.id, o.waybill_id, o.state, q.lease_owner, o.action_time, o.event_id \
+             FROM outbox o LEFT JOIN push_queue q ON q.waybill_id = o.waybill_id \
+             WHERE o.id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, Entry>(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        let rows: Vec<Entry> = q.fetch_all(&mut *conn).await?;
+        for mut entry in rows {
+            entry.pending = entry.state == PENDING;
+            found.insert(entry.id, entry);
+        }
+    }
+    Ok(found)
+}
+
+/// The writes of one round of accepted commands.
+type Round<C> = for<'a> fn(
+    &'a mut AnyConnection,
+    Vec<&'a C>,
+    &'a HashMap<i64, Entry>,
+) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+/// Runs `round` over the commands in rounds: each round looks the entries up afresh, asks
+/// `decide` for each command still open (`Err`: its outcome, decided; `Ok(waybills)`:
+/// accepted, touching those waybills), and applies the accepted commands whose waybills no
+/// earlier command of the round touches; the others wait for the next round.
+async fn in_rounds<C, T>(
+    conn: &mut AnyConnection,
+    commands: &[C],
+    ids: impl Fn(&C) -> Vec<i64>,
+    decide: impl Fn(&C, &HashMap<i64, Entry>) -> Result<Vec<String>, T>,
+    accepted: T,
+    round: Round<C>,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: Clone,
+{
+    let mut outcomes: Vec<Option<T>> = vec![None; commands.len()];
+    let mut open: Vec<usize> = (0..commands.len()).collect();
+    while !open.is_empty() {
+        let entries = lookup(&mut *conn, open.iter().flat_map(|&i| ids(&commands[i]))).await?;
+        let mut touched: HashSet<String> = HashSet::new();
+        let (mut now, mut later) = (Vec::new(), Vec::new());
+        for i in open {
+            match decide(&commands[i], &entries) {
+                Err(outcome) => outcomes[i] = Some(outcome),
+                Ok(waybills) if waybills.iter().all(|w| !touched.contains(w)) => {
+                    touched.extend(waybills);
+                    outcomes[i] = Some(accepted.clone());
+                    now.push(i);
+                }
+                Ok(_) => later.push(i),
+            }
+        }
+        if !now.is_empty() {
+            let chosen: Vec<&C> = now.iter().map(|&i| &commands[i]).collect();
+            round(&mut *conn, chosen, &entries).await?;
+        }
+        open = later;
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every command gets an outcome"))
+        .collect())
+}
+
+/// [`Store::begin_push`](super::Store::begin_push) for many: `true` where the push began.
+async fn begin_all(conn: &mut AnyConnection, begins: &[Begin]) -> Result<Vec<bool>, sqlx::Error> {
+    in_rounds(
+        conn,
+        begins,
+        |b| vec![b.outbox_id],
+        |b, entries| match entries.get(&b.outbox_id) {
+            Some(e) if e.pending && e.waybill_id == b.waybill_id && e.held_by(&b.owner) => {
+                Ok(vec![b.waybill_id.clone()])
+            }
+            _ => Err(false),
+        },
+        true,
+        begin_round,
+    )
+    .await
+}
+
+fn begin_round<'a>(
+    conn: &'a mut AnyConnection,
+    chosen: Vec<&'a Begin>,
+    _: &'a HashMap<i64, Entry>,
+) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        for chunk in chosen.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
+                         WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for b in chunk {
+                q = q.bind(b.outbox_id);
+            }
+            q.execute(&mut *conn).await?;
+            let sql = format!(
+                "WITH v(waybill_id, outbox_id) AS (VALUES {}) \
+                         UPDATE push_queue SET inflight_outbox_id = v.outbox_id \
+                         FROM v WHERE push_queue.waybill_id = v.waybill_id",
+                values(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(&sql);
+            for b in chunk {
+                q = q.bind(&b.waybill_id).bind(b.outbox_id);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    })
+}
+
+/// [`Store::mark_skipped`](super::Store::mark_skipped) for many.
+async fn skip_all(
+    conn: &mut AnyConnection,
+    skips: &[Skip],
+) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+    let outcomes = in_rounds(
+        conn,
+        skips,
+        |s| s.ids.clone(),
+        |s, entries| {
+            // Only entries still pending change; every waybill they belong to must be held.
+            let mut changing: Vec<(&str, i64)> = s
+                .ids
+                .iter()
+                .filter_map(|id| entries.get(id).filter(|e| e.pending).map(|e| (e, *id)))
+                .map(|(e, id)| (e.waybill_id.as_str(), id))
+                .collect();
+            changing.sort();
+            changing.dedup();
+            for group in changing.chunk_by(|a, b| a.0 == b.0) {
+                let first = group[0].1;
+                if !entries[&first].held_by(&s.owner) {
+                    return Err(Fenced(first));
+                }
+            }
+            Ok(changing.iter().map(|(w, _)| w.to_string()).collect())
+        },
+        Fenced(0),
+        skip_round,
+    )
+    .await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| match o {
+            Fenced(0) => Ok(()),
+            Fenced(id) => Err(StoreError::Fenced(id)),
+        })
+        .collect())
+}
+
+fn skip_round<'a>(
+    conn: &'a mut AnyConnection,
+    chosen: Vec<&'a Skip>,
+    entries: &'a HashMap<i64, Entry>,
+) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        // Each pending entry once (two commands may name the same one).
+        let rows: Vec<(i64, &str, i64, &str)> = chosen
+            .iter()
+            .flat_map(|s| {
+                s.ids.iter().filter_map(|id| {
+                    entries
+                        .get(id)
+                        .filter(|e| e.pending)
+                        .map(|e| (*id, (s.reason.as_str(), s.now, e.waybill_id.as_str())))
+                })
+            })
+            .collect::<HashMap<i64, _>>()
+            .into_iter()
+            .map(|(id, (reason, now, w))| (id, reason, now, w))
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "WITH v(id, reason, now) AS (VALUES {}) \
+                         UPDATE outbox SET state = $1, skip_reason = v.reason, done_at = v.now, \
+                                updated_at = v.now \
+                         FROM v WHERE outbox.id = v.id AND outbox.state = $2",
+                values_after(2, chunk.len(), 3)
+            );
+            let mut q = sqlx::query(&sql).bind(SKIPPED).bind(PENDING);
+            for (id, reason, now, _) in chunk {
+                q = q.bind(*id).bind(*reason).bind(*now);
+            }
+            q.execute(&mut *conn).await?;
+            let done: Vec<(i64, &str)> = chunk.iter().map(|(id, _, _, w)| (*id, *w)).collect();
+            clear_inflight(&mut *conn, &done).await?;
+        }
+        Ok(())
+    })
+}
+
+/// A skip's outcome inside [`skip_all`]: `Fenced(0)` is success (no outbox id is 0).
+#[derive(Clone, Copy)]
+struct Fenced(i64);
+
+const SKIPPED: &str = "skipped";
+
+/// Outcome of a completion inside [`complete_all`] (cloneable, unlike [`StoreError`]).
+#[derive(Clone, Copy)]
+enum Completed {
+    Done,
+    Fenced(i64),
+    Unknown(i64),
+}
+
+/// [`Store::complete_entry`](super::Store::complete_entry) for many.
+async fn complete_all(
+    conn: &mut AnyConnection,
+    completes: &[Complete],
+) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+    let outcomes = in_rounds(
+        conn,
+        completes,
+        |c| vec![c.outbox_id],
+        |c, entries| match entries.get(&c.outbox_id) {
+            None => Err(Completed::Unknown(c.outbox_id)),
+            Some(e) if !e.pending || !e.held_by(&c.owner) => Err(Completed::Fenced(c.outbox_id)),
+            Some(e) => Ok(vec![e.waybill_id.clone()]),
+        },
+        Completed::Done,
+        complete_round,
+    )
+    .await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| match o {
+            Completed::Done => Ok(()),
+            Completed::Fenced(id) => Err(StoreError::Fenced(id)),
+            Completed::Unknown(id) => Err(StoreError::UnknownOutboxEntry(id)),
+        })
+        .collect())
+}
+
+fn complete_round<'a>(
+    conn: &'a mut AnyConnection,
+    chosen: Vec<&'a Complete>,
+    entries: &'a HashMap<i64, Entry>,
+) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        for chunk in chosen.chunks(ROWS_PER_STATEMENT) {
+            complete_chunk(&mut *conn, chunk, entries).await?;
+        }
+        Ok(())
+    })
+}
+
+/// The writes of accepted completions (distinct waybills, all held, all pending).
+async fn complete_chunk(
+    conn: &mut AnyConnection,
+    chunk: &[&Complete],
+    entries: &HashMap<i64, Entry>,
+) -> Result<(), sqlx::Error> {
+    // The entries: one statement for every kind of completion. A NULL leaves a column as
+    // it is; `tries_inc` counts a failed try; `clear_receipt` forgets a retried try's receipt.
+    let sql = format!(
+        "WITH v(id, state, skip_reason, tries_inc, next_attempt_at, last_error, done_at, now, \
+                clear_receipt) AS (VALUES {}) \
+         UPDATE outbox SET state = v.state, \
+                skip_reason = COALESCE(v.skip_reason, outbox.skip_reason), \
+                tries = outbox.tries + v.tries_inc, \
+                next_attempt_at = COALESCE(v.next_attempt_at, outbox.next_attempt_at), \
+                last_error = COALESCE(v.last_error, outbox.last_error), \
+                done_at = COALESCE(v.done_at, outbox.done_at), \
+                updated_at = v.now, \
+                receipt_at = CASE WHEN v.clear_receipt = 1 THEN NULL ELSE outbox.receipt_at END \
+         FROM v WHERE outbox.id = v.id",
+        values(chunk.len(), 9)
+    );
+    let mut q = sqlx::query(&sql);
+    for c in chunk {
+        let (state, reason, tries_inc, next_at, error, done_at, clear) = match &c.completion {
+            Completion::Delivered => ("delivered", None, 0i64, None, None, Some(c.now), 0i64),
+            Completion::Retry {
+                next_attempt_at,
+                error,
+            } => (
+                PENDING,
+                None,
+                1,
+                Some(*next_attempt_at),
+                Some(error.as_str()),
+                None,
+                1,
+            ),
+            Completion::Dead { error } => {
+                ("dead", None, 1, None, Some(error.as_str()), Some(c.now), 0)
+            }
+            Completion::Skipped { reason } => (
+                SKIPPED,
+                Some(reason.as_str()),
+                0,
+                None,
+                None,
+                Some(c.now),
+                0,
+            ),
+        };
+        q = q
+            .bind(c.outbox_id)
+            .bind(state)
+            .bind(reason)
+            .bind(tries_inc)
+            .bind(next_at)
+            .bind(error)
+            .bind(done_at)
+            .bind(c.now)
+            .bind(clear);
+    }
+    q.execute(&mut *conn).await?;
+
+    // The queue rows: a delivered path node moves its waybill's pushed position (never
+    // back) and clears the in-flight marker if it points at the entry; any other completion
+    // only clears the marker.
+    let mut moved: Vec<(&str, i64, i64, i64)> = Vec::new();
+    let mut cleared: Vec<(i64, &str)> = Vec::new();
+    for c in chunk {
+        let e = &entries[&c.outbox_id];
+        match (&c.completion, e.event_id) {
+            (Completion::Delivered, Some(event_id)) => {
+                moved.push((&e.waybill_id, e.action_time, event_id, c.outbox_id))
+            }
+            _ => cleared.push((c.outbox_id, &e.waybill_id)),
+        }
+    }
+    if !moved.is_empty() {
+        let sql = format!(
+            "WITH v(waybill_id, action_time, event_id, outbox_id) AS (VALUES {}) \
+             UPDATE push_queue SET \
+                last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
+                    OR v.action_time > last_pushed_action_time \
+                    OR (v.action_time = last_pushed_action_time \
+                        AND (last_pushed_event_id IS NULL OR v.event_id > last_pushed_event_id)) \
+                    THEN v.event_id ELSE last_pushed_event_id END, \
+                last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
+                    OR v.action_time > last_pushed_action_time \
+                    THEN v.action_time ELSE last_pushed_action_time END, \
+                inflight_outbox_id = CASE WHEN inflight_outbox_id = v.outbox_id \
+                    THEN NULL ELSE inflight_outbox_id END \
+             FROM v WHERE push_queue.waybill_id = v.waybill_id",
+            values(moved.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for (waybill_id, action_time, event_id, outbox_id) in &moved {
+            q = q
+                .bind(*waybill_id)
+                .bind(*action_time)
+                .bind(*event_id)
+                .bind(*outbox_id);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    clear_inflight(&mut *conn, &cleared).await?;
+
+    let attempts: Vec<&NewAttempt> = chunk.iter().filter_map(|c| c.attempt.as_ref()).collect();
+    if !attempts.is_empty() {
+        let sql = format!(
+            "INSERT INTO outbox_attempts (outbox_id, started_at, duration_ms, http_status, \
+                                          errcode, outcome, detail, rid) VALUES {}",
+            values(attempts.len(), 8)
+        );
+        let mut q = sqlx::query(&sql);
+        for a in attempts {
+            q = q
+                .bind(a.outbox_id)
+                .bind(a.started_at)
+                .bind(a.duration_ms)
+                .bind(a.http_status)
+                .bind(a.errcode)
+                .bind(&a.outcome)
+                .bind(&a.detail)
+                .bind(&a.rid);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Clears the in-flight marker of each waybill that points at one of the given entries
+/// (`(outbox_id, waybill_id)`); the leases were checked by the caller.
+async fn clear_inflight(
+    conn: &mut AnyConnection,
+    entries: &[(i64, &str)],
+) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let waybills: Vec<&str> = entries
+        .iter()
+        .map(|(_, w)| *w)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let sql = format!(
+        "UPDATE push_queue SET inflight_outbox_id = NULL \
+         WHERE waybill_id IN ({}) AND inflight_outbox_id IN ({})",
+        placeholders(1, waybills.len()),
+        placeholders(waybills.len() + 1, entries.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for w in &waybills {
+        q = q.bind(*w);
+    }
+    for (id, _) in entries {
+        q = q.bind(*id);
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// [`Store::release_waybill`](super::Store::release_waybill) for many: each lease given up
+/// only by its holder, the waybill's due time recomputed from its pending path nodes.
+async fn release_all(
+    conn: &mut AnyConnection,
+    releases: &[(String, String)],
+) -> Result<(), sqlx::Error> {
+    let releases: Vec<&(String, String)> = releases
+        .iter()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    for chunk in releases.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "WITH v(waybill_id, owner) AS (VALUES {}) \
+             UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
+                 due_at = (SELECT MIN(next_attempt_at) FROM outbox \
+                           WHERE outbox.waybill_id = push_queue.waybill_id \
+                             AND state = $1 AND kind = $2) \
+             FROM v WHERE push_queue.waybill_id = v.waybill_id \
+                 AND push_queue.lease_owner = v.owner",
+            values_after(2, chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql).bind(PENDING).bind(PATHNOTIFY);
+        for (waybill_id, owner) in chunk {
+            q = q.bind(waybill_id).bind(owner);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// [`Store::put_binding`](super::Store::put_binding) for many; of two answers for one
+/// phone, the later one sent is kept.
+async fn put_bindings(
+    conn: &mut AnyConnection,
+    bindings: &[(String, bool, i64, i64)],
+) -> Result<(), sqlx::Error> {
+    let mut last: HashMap<&str, &(String, bool, i64, i64)> = HashMap::new();
+    for b in bindings {
+        last.insert(&b.0, b);
+    }
+    let rows: Vec<_> = last.into_values().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) VALUES {} \
+             ON CONFLICT (phone_hash) DO UPDATE SET bound = excluded.bound, \
+                 checked_at = excluded.checked_at, expires_at = excluded.expires_at",
+            values(chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for (phone_hash, bound, checked_at, expires_at) in chunk {
+            q = q
+                .bind(phone_hash)
+                .bind(i64::from(*bound))
+                .bind(*checked_at)
+                .bind(*expires_at);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
