@@ -18,7 +18,9 @@ use super::ratelimit::RateLimit;
 use crate::codec::{self, now_ms, now_secs};
 use crate::domain::Phone;
 use crate::privacy::Privacy;
-use crate::store::{Completion, NewAttempt, OutboxEntry, Store, StoreError};
+use crate::store::{
+    BindingWrite, Completion, NewAttempt, OutboxEntry, PushStep, PushWrites, Store, StoreError,
+};
 use crate::wechat::client::{ApiError, Call, ExistAnswer, WechatClient};
 use crate::wechat::push::pathnotify_body;
 use crate::wechat::token::{AccessToken, TokenError, TokenManager};
@@ -66,6 +68,16 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     pathnotify_limit: RateLimit,
     userquery_limit: RateLimit,
+}
+
+/// What a step has decided but not yet written: skips and a `userquery` answer ride along
+/// with its next write (the begin or the completion), so a push costs the writer fewer
+/// round trips; and whether the lease was handed back already (with the completion).
+#[derive(Default)]
+struct Carry {
+    skips: Vec<(Vec<i64>, String)>,
+    binding: Option<BindingWrite>,
+    released: bool,
 }
 
 /// Why one step of a push could not go on.
@@ -137,17 +149,39 @@ impl Worker {
     }
 
     /// One step for one waybill claimed under `owner` (the claim's token), its lease kept
-    /// alive meanwhile; then the waybill is handed back.
+    /// alive meanwhile; then the waybill is handed back. A step writes at most twice: the
+    /// begin of its push, and its completion with the release; what it decided on the way
+    /// (skips, a `userquery` answer) rides along with the next of them.
     pub async fn process_waybill(&self, waybill_id: &str, owner: &str) -> Result<(), StoreError> {
         let lease = self.settings.lease;
         let renew = || {
             self.store
                 .extend_lease(waybill_id, owner, now_ms() + lease.as_millis() as i64)
         };
-        let result = while_held(lease, renew, self.step(waybill_id, owner)).await;
-        // Always hand the waybill back (recomputing when it is next due), unless the lease is
-        // already someone else's — release only clears a lease we hold.
-        self.store.release_waybill(waybill_id, owner).await?;
+        let mut carry = Carry::default();
+        let result = while_held(lease, renew, self.step(waybill_id, owner, &mut carry)).await;
+        // Always hand the waybill back (recomputing when it is next due), with whatever the
+        // step left unwritten, unless the completion did already. Release only clears a lease
+        // we hold.
+        if !carry.released {
+            let settled = self
+                .store
+                .settle_push(PushWrites {
+                    waybill_id: waybill_id.to_owned(),
+                    owner: owner.to_owned(),
+                    now: now_ms(),
+                    skips: carry.skips,
+                    binding: carry.binding,
+                    step: None,
+                    release: true,
+                })
+                .await;
+            match settled {
+                // Refused skips (the lease moved on) are the new holder's to redo.
+                Ok(_) | Err(StoreError::Fenced(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         match result {
             Ok(()) | Err(StepError::LeaseLost) | Err(StepError::Store(StoreError::Fenced(_))) => {
                 Ok(())
@@ -156,7 +190,12 @@ impl Worker {
         }
     }
 
-    async fn step(&self, waybill_id: &str, owner: &str) -> Result<(), StepError> {
+    async fn step(
+        &self,
+        waybill_id: &str,
+        owner: &str,
+        carry: &mut Carry,
+    ) -> Result<(), StepError> {
         let Some(work) = self.store.load_push_work(waybill_id).await? else {
             return Ok(());
         };
@@ -173,8 +212,7 @@ impl Worker {
                         "delivered",
                         "receipt recorded by the reverse query before the interruption",
                     );
-                    self.store
-                        .complete_entry(e.id, owner, Some(&attempt), &Completion::Delivered, now)
+                    self.finish(carry, &e, owner, Some(attempt), Completion::Delivered)
                         .await?;
                     self.stats
                         .receipts_recovered
@@ -195,10 +233,10 @@ impl Worker {
             .partition(|e| last.is_some_and(|l| key(e) < l));
         if !stale.is_empty() {
             let ids: Vec<i64> = stale.iter().map(|e| e.id).collect();
-            self.store.mark_skipped(&ids, "stale", owner, now).await?;
             self.stats
                 .skipped_stale
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            carry.skips.push((ids, "stale".into()));
         }
         let target = if self.settings.coalesce {
             fresh.last()
@@ -210,23 +248,26 @@ impl Worker {
         };
         if self.settings.coalesce && fresh.len() > 1 {
             let ids: Vec<i64> = fresh[..fresh.len() - 1].iter().map(|e| e.id).collect();
-            self.store
-                .mark_skipped(&ids, "coalesced", owner, now)
-                .await?;
             self.stats
                 .skipped_coalesced
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            carry.skips.push((ids, "coalesced".into()));
         }
         if target.next_attempt_at > now {
             return Ok(());
         }
-        self.push(target, owner).await
+        self.push(target, owner, carry).await
     }
 
-    async fn push(&self, entry: &OutboxEntry, owner: &str) -> Result<(), StepError> {
+    async fn push(
+        &self,
+        entry: &OutboxEntry,
+        owner: &str,
+        carry: &mut Carry,
+    ) -> Result<(), StepError> {
         let now = now_ms();
         let Some(record) = self.store.get_waybill(&entry.waybill_id).await? else {
-            self.dead(entry, owner, None, "waybill missing".to_string())
+            self.dead(carry, entry, owner, None, "waybill missing".to_string())
                 .await?;
             return Ok(());
         };
@@ -237,6 +278,7 @@ impl Worker {
             codec::open_contacts(&self.privacy, &record),
         ) else {
             self.dead(
+                carry,
                 entry,
                 owner,
                 None,
@@ -247,6 +289,7 @@ impl Worker {
         };
         let Ok(node) = codec::open_node(&self.privacy, ev) else {
             self.dead(
+                carry,
                 entry,
                 owner,
                 None,
@@ -258,17 +301,10 @@ impl Worker {
         let phone = contacts.receiver.phone();
         let Some(phone) = phone.filter(Phone::is_mobile) else {
             // WeChat users bind mainland mobile numbers; a landline or an extension cannot be bound.
-            self.store
-                .complete_entry(
-                    entry.id,
-                    owner,
-                    None,
-                    &Completion::Skipped {
-                        reason: "unbound".into(),
-                    },
-                    now,
-                )
-                .await?;
+            let unbound = Completion::Skipped {
+                reason: "unbound".into(),
+            };
+            self.finish(carry, entry, owner, None, unbound).await?;
             self.stats.skipped_unbound.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
@@ -279,8 +315,15 @@ impl Worker {
             Some(b) => b,
             None => {
                 if let Some(until) = self.store.api_paused_until(USERQUERY, now).await? {
-                    self.retry_at(entry, owner, None, until, "userquery paused (daily quota)")
-                        .await?;
+                    self.retry_at(
+                        carry,
+                        entry,
+                        owner,
+                        None,
+                        until,
+                        "userquery paused (daily quota)",
+                    )
+                    .await?;
                     return Ok(());
                 }
                 self.userquery_limit.acquire().await;
@@ -293,18 +336,19 @@ impl Worker {
                     Err(e) => {
                         let attempt =
                             self.attempt(entry, started, "token-error", &format!("userquery: {e}"));
-                        self.retry(entry, owner, attempt, Class::Transient).await?;
+                        self.retry(carry, entry, owner, attempt, Class::Transient)
+                            .await?;
                         return Ok(());
                     }
                     Ok(call) => match classify(&call.result) {
                         Class::Delivered => {
                             let b = call.result.as_ref().map(|a| a.exist == 1).unwrap_or(false);
-                            self.put_binding(&phone_hash, b).await?;
+                            self.put_binding(carry, &phone_hash, b);
                             b
                         }
                         class => {
                             let a = self.attempt_from_call(entry, started, &call, "userquery");
-                            self.fail(entry, owner, a, class, USERQUERY).await?;
+                            self.fail(carry, entry, owner, a, class, USERQUERY).await?;
                             return Ok(());
                         }
                     },
@@ -312,24 +356,24 @@ impl Worker {
             }
         };
         if !bound {
-            self.store
-                .complete_entry(
-                    entry.id,
-                    owner,
-                    None,
-                    &Completion::Skipped {
-                        reason: "unbound".into(),
-                    },
-                    now,
-                )
-                .await?;
+            let unbound = Completion::Skipped {
+                reason: "unbound".into(),
+            };
+            self.finish(carry, entry, owner, None, unbound).await?;
             self.stats.skipped_unbound.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
 
         if let Some(until) = self.store.api_paused_until(PATHNOTIFY, now).await? {
-            self.retry_at(entry, owner, None, until, "pathnotify paused (daily quota)")
-                .await?;
+            self.retry_at(
+                carry,
+                entry,
+                owner,
+                None,
+                until,
+                "pathnotify paused (daily quota)",
+            )
+            .await?;
             return Ok(());
         }
         let body = pathnotify_body(
@@ -340,11 +384,7 @@ impl Worker {
             node.action_time,
             &node.text,
         );
-        if !self
-            .store
-            .begin_push(&entry.waybill_id, owner, entry.id)
-            .await?
-        {
+        if !self.begin(carry, entry, owner).await? {
             return Err(StepError::LeaseLost);
         }
         self.pathnotify_limit.acquire().await;
@@ -358,7 +398,8 @@ impl Worker {
             Err(e) => {
                 let attempt =
                     self.attempt(entry, started, "token-error", &format!("pathnotify: {e}"));
-                self.retry(entry, owner, attempt, Class::Transient).await?;
+                self.retry(carry, entry, owner, attempt, Class::Transient)
+                    .await?;
                 return Ok(());
             }
         };
@@ -383,47 +424,98 @@ impl Worker {
                     .map(|a: &ExistAnswer| a.exist)
                     .unwrap_or(1);
                 if exist == 1 {
-                    self.store
-                        .complete_entry(
-                            entry.id,
-                            owner,
-                            Some(&attempt),
-                            &Completion::Delivered,
-                            now_ms(),
-                        )
+                    self.finish(carry, entry, owner, Some(attempt), Completion::Delivered)
                         .await?;
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 } else {
                     // Accepted, but nobody is bound to the phone any more: refresh the cache.
-                    self.put_binding(&phone_hash, false).await?;
-                    self.store
-                        .complete_entry(
-                            entry.id,
-                            owner,
-                            Some(&attempt),
-                            &Completion::Skipped {
-                                reason: "unbound".into(),
-                            },
-                            now_ms(),
-                        )
+                    self.put_binding(carry, &phone_hash, false);
+                    let unbound = Completion::Skipped {
+                        reason: "unbound".into(),
+                    };
+                    self.finish(carry, entry, owner, Some(attempt), unbound)
                         .await?;
                     self.stats.skipped_unbound.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            class => self.fail(entry, owner, attempt, class, PATHNOTIFY).await?,
+            class => {
+                self.fail(carry, entry, owner, attempt, class, PATHNOTIFY)
+                    .await?
+            }
         }
         Ok(())
     }
 
-    async fn put_binding(&self, phone_hash: &str, bound: bool) -> Result<(), StoreError> {
+    /// Caches a `userquery` answer with the step's next write.
+    fn put_binding(&self, carry: &mut Carry, phone_hash: &str, bound: bool) {
         let ttl = if bound {
             self.settings.binding_ttl_bound
         } else {
             self.settings.binding_ttl_unbound
         };
+        carry.binding = Some(BindingWrite {
+            phone_hash: phone_hash.to_owned(),
+            bound,
+            ttl_ms: ttl.as_millis() as i64,
+        });
+    }
+
+    /// Records that `entry` is being pushed now, with what the step carries; `false` if the
+    /// lease or the entry moved on meanwhile.
+    async fn begin(
+        &self,
+        carry: &mut Carry,
+        entry: &OutboxEntry,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
         self.store
-            .put_binding(phone_hash, bound, now_ms(), ttl.as_millis() as i64)
+            .settle_push(PushWrites {
+                waybill_id: entry.waybill_id.clone(),
+                owner: owner.to_owned(),
+                now: now_ms(),
+                skips: std::mem::take(&mut carry.skips),
+                binding: carry.binding.take(),
+                step: Some(PushStep::Begin {
+                    outbox_id: entry.id,
+                }),
+                release: false,
+            })
             .await
+    }
+
+    /// Completes `entry` and hands the waybill back, with what the step carries: the step's
+    /// last write.
+    async fn finish(
+        &self,
+        carry: &mut Carry,
+        entry: &OutboxEntry,
+        owner: &str,
+        attempt: Option<NewAttempt>,
+        completion: Completion,
+    ) -> Result<(), StoreError> {
+        let settled = self
+            .store
+            .settle_push(PushWrites {
+                waybill_id: entry.waybill_id.clone(),
+                owner: owner.to_owned(),
+                now: now_ms(),
+                skips: std::mem::take(&mut carry.skips),
+                binding: carry.binding.take(),
+                step: Some(PushStep::Complete {
+                    outbox_id: entry.id,
+                    attempt,
+                    completion,
+                }),
+                release: true,
+            })
+            .await;
+        // A refused write still released (the release is its `finally`); a database error
+        // may not have: the caller releases again.
+        carry.released = !matches!(
+            settled,
+            Err(StoreError::Database(_) | StoreError::GroupCommit(_) | StoreError::WriterStopped)
+        );
+        settled.map(|_| ())
     }
 
     /// Call with a token; on 40001/40014/42001 invalidate it (if still current), get a fresh
@@ -452,6 +544,7 @@ impl Worker {
 
     async fn fail(
         &self,
+        carry: &mut Carry,
         entry: &OutboxEntry,
         owner: &str,
         attempt: NewAttempt,
@@ -462,6 +555,7 @@ impl Worker {
         match class {
             Class::MinuteQuota => {
                 self.retry_at(
+                    carry,
                     entry,
                     owner,
                     Some(attempt),
@@ -480,7 +574,7 @@ impl Worker {
                     until_ms = until,
                     "WeChat daily quota reached: API paused until the quota resets"
                 );
-                self.retry_at(entry, owner, Some(attempt), until, "daily quota")
+                self.retry_at(carry, entry, owner, Some(attempt), until, "daily quota")
                     .await
             }
             Class::Permanent => {
@@ -493,17 +587,18 @@ impl Worker {
                         tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, errcode = attempt.errcode, rid, detail = %attempt.detail, "permanent failure: entry is dead")
                     }
                 }
-                self.dead(entry, owner, Some(&attempt), attempt.detail.clone())
+                self.dead(carry, entry, owner, Some(&attempt), attempt.detail.clone())
                     .await?;
                 Ok(())
             }
             // A token error that survived one refresh, or anything transient: the schedule.
-            _ => self.retry(entry, owner, attempt, class).await,
+            _ => self.retry(carry, entry, owner, attempt, class).await,
         }
     }
 
     async fn retry(
         &self,
+        carry: &mut Carry,
         entry: &OutboxEntry,
         owner: &str,
         attempt: NewAttempt,
@@ -517,6 +612,7 @@ impl Worker {
         match delay {
             Some(d) => {
                 self.retry_at(
+                    carry,
                     entry,
                     owner,
                     Some(attempt),
@@ -531,7 +627,8 @@ impl Worker {
                     attempt.detail
                 );
                 tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, "retry schedule spent: entry is dead");
-                self.dead(entry, owner, Some(&attempt), error).await?;
+                self.dead(carry, entry, owner, Some(&attempt), error)
+                    .await?;
                 Ok(())
             }
         }
@@ -540,19 +637,14 @@ impl Worker {
     /// Mark an entry dead (counted in the stats), with the attempt that made it so, if any.
     async fn dead(
         &self,
+        carry: &mut Carry,
         entry: &OutboxEntry,
         owner: &str,
         attempt: Option<&NewAttempt>,
         error: String,
     ) -> Result<(), StoreError> {
-        self.store
-            .complete_entry(
-                entry.id,
-                owner,
-                attempt,
-                &Completion::Dead { error },
-                now_ms(),
-            )
+        let dead = Completion::Dead { error };
+        self.finish(carry, entry, owner, attempt.cloned(), dead)
             .await?;
         self.stats.dead.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -560,6 +652,7 @@ impl Worker {
 
     async fn retry_at(
         &self,
+        carry: &mut Carry,
         entry: &OutboxEntry,
         owner: &str,
         attempt: Option<NewAttempt>,
@@ -569,15 +662,8 @@ impl Worker {
         if attempt.is_some() {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        self.store
-            .complete_entry(
-                entry.id,
-                owner,
-                attempt.as_ref(),
-                &super::attempt::retry(attempt.as_ref(), at_ms, why),
-                now_ms(),
-            )
-            .await
+        let retry = super::attempt::retry(attempt.as_ref(), at_ms, why);
+        self.finish(carry, entry, owner, attempt, retry).await
     }
 
     fn attempt(

@@ -2,8 +2,7 @@
 //! who accepts logistics pushes?), positive and negative alike, shared by every instance.
 //! The caller picks the TTL per answer; a stale row is simply overwritten.
 
-use super::settle::Settle;
-use super::{Store, StoreError};
+use super::{BindingWrite, PushWrites, Store, StoreError};
 
 impl Store {
     /// The cached answer for the phone, `None` if there is none or it expired
@@ -34,14 +33,17 @@ impl Store {
         let phone_hash = phone_hash.to_owned();
         if let Some(group) = &self.group {
             return group
-                .settle(|reply| Settle::Binding {
-                    phone_hash,
-                    bound,
+                .settle(PushWrites {
                     now,
-                    ttl_ms,
-                    reply,
+                    binding: Some(BindingWrite {
+                        phone_hash,
+                        bound,
+                        ttl_ms,
+                    }),
+                    ..PushWrites::default()
                 })
-                .await;
+                .await
+                .map(|_| ());
         }
         self.write_one(Box::new(move |conn| {
             Box::pin(async move {

@@ -37,7 +37,7 @@ use super::exchanges::{self, AnswerReceipt};
 use super::ingest::{self, Item};
 use super::notifications::NotificationIntent;
 use super::settle::{self, Settle};
-use super::{EventInsert, ExchangeInsert, NewExchange, StoreError};
+use super::{EventInsert, ExchangeInsert, NewExchange, PushWrites, StoreError};
 
 /// At most this many jobs share a transaction.
 pub(super) const MAX_JOBS: usize = 256;
@@ -158,14 +158,10 @@ impl GroupCommit {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// Applies one of the push worker's writes with the group's (see `settle.rs`); `make`
-    /// builds the command around the reply channel.
-    pub(super) async fn settle<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Settle,
-    ) -> Result<T, StoreError> {
+    /// Applies the push worker's writes with the group's (see `settle.rs`).
+    pub(super) async fn settle(&self, writes: PushWrites) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Work::Settle(make(reply))).await?;
+        self.send(Work::Settle(Settle { writes, reply })).await?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 

@@ -68,8 +68,9 @@ pub use cells::{CellRecord, CellSet};
 pub use exchanges::{answer_key, AnswerReceipt, ReverseQueryView, StoredAnswer};
 
 pub use records::{
-    AttemptRecord, Completion, EventInsert, EventRecord, ExchangeInsert, ExchangeRecord, InFlight,
-    NewAttempt, NewEvent, NewExchange, OutboxEntry, PushWork, TokenRow, WaybillRecord,
+    AttemptRecord, BindingWrite, Completion, EventInsert, EventRecord, ExchangeInsert,
+    ExchangeRecord, InFlight, NewAttempt, NewEvent, NewExchange, OutboxEntry, PushStep, PushWork,
+    PushWrites, TokenRow, WaybillRecord,
 };
 
 pub use consent::{

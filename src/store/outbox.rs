@@ -9,9 +9,10 @@ use std::collections::BTreeSet;
 
 use sqlx::AnyConnection;
 
-use super::settle::Settle;
 use super::{attempts, placeholders, push_queue};
-use super::{Completion, NewAttempt, NewEvent, OutboxEntry, Store, StoreError};
+use super::{
+    Completion, NewAttempt, NewEvent, OutboxEntry, PushStep, PushWrites, Store, StoreError,
+};
 
 pub(super) const OUTBOX_COLUMNS: &str = "id, kind, waybill_id, event_id, action_time, recipient, \
                                          state, skip_reason, tries, next_attempt_at, receipt_at, \
@@ -50,15 +51,18 @@ impl Store {
         let (owner, attempt, completion) = (owner.to_owned(), attempt.cloned(), completion.clone());
         if let Some(group) = &self.group {
             return group
-                .settle(|reply| Settle::Complete {
-                    outbox_id,
+                .settle(PushWrites {
                     owner,
-                    attempt,
-                    completion,
                     now,
-                    reply,
+                    step: Some(PushStep::Complete {
+                        outbox_id,
+                        attempt,
+                        completion,
+                    }),
+                    ..PushWrites::default()
                 })
-                .await;
+                .await
+                .map(|_| ());
         }
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
@@ -192,14 +196,14 @@ impl Store {
         let (ids, reason, owner) = (ids.to_vec(), reason.to_owned(), owner.to_owned());
         if let Some(group) = &self.group {
             return group
-                .settle(|reply| Settle::Skip {
-                    ids,
-                    reason,
+                .settle(PushWrites {
                     owner,
                     now,
-                    reply,
+                    skips: vec![(ids, reason)],
+                    ..PushWrites::default()
                 })
-                .await;
+                .await
+                .map(|_| ());
         }
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {

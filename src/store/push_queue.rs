@@ -12,8 +12,7 @@
 use sqlx::AnyConnection;
 
 use super::outbox::{OUTBOX_COLUMNS, PATHNOTIFY, PENDING};
-use super::settle::Settle;
-use super::{Backend, InFlight, OutboxEntry, PushWork, Store, StoreError};
+use super::{Backend, InFlight, OutboxEntry, PushStep, PushWork, PushWrites, Store, StoreError};
 
 impl Store {
     /// Leases up to `limit` waybills that are due (`due_at <= now`) and whose lease is free
@@ -151,11 +150,11 @@ impl Store {
         let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
         if let Some(group) = &self.group {
             return group
-                .settle(|reply| Settle::Begin {
+                .settle(PushWrites {
                     waybill_id,
                     owner,
-                    outbox_id,
-                    reply,
+                    step: Some(PushStep::Begin { outbox_id }),
+                    ..PushWrites::default()
                 })
                 .await;
         }
@@ -219,12 +218,14 @@ impl Store {
         let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
         if let Some(group) = &self.group {
             return group
-                .settle(|reply| Settle::Release {
+                .settle(PushWrites {
                     waybill_id,
                     owner,
-                    reply,
+                    release: true,
+                    ..PushWrites::default()
                 })
-                .await;
+                .await
+                .map(|_| ());
         }
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {

@@ -213,6 +213,48 @@ pub enum Completion {
     Skipped { reason: String },
 }
 
+/// The writes that settle one step of a push of one waybill, applied as one command
+/// ([`Store::settle_push`](super::Store::settle_push)), in this order: the skips; the
+/// binding; then the begin or the completion, only if every skip landed; last the release,
+/// whatever happened before it (a release is the step's `finally`).
+#[derive(Debug, Clone, Default)]
+pub struct PushWrites {
+    /// The waybill (begin and release name it; skips and completions find it from the entry).
+    pub waybill_id: String,
+    /// The claim's token: every write is fenced on it.
+    pub owner: String,
+    /// Unix ms.
+    pub now: i64,
+    /// Entries to mark skipped, and why.
+    pub skips: Vec<(Vec<i64>, String)>,
+    /// A `userquery` answer to cache.
+    pub binding: Option<BindingWrite>,
+    pub step: Option<PushStep>,
+    /// Give the lease up (and recompute when the waybill is next due).
+    pub release: bool,
+}
+
+/// A `userquery` answer for the binding cache.
+#[derive(Debug, Clone)]
+pub struct BindingWrite {
+    pub phone_hash: String,
+    pub bound: bool,
+    pub ttl_ms: i64,
+}
+
+/// The one entry a step begins pushing, or completes.
+#[derive(Debug, Clone)]
+pub enum PushStep {
+    Begin {
+        outbox_id: i64,
+    },
+    Complete {
+        outbox_id: i64,
+        attempt: Option<NewAttempt>,
+        completion: Completion,
+    },
+}
+
 /// The stored access token of one appid and its refresher's lease. `Debug` hides the token
 /// blob and its hash.
 #[derive(Clone, PartialEq, Eq, sqlx::FromRow)]

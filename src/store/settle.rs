@@ -14,12 +14,14 @@
 //!
 //! The fences are checked by reading the rows first: the group's transaction is the only
 //! writer of the database, so nothing changes between that read and the writes after it.
-//! Kinds are applied in a fixed order (begins, skips, completions, releases, bindings), each
-//! kind after what the group's jobs, events and answers wrote; the commands of one group were
-//! all waiting at once, so that order is one they could have had. Two accepted commands of
-//! one kind never touch the same waybill in one statement: a second one waits for the next
-//! round (it cannot happen for a leaseholder, whose writes are sequential, but the outcome
-//! must not depend on that).
+//!
+//! A command is one step's writes ([`PushWrites`]): skips, a binding, a begin or a
+//! completion, a release. Kinds are applied in that order for the whole group, after what the
+//! group's jobs, events and answers wrote; a command's begin or completion only if its skips
+//! landed. The commands of one group were all waiting at once, so that order is one they
+//! could have had. Two accepted commands of one kind never touch the same waybill in one
+//! statement: a second one waits for the next round (it cannot happen for a leaseholder,
+//! whose writes are sequential, but the outcome must not depend on that).
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,59 +32,83 @@ use tokio::sync::oneshot;
 use super::group::{deliver, Deliver};
 use super::outbox::{IDS_PER_STATEMENT, PATHNOTIFY, PENDING};
 use super::{placeholders, values, values_after, Completion, NewAttempt, StoreError};
+use super::{PushStep, PushWrites, Store};
 
 /// Rows per multi-row statement (at most 9 values per row: well under SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 100;
 
+impl Store {
+    /// Applies one step's writes (see [`PushWrites`]) and returns whether its begin, if it
+    /// has one, began (`true` otherwise); `Err` is the first refused skip or completion,
+    /// with the release done all the same. On SQLite the writes are one command of the
+    /// writer's group, all kept or none; on PostgreSQL they are the per-call writes, in the
+    /// same order.
+    pub async fn settle_push(&self, writes: PushWrites) -> Result<bool, StoreError> {
+        if let Some(group) = &self.group {
+            return group.settle(writes).await;
+        }
+        let PushWrites {
+            waybill_id,
+            owner,
+            now,
+            skips,
+            binding,
+            step,
+            release,
+        } = writes;
+        let mut outcome = Ok(true);
+        for (ids, reason) in &skips {
+            if let Err(e) = self.mark_skipped(ids, reason, &owner, now).await {
+                outcome = Err(e);
+                break;
+            }
+        }
+        if let Some(b) = binding {
+            let cached = self
+                .put_binding(&b.phone_hash, b.bound, now, b.ttl_ms)
+                .await;
+            if let (Err(e), Ok(_)) = (cached, &outcome) {
+                outcome = Err(e);
+            }
+        }
+        if outcome.is_ok() {
+            outcome = match step {
+                None => Ok(true),
+                Some(PushStep::Begin { outbox_id }) => {
+                    self.begin_push(&waybill_id, &owner, outbox_id).await
+                }
+                Some(PushStep::Complete {
+                    outbox_id,
+                    attempt,
+                    completion,
+                }) => self
+                    .complete_entry(outbox_id, &owner, attempt.as_ref(), &completion, now)
+                    .await
+                    .map(|()| true),
+            };
+        }
+        if release {
+            let released = self.release_waybill(&waybill_id, &owner).await;
+            if let (Err(e), Ok(_)) = (released, &outcome) {
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+}
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// A write of the push worker, as sent to the writer.
-pub(super) enum Settle {
-    Begin {
-        waybill_id: String,
-        owner: String,
-        outbox_id: i64,
-        reply: Reply<bool>,
-    },
-    Skip {
-        ids: Vec<i64>,
-        reason: String,
-        owner: String,
-        now: i64,
-        reply: Reply<()>,
-    },
-    Complete {
-        outbox_id: i64,
-        owner: String,
-        attempt: Option<NewAttempt>,
-        completion: Completion,
-        now: i64,
-        reply: Reply<()>,
-    },
-    Release {
-        waybill_id: String,
-        owner: String,
-        reply: Reply<()>,
-    },
-    Binding {
-        phone_hash: String,
-        bound: bool,
-        now: i64,
-        ttl_ms: i64,
-        reply: Reply<()>,
-    },
+/// A [`PushWrites`] as sent to the writer, with the caller's reply.
+pub(super) struct Settle {
+    pub(super) writes: PushWrites,
+    pub(super) reply: Reply<bool>,
 }
 
 impl Settle {
     /// Tells the caller that its write never ran.
     pub(super) fn fail(self, error: StoreError) {
-        match self {
-            Settle::Begin { reply, .. } => drop(reply.send(Err(error))),
-            Settle::Skip { reply, .. }
-            | Settle::Complete { reply, .. }
-            | Settle::Release { reply, .. }
-            | Settle::Binding { reply, .. } => drop(reply.send(Err(error))),
-        }
+        let _ = self.reply.send(Err(error));
     }
 }
 
@@ -110,122 +136,114 @@ struct Complete {
 /// Applies the group's commands in one savepoint and returns the delivery of each outcome:
 /// if a statement fails, nothing of them is kept and every caller gets the error.
 pub(super) async fn apply(conn: &mut AnyConnection, work: Vec<Settle>) -> Vec<Deliver> {
-    let (mut begins, mut begin_replies) = (Vec::new(), Vec::new());
-    let (mut skips, mut skip_replies) = (Vec::new(), Vec::new());
-    let (mut completes, mut complete_replies) = (Vec::new(), Vec::new());
-    let (mut releases, mut release_replies) = (Vec::new(), Vec::new());
-    let (mut bindings, mut binding_replies) = (Vec::new(), Vec::new());
-    for w in work {
-        match w {
-            Settle::Begin {
-                waybill_id,
-                owner,
-                outbox_id,
-                reply,
-            } => {
-                begins.push(Begin {
-                    waybill_id,
-                    owner,
-                    outbox_id,
-                });
-                begin_replies.push(reply);
-            }
-            Settle::Skip {
+    let mut replies = Vec::with_capacity(work.len());
+    // Each part with the index of its command.
+    let (mut skips, mut skip_of) = (Vec::new(), Vec::new());
+    let mut bindings = Vec::new();
+    let mut steps = Vec::new();
+    let mut releases = Vec::new();
+    for (i, Settle { writes, reply }) in work.into_iter().enumerate() {
+        replies.push(reply);
+        let PushWrites {
+            waybill_id,
+            owner,
+            now,
+            skips: skip_parts,
+            binding,
+            step,
+            release,
+        } = writes;
+        for (ids, reason) in skip_parts {
+            skips.push(Skip {
                 ids,
                 reason,
-                owner,
+                owner: owner.clone(),
                 now,
-                reply,
-            } => {
-                skips.push(Skip {
-                    ids,
-                    reason,
-                    owner,
-                    now,
-                });
-                skip_replies.push(reply);
-            }
-            Settle::Complete {
-                outbox_id,
-                owner,
-                attempt,
-                completion,
-                now,
-                reply,
-            } => {
-                completes.push(Complete {
-                    outbox_id,
-                    owner,
-                    attempt,
-                    completion,
-                    now,
-                });
-                complete_replies.push(reply);
-            }
-            Settle::Release {
-                waybill_id,
-                owner,
-                reply,
-            } => {
-                releases.push((waybill_id, owner));
-                release_replies.push(reply);
-            }
-            Settle::Binding {
-                phone_hash,
-                bound,
-                now,
-                ttl_ms,
-                reply,
-            } => {
-                bindings.push((phone_hash, bound, now, now.saturating_add(ttl_ms)));
-                binding_replies.push(reply);
-            }
+            });
+            skip_of.push(i);
+        }
+        if let Some(b) = binding {
+            bindings.push((b.phone_hash, b.bound, now, now.saturating_add(b.ttl_ms)));
+        }
+        if release {
+            releases.push((waybill_id.clone(), owner.clone()));
+        }
+        if let Some(step) = step {
+            steps.push((i, waybill_id, owner, now, step));
         }
     }
+    let n = replies.len();
     let settled = async {
         let mut sp = Connection::begin(&mut *conn).await?;
-        let begun = begin_all(&mut sp, &begins).await?;
-        let skipped = skip_all(&mut sp, &skips).await?;
-        let completed = complete_all(&mut sp, &completes).await?;
-        release_all(&mut sp, &releases).await?;
+        // Each command's outcome so far: a skip that is refused stops its begin or completion.
+        let mut outcomes: Vec<Result<bool, StoreError>> = (0..n).map(|_| Ok(true)).collect();
+        for (outcome, i) in skip_all(&mut sp, &skips).await?.into_iter().zip(skip_of) {
+            if let (Err(e), Ok(_)) = (outcome, &outcomes[i]) {
+                outcomes[i] = Err(e);
+            }
+        }
         put_bindings(&mut sp, &bindings).await?;
+        let (mut begins, mut begin_of) = (Vec::new(), Vec::new());
+        let (mut completes, mut complete_of) = (Vec::new(), Vec::new());
+        for (i, waybill_id, owner, now, step) in steps {
+            if outcomes[i].is_err() {
+                continue;
+            }
+            match step {
+                PushStep::Begin { outbox_id } => {
+                    begins.push(Begin {
+                        waybill_id,
+                        owner,
+                        outbox_id,
+                    });
+                    begin_of.push(i);
+                }
+                PushStep::Complete {
+                    outbox_id,
+                    attempt,
+                    completion,
+                } => {
+                    completes.push(Complete {
+                        outbox_id,
+                        owner,
+                        attempt,
+                        completion,
+                        now,
+                    });
+                    complete_of.push(i);
+                }
+            }
+        }
+        for (begun, i) in begin_all(&mut sp, &begins).await?.into_iter().zip(begin_of) {
+            outcomes[i] = Ok(begun);
+        }
+        for (done, i) in complete_all(&mut sp, &completes)
+            .await?
+            .into_iter()
+            .zip(complete_of)
+        {
+            outcomes[i] = done.map(|()| true);
+        }
+        // A release is the step's `finally`: it runs whatever came before it.
+        release_all(&mut sp, &releases).await?;
         sp.commit().await?;
-        Ok::<_, sqlx::Error>((begun, skipped, completed))
+        Ok::<_, sqlx::Error>(outcomes)
     }
     .await;
-    let mut out: Vec<Deliver> = Vec::new();
     match settled {
-        Ok((begun, skipped, completed)) => {
-            for (outcome, reply) in begun.into_iter().zip(begin_replies) {
-                out.push(deliver(Ok(outcome), reply));
-            }
-            for (outcome, reply) in skipped.into_iter().zip(skip_replies) {
-                out.push(deliver(outcome, reply));
-            }
-            for (outcome, reply) in completed.into_iter().zip(complete_replies) {
-                out.push(deliver(outcome, reply));
-            }
-            for reply in release_replies.into_iter().chain(binding_replies) {
-                out.push(deliver(Ok(()), reply));
-            }
-        }
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .zip(replies)
+            .map(|(outcome, reply)| deliver(outcome, reply))
+            .collect(),
         Err(e) => {
             let e = e.to_string();
-            let error = || StoreError::GroupCommit(e.clone());
-            for reply in begin_replies {
-                out.push(deliver(Err(error()), reply));
-            }
-            for reply in skip_replies
+            replies
                 .into_iter()
-                .chain(complete_replies)
-                .chain(release_replies)
-                .chain(binding_replies)
-            {
-                out.push(deliver(Err(error()), reply));
-            }
+                .map(|reply| deliver(Err(StoreError::GroupCommit(e.clone())), reply))
+                .collect()
         }
     }
-    out
 }
 
 /// What the fences need to know of an entry: its waybill, whether it is pending, who holds
