@@ -271,7 +271,7 @@ fn push_node_settings(
         env.remove("WXEXPRESS_WECHAT__API_BASE");
         for (k, v) in [
             ("WXEXPRESS_OUTBOX__ENABLED", "true"),
-            ("WXEXPRESS_OUTBOX__CONCURRENCY", "64"),
+            ("WXEXPRESS_OUTBOX__CONCURRENCY", "256"),
             ("WXEXPRESS_OUTBOX__BATCH_SIZE", "128"),
             ("WXEXPRESS_OUTBOX__POLL_INTERVAL_MS", "5"),
         ] {

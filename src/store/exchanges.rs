@@ -269,6 +269,7 @@ pub(super) async fn answers_in(
         }
     }
     let mut outcomes = Vec::with_capacity(answers.len());
+    let mut receipts = Vec::new();
     for (i, (ex, receipt)) in answers.iter().enumerate() {
         let first = first_of[key(i)];
         let outcome = match (inserted.get(&first), stored.get(key(i))) {
@@ -297,9 +298,10 @@ pub(super) async fn answers_in(
             ExchangeInsert::Duplicate(prev) => prev.result_code,
         };
         if let Some(r) = receipt.filter(|r| r.found == answered) {
-            super::outbox::record_receipt_in(conn, r.outbox_id, r.push_seq, r.at).await?;
+            receipts.push((r.outbox_id, r.push_seq, r.at));
         }
         outcomes.push(outcome);
     }
+    super::outbox::record_receipts_in(conn, &receipts).await?;
     Ok(outcomes)
 }

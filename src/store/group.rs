@@ -30,6 +30,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -244,19 +245,52 @@ impl<T: Send + 'static> Job for OneStatement<T> {
     }
 }
 
+/// Groups in a row on one checkout of the write connection, before it goes back to the pool
+/// (where the few writes that do not go through the group wait their turn).
+const GROUPS_PER_CHECKOUT: usize = 16;
+
 async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
-    while let Some(first) = rx.recv().await {
-        let mut conn = match writer.acquire().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                first.fail(e.to_string());
-                continue;
+    let mut held: Option<PoolConnection<Any>> = None;
+    let mut groups = 0;
+    // After a failed begin or commit, the connection is checked out afresh.
+    let mut broken = false;
+    loop {
+        if broken {
+            held = None;
+            broken = false;
+        }
+        // Keep the connection while work is queued (a checkout costs a round trip through
+        // the pool); give it back when idle, and every few groups.
+        let first = match rx.try_recv() {
+            Ok(work) if groups < GROUPS_PER_CHECKOUT => work,
+            next => {
+                held = None;
+                groups = 0;
+                match next {
+                    Ok(work) => work,
+                    Err(_) => match rx.recv().await {
+                        Some(work) => work,
+                        None => break,
+                    },
+                }
             }
         };
+        let conn = match held {
+            Some(ref mut conn) => conn,
+            None => match writer.acquire().await {
+                Ok(conn) => held.insert(conn),
+                Err(e) => {
+                    first.fail(e.to_string());
+                    continue;
+                }
+            },
+        };
+        groups += 1;
         let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
             Ok(tx) => tx,
             Err(e) => {
                 first.fail(e.to_string());
+                broken = true;
                 continue;
             }
         };
@@ -322,6 +356,7 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
         let commit = tx.commit().await.map_err(|e| e.to_string());
         if let Err(e) = &commit {
             tracing::error!(error = %e, writes = delivers.len(), "a group commit failed; its writers are told");
+            broken = true;
         }
         for deliver in delivers {
             deliver(&commit);

@@ -430,3 +430,38 @@ pub(super) async fn record_receipt_in(
     .rows_affected();
     Ok(updated == 1)
 }
+
+/// [`record_receipt_in`] for many receipts (`(outbox_id, push_seq, at)`, distinct entries).
+/// On SQLite, with more than one, a single statement whose text does not depend on how many
+/// (the rows travel as one JSON parameter), so it is prepared once.
+pub(super) async fn record_receipts_in(
+    conn: &mut sqlx::AnyConnection,
+    receipts: &[(i64, i64, i64)],
+) -> Result<(), sqlx::Error> {
+    if receipts.len() > 1 && conn.backend_name() == "SQLite" {
+        // One row per try (the earliest), as one receipt after another would leave it.
+        let mut receipts = receipts.to_vec();
+        receipts.sort_by_key(|&(id, seq, at)| (id, seq, at));
+        receipts.dedup_by_key(|&mut (id, seq, _)| (id, seq));
+        // `+o.state`: keeps SQLite's planner on the primary key (the state index would walk
+        // every pending entry).
+        sqlx::query(
+            "WITH v AS (SELECT value ->> 0 AS id, value ->> 1 AS push_seq, value ->> 2 AS at \
+                        FROM json_each($1)) \
+             UPDATE outbox SET receipt_at = COALESCE(receipt_at, v.at) FROM v \
+             WHERE outbox.id = v.id AND outbox.push_seq = v.push_seq \
+               AND +outbox.state = 'pending' \
+               AND EXISTS (SELECT 1 FROM push_queue q \
+                           WHERE q.waybill_id = outbox.waybill_id \
+                             AND q.inflight_outbox_id = outbox.id)",
+        )
+        .bind(serde_json::to_string(&receipts).expect("numbers serialise"))
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    }
+    for &(outbox_id, push_seq, at) in receipts {
+        record_receipt_in(conn, outbox_id, push_seq, at).await?;
+    }
+    Ok(())
+}

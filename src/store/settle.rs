@@ -30,12 +30,9 @@ use sqlx::{AnyConnection, Connection};
 use tokio::sync::oneshot;
 
 use super::group::{deliver, Deliver};
-use super::outbox::{IDS_PER_STATEMENT, PATHNOTIFY, PENDING};
-use super::{placeholders, values, values_after, Completion, NewAttempt, StoreError};
+use super::outbox::{PATHNOTIFY, PENDING};
+use super::{Completion, NewAttempt, StoreError};
 use super::{PushStep, PushWrites, Store};
-
-/// Rows per multi-row statement (at most 9 values per row: well under SQLite's limit).
-const ROWS_PER_STATEMENT: usize = 100;
 
 impl Store {
     /// Applies one step's writes (see [`PushWrites`]) and returns whether its begin, if it
@@ -272,25 +269,21 @@ async fn lookup(
     ids: impl Iterator<Item = i64>,
 ) -> Result<HashMap<i64, Entry>, sqlx::Error> {
     let ids: Vec<i64> = ids.collect::<HashSet<_>>().into_iter().collect();
-    let mut found = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(IDS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT o.id, o.waybill_id, o.state, q.lease_owner, o.action_time, o.event_id \
-             FROM outbox o LEFT JOIN push_queue q ON q.waybill_id = o.waybill_id \
-             WHERE o.id IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query_as::<_, Entry>(&sql);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        let rows: Vec<Entry> = q.fetch_all(&mut *conn).await?;
-        for mut entry in rows {
+    let rows: Vec<Entry> = sqlx::query_as(
+        "SELECT o.id, o.waybill_id, o.state, q.lease_owner, o.action_time, o.event_id \
+         FROM outbox o LEFT JOIN push_queue q ON q.waybill_id = o.waybill_id \
+         WHERE o.id IN (SELECT value FROM json_each($1))",
+    )
+    .bind(json(&ids))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|mut entry| {
             entry.pending = entry.state == PENDING;
-            found.insert(entry.id, entry);
-        }
-    }
-    Ok(found)
+            (entry.id, entry)
+        })
+        .collect())
 }
 
 /// The writes of one round of accepted commands.
@@ -368,29 +361,27 @@ fn begin_round<'a>(
     _: &'a HashMap<i64, Entry>,
 ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
     Box::pin(async move {
-        for chunk in chosen.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
-                         WHERE id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for b in chunk {
-                q = q.bind(b.outbox_id);
-            }
-            q.execute(&mut *conn).await?;
-            let sql = format!(
-                "WITH v(waybill_id, outbox_id) AS (VALUES {}) \
-                         UPDATE push_queue SET inflight_outbox_id = v.outbox_id \
-                         FROM v WHERE push_queue.waybill_id = v.waybill_id",
-                values(chunk.len(), 2)
-            );
-            let mut q = sqlx::query(&sql);
-            for b in chunk {
-                q = q.bind(&b.waybill_id).bind(b.outbox_id);
-            }
-            q.execute(&mut *conn).await?;
-        }
+        let ids: Vec<i64> = chosen.iter().map(|b| b.outbox_id).collect();
+        sqlx::query(
+            "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
+             WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json(&ids))
+        .execute(&mut *conn)
+        .await?;
+        let rows: Vec<(&str, i64)> = chosen
+            .iter()
+            .map(|b| (b.waybill_id.as_str(), b.outbox_id))
+            .collect();
+        sqlx::query(
+            "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS outbox_id \
+                        FROM json_each($1)) \
+             UPDATE push_queue SET inflight_outbox_id = v.outbox_id \
+             FROM v WHERE push_queue.waybill_id = v.waybill_id",
+        )
+        .bind(json(&rows))
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     })
 }
@@ -442,37 +433,41 @@ fn skip_round<'a>(
 ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
     Box::pin(async move {
         // Each pending entry once (two commands may name the same one).
-        let rows: Vec<(i64, &str, i64, &str)> = chosen
+        let rows: Vec<(i64, &str, i64)> = chosen
             .iter()
             .flat_map(|s| {
                 s.ids.iter().filter_map(|id| {
                     entries
                         .get(id)
                         .filter(|e| e.pending)
-                        .map(|e| (*id, (s.reason.as_str(), s.now, e.waybill_id.as_str())))
+                        .map(|_| (*id, (s.reason.as_str(), s.now)))
                 })
             })
             .collect::<HashMap<i64, _>>()
             .into_iter()
-            .map(|(id, (reason, now, w))| (id, reason, now, w))
+            .map(|(id, (reason, now))| (id, reason, now))
             .collect();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "WITH v(id, reason, now) AS (VALUES {}) \
-                         UPDATE outbox SET state = $1, skip_reason = v.reason, done_at = v.now, \
-                                updated_at = v.now \
-                         FROM v WHERE outbox.id = v.id AND outbox.state = $2",
-                values_after(2, chunk.len(), 3)
-            );
-            let mut q = sqlx::query(&sql).bind(SKIPPED).bind(PENDING);
-            for (id, reason, now, _) in chunk {
-                q = q.bind(*id).bind(*reason).bind(*now);
-            }
-            q.execute(&mut *conn).await?;
-            let done: Vec<(i64, &str)> = chunk.iter().map(|(id, _, _, w)| (*id, *w)).collect();
-            clear_inflight(&mut *conn, &done).await?;
+        if rows.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        // Every row is pending (the lookup said so, and nothing wrote since): no state
+        // test, which would lead SQLite's planner to walk the `state` index instead.
+        sqlx::query(
+            "WITH v AS (SELECT value ->> 0 AS id, value ->> 1 AS reason, value ->> 2 AS now \
+                        FROM json_each($2)) \
+             UPDATE outbox SET state = $1, skip_reason = v.reason, done_at = v.now, \
+                    updated_at = v.now \
+             FROM v WHERE outbox.id = v.id",
+        )
+        .bind(SKIPPED)
+        .bind(json(&rows))
+        .execute(&mut *conn)
+        .await?;
+        let done: Vec<(i64, &str)> = rows
+            .iter()
+            .map(|(id, _, _)| (*id, entries[id].waybill_id.as_str()))
+            .collect();
+        clear_inflight(&mut *conn, &done).await
     })
 }
 
@@ -523,25 +518,86 @@ fn complete_round<'a>(
     chosen: Vec<&'a Complete>,
     entries: &'a HashMap<i64, Entry>,
 ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        for chunk in chosen.chunks(ROWS_PER_STATEMENT) {
-            complete_chunk(&mut *conn, chunk, entries).await?;
-        }
-        Ok(())
-    })
+    Box::pin(complete_chosen(conn, chosen, entries))
 }
 
 /// The writes of accepted completions (distinct waybills, all held, all pending).
-async fn complete_chunk(
+async fn complete_chosen(
     conn: &mut AnyConnection,
-    chunk: &[&Complete],
+    chosen: Vec<&Complete>,
     entries: &HashMap<i64, Entry>,
 ) -> Result<(), sqlx::Error> {
     // The entries: one statement for every kind of completion. A NULL leaves a column as
     // it is; `tries_inc` counts a failed try; `clear_receipt` forgets a retried try's receipt.
-    let sql = format!(
-        "WITH v(id, state, skip_reason, tries_inc, next_attempt_at, last_error, done_at, now, \
-                clear_receipt) AS (VALUES {}) \
+    type Row<'r> = (
+        i64,
+        &'r str,
+        Option<&'r str>,
+        i64,
+        Option<i64>,
+        Option<&'r str>,
+        Option<i64>,
+        i64,
+        i64,
+    );
+    let rows: Vec<Row> = chosen
+        .iter()
+        .map(|c| match &c.completion {
+            Completion::Delivered => (
+                c.outbox_id,
+                "delivered",
+                None,
+                0,
+                None,
+                None,
+                Some(c.now),
+                c.now,
+                0,
+            ),
+            Completion::Retry {
+                next_attempt_at,
+                error,
+            } => (
+                c.outbox_id,
+                PENDING,
+                None,
+                1,
+                Some(*next_attempt_at),
+                Some(error.as_str()),
+                None,
+                c.now,
+                1,
+            ),
+            Completion::Dead { error } => (
+                c.outbox_id,
+                "dead",
+                None,
+                1,
+                None,
+                Some(error.as_str()),
+                Some(c.now),
+                c.now,
+                0,
+            ),
+            Completion::Skipped { reason } => (
+                c.outbox_id,
+                SKIPPED,
+                Some(reason.as_str()),
+                0,
+                None,
+                None,
+                Some(c.now),
+                c.now,
+                0,
+            ),
+        })
+        .collect();
+    sqlx::query(
+        "WITH v AS (SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS skip_reason, \
+                           value ->> 3 AS tries_inc, value ->> 4 AS next_attempt_at, \
+                           value ->> 5 AS last_error, value ->> 6 AS done_at, \
+                           value ->> 7 AS now, value ->> 8 AS clear_receipt \
+                    FROM json_each($1)) \
          UPDATE outbox SET state = v.state, \
                 skip_reason = COALESCE(v.skip_reason, outbox.skip_reason), \
                 tries = outbox.tries + v.tries_inc, \
@@ -551,56 +607,17 @@ async fn complete_chunk(
                 updated_at = v.now, \
                 receipt_at = CASE WHEN v.clear_receipt = 1 THEN NULL ELSE outbox.receipt_at END \
          FROM v WHERE outbox.id = v.id",
-        values(chunk.len(), 9)
-    );
-    let mut q = sqlx::query(&sql);
-    for c in chunk {
-        let (state, reason, tries_inc, next_at, error, done_at, clear) = match &c.completion {
-            Completion::Delivered => ("delivered", None, 0i64, None, None, Some(c.now), 0i64),
-            Completion::Retry {
-                next_attempt_at,
-                error,
-            } => (
-                PENDING,
-                None,
-                1,
-                Some(*next_attempt_at),
-                Some(error.as_str()),
-                None,
-                1,
-            ),
-            Completion::Dead { error } => {
-                ("dead", None, 1, None, Some(error.as_str()), Some(c.now), 0)
-            }
-            Completion::Skipped { reason } => (
-                SKIPPED,
-                Some(reason.as_str()),
-                0,
-                None,
-                None,
-                Some(c.now),
-                0,
-            ),
-        };
-        q = q
-            .bind(c.outbox_id)
-            .bind(state)
-            .bind(reason)
-            .bind(tries_inc)
-            .bind(next_at)
-            .bind(error)
-            .bind(done_at)
-            .bind(c.now)
-            .bind(clear);
-    }
-    q.execute(&mut *conn).await?;
+    )
+    .bind(json(&rows))
+    .execute(&mut *conn)
+    .await?;
 
     // The queue rows: a delivered path node moves its waybill's pushed position (never
     // back) and clears the in-flight marker if it points at the entry; any other completion
     // only clears the marker.
     let mut moved: Vec<(&str, i64, i64, i64)> = Vec::new();
     let mut cleared: Vec<(i64, &str)> = Vec::new();
-    for c in chunk {
+    for c in &chosen {
         let e = &entries[&c.outbox_id];
         match (&c.completion, e.event_id) {
             (Completion::Delivered, Some(event_id)) => {
@@ -610,8 +627,10 @@ async fn complete_chunk(
         }
     }
     if !moved.is_empty() {
-        let sql = format!(
-            "WITH v(waybill_id, action_time, event_id, outbox_id) AS (VALUES {}) \
+        sqlx::query(
+            "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS action_time, \
+                               value ->> 2 AS event_id, value ->> 3 AS outbox_id \
+                        FROM json_each($1)) \
              UPDATE push_queue SET \
                 last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
                     OR v.action_time > last_pushed_action_time \
@@ -624,40 +643,40 @@ async fn complete_chunk(
                 inflight_outbox_id = CASE WHEN inflight_outbox_id = v.outbox_id \
                     THEN NULL ELSE inflight_outbox_id END \
              FROM v WHERE push_queue.waybill_id = v.waybill_id",
-            values(moved.len(), 4)
-        );
-        let mut q = sqlx::query(&sql);
-        for (waybill_id, action_time, event_id, outbox_id) in &moved {
-            q = q
-                .bind(*waybill_id)
-                .bind(*action_time)
-                .bind(*event_id)
-                .bind(*outbox_id);
-        }
-        q.execute(&mut *conn).await?;
+        )
+        .bind(json(&moved))
+        .execute(&mut *conn)
+        .await?;
     }
     clear_inflight(&mut *conn, &cleared).await?;
 
-    let attempts: Vec<&NewAttempt> = chunk.iter().filter_map(|c| c.attempt.as_ref()).collect();
+    let attempts: Vec<_> = chosen
+        .iter()
+        .filter_map(|c| c.attempt.as_ref())
+        .map(|a| {
+            (
+                a.outbox_id,
+                a.started_at,
+                a.duration_ms,
+                a.http_status,
+                a.errcode,
+                &a.outcome,
+                &a.detail,
+                &a.rid,
+            )
+        })
+        .collect();
     if !attempts.is_empty() {
-        let sql = format!(
+        sqlx::query(
             "INSERT INTO outbox_attempts (outbox_id, started_at, duration_ms, http_status, \
-                                          errcode, outcome, detail, rid) VALUES {}",
-            values(attempts.len(), 8)
-        );
-        let mut q = sqlx::query(&sql);
-        for a in attempts {
-            q = q
-                .bind(a.outbox_id)
-                .bind(a.started_at)
-                .bind(a.duration_ms)
-                .bind(a.http_status)
-                .bind(a.errcode)
-                .bind(&a.outcome)
-                .bind(&a.detail)
-                .bind(&a.rid);
-        }
-        q.execute(&mut *conn).await?;
+                                          errcode, outcome, detail, rid) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                    value ->> 5, value ->> 6, value ->> 7 \
+             FROM json_each($1)",
+        )
+        .bind(json(&attempts))
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
@@ -671,26 +690,17 @@ async fn clear_inflight(
     if entries.is_empty() {
         return Ok(());
     }
-    let waybills: Vec<&str> = entries
-        .iter()
-        .map(|(_, w)| *w)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let sql = format!(
+    let waybills: HashSet<&str> = entries.iter().map(|(_, w)| *w).collect();
+    let ids: Vec<i64> = entries.iter().map(|(id, _)| *id).collect();
+    sqlx::query(
         "UPDATE push_queue SET inflight_outbox_id = NULL \
-         WHERE waybill_id IN ({}) AND inflight_outbox_id IN ({})",
-        placeholders(1, waybills.len()),
-        placeholders(waybills.len() + 1, entries.len())
-    );
-    let mut q = sqlx::query(&sql);
-    for w in &waybills {
-        q = q.bind(*w);
-    }
-    for (id, _) in entries {
-        q = q.bind(*id);
-    }
-    q.execute(&mut *conn).await?;
+         WHERE waybill_id IN (SELECT value FROM json_each($1)) \
+           AND inflight_outbox_id IN (SELECT value FROM json_each($2))",
+    )
+    .bind(json(&waybills))
+    .bind(json(&ids))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -700,28 +710,24 @@ async fn release_all(
     conn: &mut AnyConnection,
     releases: &[(String, String)],
 ) -> Result<(), sqlx::Error> {
-    let releases: Vec<&(String, String)> = releases
-        .iter()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    for chunk in releases.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "WITH v(waybill_id, owner) AS (VALUES {}) \
-             UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
-                 due_at = (SELECT MIN(next_attempt_at) FROM outbox \
-                           WHERE outbox.waybill_id = push_queue.waybill_id \
-                             AND state = $1 AND kind = $2) \
-             FROM v WHERE push_queue.waybill_id = v.waybill_id \
-                 AND push_queue.lease_owner = v.owner",
-            values_after(2, chunk.len(), 2)
-        );
-        let mut q = sqlx::query(&sql).bind(PENDING).bind(PATHNOTIFY);
-        for (waybill_id, owner) in chunk {
-            q = q.bind(waybill_id).bind(owner);
-        }
-        q.execute(&mut *conn).await?;
+    if releases.is_empty() {
+        return Ok(());
     }
+    let releases: HashSet<&(String, String)> = releases.iter().collect();
+    sqlx::query(
+        "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS owner FROM json_each($3)) \
+         UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
+             due_at = (SELECT MIN(next_attempt_at) FROM outbox \
+                       WHERE outbox.waybill_id = push_queue.waybill_id \
+                         AND state = $1 AND kind = $2) \
+         FROM v WHERE push_queue.waybill_id = v.waybill_id \
+             AND push_queue.lease_owner = v.owner",
+    )
+    .bind(PENDING)
+    .bind(PATHNOTIFY)
+    .bind(json(&releases))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -731,27 +737,32 @@ async fn put_bindings(
     conn: &mut AnyConnection,
     bindings: &[(String, bool, i64, i64)],
 ) -> Result<(), sqlx::Error> {
-    let mut last: HashMap<&str, &(String, bool, i64, i64)> = HashMap::new();
-    for b in bindings {
-        last.insert(&b.0, b);
+    if bindings.is_empty() {
+        return Ok(());
     }
-    let rows: Vec<_> = last.into_values().collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) VALUES {} \
-             ON CONFLICT (phone_hash) DO UPDATE SET bound = excluded.bound, \
-                 checked_at = excluded.checked_at, expires_at = excluded.expires_at",
-            values(chunk.len(), 4)
-        );
-        let mut q = sqlx::query(&sql);
-        for (phone_hash, bound, checked_at, expires_at) in chunk {
-            q = q
-                .bind(phone_hash)
-                .bind(i64::from(*bound))
-                .bind(*checked_at)
-                .bind(*expires_at);
-        }
-        q.execute(&mut *conn).await?;
+    let mut last: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+    for (phone_hash, bound, checked_at, expires_at) in bindings {
+        last.insert(phone_hash, (i64::from(*bound), *checked_at, *expires_at));
     }
+    let rows: Vec<(&str, i64, i64, i64)> = last
+        .into_iter()
+        .map(|(h, (b, c, e))| (h, b, c, e))
+        .collect();
+    // `WHERE true`: SQLite's parser needs it between a SELECT and ON CONFLICT.
+    sqlx::query(
+        "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true \
+         ON CONFLICT (phone_hash) DO UPDATE SET bound = excluded.bound, \
+             checked_at = excluded.checked_at, expires_at = excluded.expires_at",
+    )
+    .bind(json(&rows))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
+}
+
+/// The rows of a set-based statement as one JSON parameter (read back with `json_each`):
+/// one statement text for any number of rows, so SQLite prepares it once per connection.
+fn json<T: serde::Serialize + ?Sized>(rows: &T) -> String {
+    serde_json::to_string(rows).expect("rows of numbers and strings serialise")
 }
