@@ -61,9 +61,9 @@ pub struct ClaimLoop {
 /// as many items as there are free slots (a claimed item never waits, so its lease never
 /// runs down in a queue), and hand each to `process` on a task of its own; when nothing was
 /// due, wait `poll_interval`. On shutdown it stops claiming and waits for the tasks in flight.
-/// `claim(owner, limit)` leases items to `owner`; `process(item, owner)` handles one and
-/// releases it.
-pub async fn run_claims<C, CF, P, PF>(
+/// `claim(owner, limit)` leases items to `owner` (with whatever it loads for them);
+/// `process(item, owner)` handles one and releases it.
+pub async fn run_claims<T, C, CF, P, PF>(
     what: &'static str,
     tokens: &ClaimTokens,
     cfg: ClaimLoop,
@@ -72,8 +72,8 @@ pub async fn run_claims<C, CF, P, PF>(
     process: P,
 ) where
     C: Fn(String, i64) -> CF,
-    CF: Future<Output = Result<Vec<String>, StoreError>>,
-    P: Fn(String, String) -> PF,
+    CF: Future<Output = Result<Vec<T>, StoreError>>,
+    P: Fn(T, String) -> PF,
     PF: Future<Output = ()> + Send + 'static,
 {
     let concurrency = cfg.concurrency.max(1);

@@ -6,6 +6,7 @@
 //! Queue tasks carry ids, not payloads: everything is re-read from the store when a waybill
 //! is processed, so a crash at any moment leaves every accepted event pushed or still queued.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,8 @@ use crate::codec::{self, now_ms, now_secs};
 use crate::domain::Phone;
 use crate::privacy::Privacy;
 use crate::store::{
-    BindingWrite, Completion, NewAttempt, OutboxEntry, PushStep, PushWrites, Store, StoreError,
+    BindingWrite, Completion, EventRecord, NewAttempt, OutboxEntry, PushLoad, PushStep, PushWrites,
+    Store, StoreError, WaybillRecord,
 };
 use crate::wechat::client::{ApiError, Call, ExistAnswer, WechatClient};
 use crate::wechat::push::pathnotify_body;
@@ -68,6 +70,18 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     pathnotify_limit: RateLimit,
     userquery_limit: RateLimit,
+}
+
+/// A waybill claimed for a step, with what the step reads: loaded for the whole claim at
+/// once (`Store::load_push_batch`), so a push costs no reads of its own.
+pub struct Claimed {
+    waybill_id: String,
+    /// `None`: the waybill has no queue row (nothing to do but release it).
+    load: Option<PushLoad>,
+    /// The receiver's cached `userquery` answer, if one is valid.
+    bound: Option<bool>,
+    /// API → end of its pause (Unix ms), as of the claim.
+    pauses: Arc<HashMap<String, i64>>,
 }
 
 /// What a step has decided but not yet written: skips and a `userquery` answer ride along
@@ -126,10 +140,11 @@ impl Worker {
             let me = self.clone();
             async move { me.claim(&owner, limit).await }
         };
-        let process = |waybill_id: String, owner: String| {
+        let process = |claimed: Claimed, owner: String| {
             let me = self.clone();
             async move {
-                if let Err(e) = me.process_waybill(&waybill_id, &owner).await {
+                let waybill_id = claimed.waybill_id.clone();
+                if let Err(e) = me.process_waybill(claimed, &owner).await {
                     tracing::warn!(waybill_id = %waybill_id, error = %e, "push step failed; the lease will lapse and the work be retried");
                 }
             }
@@ -137,29 +152,99 @@ impl Worker {
         run_claims("outbox", &self.claims, cfg, shutdown, claim, process).await;
     }
 
-    async fn claim(&self, owner: &str, limit: i64) -> Result<Vec<String>, StoreError> {
-        self.store
+    /// Claims up to `limit` due waybills for `owner` and loads what their steps read.
+    async fn claim(&self, owner: &str, limit: i64) -> Result<Vec<Claimed>, StoreError> {
+        let ids = self
+            .store
             .claim_waybills(
                 owner,
                 now_ms(),
                 self.settings.lease.as_millis() as i64,
                 limit,
             )
-            .await
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.load(ids.clone()).await {
+            Ok(claimed) => Ok(claimed),
+            Err(e) => {
+                // Hand them back now rather than leave their leases to lapse.
+                for id in &ids {
+                    let _ = self.store.release_waybill(id, owner).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// What the steps of these claimed waybills read: their work, records and node texts,
+    /// the receivers' cached bindings and the API pauses, in a few reads for all of them.
+    async fn load(&self, ids: Vec<String>) -> Result<Vec<Claimed>, StoreError> {
+        let now = now_ms();
+        let mut loads: HashMap<String, PushLoad> = self
+            .store
+            .load_push_batch(&ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.work.waybill_id.clone(), l))
+            .collect();
+        let pauses: HashMap<String, i64> = self
+            .store
+            .list_pauses(now)
+            .await?
+            .into_iter()
+            .map(|(api, until, _)| (api, until))
+            .collect();
+        let pauses = Arc::new(pauses);
+        let hashes: HashMap<String, String> = loads
+            .iter()
+            .filter_map(|(id, l)| Some((id.clone(), self.receiver_hash(l.waybill.as_ref()?)?)))
+            .collect();
+        let wanted: Vec<String> = hashes
+            .values()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let bindings = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            self.store.get_bindings(&wanted, now).await?
+        };
+        Ok(ids
+            .into_iter()
+            .map(|waybill_id| Claimed {
+                bound: hashes
+                    .get(&waybill_id)
+                    .and_then(|h| bindings.get(h).copied()),
+                load: loads.remove(&waybill_id),
+                pauses: pauses.clone(),
+                waybill_id,
+            })
+            .collect())
+    }
+
+    /// The keyed hash of the receiver's phone, if it is a mobile number that can be read.
+    fn receiver_hash(&self, record: &WaybillRecord) -> Option<String> {
+        let contacts = codec::open_contacts(&self.privacy, record).ok()?;
+        let phone = contacts.receiver.phone().filter(Phone::is_mobile)?;
+        Some(self.privacy.phone_hash(phone.as_str()))
     }
 
     /// One step for one waybill claimed under `owner` (the claim's token), its lease kept
     /// alive meanwhile; then the waybill is handed back. A step writes at most twice: the
     /// begin of its push, and its completion with the release; what it decided on the way
     /// (skips, a `userquery` answer) rides along with the next of them.
-    pub async fn process_waybill(&self, waybill_id: &str, owner: &str) -> Result<(), StoreError> {
+    pub async fn process_waybill(&self, claimed: Claimed, owner: &str) -> Result<(), StoreError> {
+        let waybill_id = claimed.waybill_id.as_str();
         let lease = self.settings.lease;
         let renew = || {
             self.store
                 .extend_lease(waybill_id, owner, now_ms() + lease.as_millis() as i64)
         };
         let mut carry = Carry::default();
-        let result = while_held(lease, renew, self.step(waybill_id, owner, &mut carry)).await;
+        let result = while_held(lease, renew, self.step(&claimed, owner, &mut carry)).await;
         // Always hand the waybill back (recomputing when it is next due), with whatever the
         // step left unwritten, unless the completion did already. Release only clears a lease
         // we hold.
@@ -192,27 +277,28 @@ impl Worker {
 
     async fn step(
         &self,
-        waybill_id: &str,
+        claimed: &Claimed,
         owner: &str,
         carry: &mut Carry,
     ) -> Result<(), StepError> {
-        let Some(work) = self.store.load_push_work(waybill_id).await? else {
+        let Some(load) = &claimed.load else {
             return Ok(());
         };
+        let work = &load.work;
         let now = now_ms();
 
         // A push interrupted by a crash: if WeChat's reverse query reached us for that node,
-        // WeChat had it; do not push it again.
+        // WeChat had it; do not push it again. (Only a pending entry can still be settled.)
         if let Some(id) = work.inflight_outbox_id {
-            if let Some(e) = self.store.get_outbox(id).await? {
-                if e.state == "pending" && e.receipt_at.is_some() {
+            if let Some(e) = work.pending.iter().find(|e| e.id == id) {
+                if e.receipt_at.is_some() {
                     let attempt = self.attempt(
-                        &e,
+                        e,
                         now,
                         "delivered",
                         "receipt recorded by the reverse query before the interruption",
                     );
-                    self.finish(carry, &e, owner, Some(attempt), Completion::Delivered)
+                    self.finish(carry, e, owner, Some(attempt), Completion::Delivered)
                         .await?;
                     self.stats
                         .receipts_recovered
@@ -256,7 +342,7 @@ impl Worker {
         if target.next_attempt_at > now {
             return Ok(());
         }
-        self.push(target, owner, carry).await
+        self.push(target, owner, carry, claimed, load).await
     }
 
     async fn push(
@@ -264,18 +350,27 @@ impl Worker {
         entry: &OutboxEntry,
         owner: &str,
         carry: &mut Carry,
+        claimed: &Claimed,
+        load: &PushLoad,
     ) -> Result<(), StepError> {
         let now = now_ms();
-        let Some(record) = self.store.get_waybill(&entry.waybill_id).await? else {
+        let paused = |api: &str| {
+            claimed
+                .pauses
+                .get(api)
+                .copied()
+                .filter(|&until| until > now)
+        };
+        let Some(record) = load.waybill.as_ref() else {
             self.dead(carry, entry, owner, None, "waybill missing".to_string())
                 .await?;
             return Ok(());
         };
         let event_id = entry.event_id.unwrap_or_default();
-        let events = self.store.list_events(&entry.waybill_id).await?;
+        let events: &[EventRecord] = &load.events;
         let (Some(ev), Ok(contacts)) = (
             events.iter().find(|e| e.id == event_id),
-            codec::open_contacts(&self.privacy, &record),
+            codec::open_contacts(&self.privacy, record),
         ) else {
             self.dead(
                 carry,
@@ -311,10 +406,10 @@ impl Worker {
         let phone_hash = self.privacy.phone_hash(phone.as_str());
 
         // Binding check, cached for every instance.
-        let bound = match self.store.get_binding(&phone_hash, now).await? {
+        let bound = match claimed.bound {
             Some(b) => b,
             None => {
-                if let Some(until) = self.store.api_paused_until(USERQUERY, now).await? {
+                if let Some(until) = paused(USERQUERY) {
                     self.retry_at(
                         carry,
                         entry,
@@ -364,7 +459,7 @@ impl Worker {
             return Ok(());
         }
 
-        if let Some(until) = self.store.api_paused_until(PATHNOTIFY, now).await? {
+        if let Some(until) = paused(PATHNOTIFY) {
             self.retry_at(
                 carry,
                 entry,

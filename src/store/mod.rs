@@ -53,6 +53,7 @@ mod notifications;
 mod outbox;
 mod pauses;
 mod payments;
+mod push_load;
 mod push_queue;
 mod records;
 mod settle;
@@ -66,6 +67,7 @@ use sqlx::{Any, AnyPool, Transaction};
 
 pub use cells::{CellRecord, CellSet};
 pub use exchanges::{answer_key, AnswerReceipt, ReverseQueryView, StoredAnswer};
+pub use push_load::PushLoad;
 
 pub use records::{
     AttemptRecord, BindingWrite, Completion, EventInsert, EventRecord, ExchangeInsert,

@@ -277,11 +277,11 @@ async fn release_in(
 
 /// The part of a `push_queue` row that [`Store::load_push_work`] returns.
 #[derive(sqlx::FromRow)]
-struct QueueRow {
-    waybill_id: String,
-    last_pushed_action_time: Option<i64>,
-    last_pushed_event_id: Option<i64>,
-    inflight_outbox_id: Option<i64>,
+pub(super) struct QueueRow {
+    pub(super) waybill_id: String,
+    pub(super) last_pushed_action_time: Option<i64>,
+    pub(super) last_pushed_event_id: Option<i64>,
+    pub(super) inflight_outbox_id: Option<i64>,
 }
 
 /// Makes the waybill due at `at` at the latest (creating its row if needed), inside the

@@ -81,6 +81,7 @@ store_tests! {
     queue::push_work_lists_pending_path_entries_by_action_time_then_event_id,
     queue::releasing_a_waybill_recomputes_its_due_time_from_pending_entries,
     queue::an_event_recorded_while_its_waybill_is_released_keeps_it_due,
+    queue::a_claims_push_work_loads_in_one_batch_as_it_would_one_by_one,
     shared::binding_answers_are_cached_until_their_ttl_ends,
     shared::exactly_one_of_ten_concurrent_callers_gets_the_token_lease,
     shared::saving_a_token_stores_it_and_clears_the_lease,

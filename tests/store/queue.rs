@@ -308,3 +308,71 @@ pub async fn an_event_recorded_while_its_waybill_is_released_keeps_it_due(store:
         );
     }
 }
+
+/// A claim's reads in one batch give each waybill exactly what reading it alone gives.
+pub async fn a_claims_push_work_loads_in_one_batch_as_it_would_one_by_one(store: Store) {
+    let store = migrated(store).await;
+    // 11 waybills (not a power of two), with 1 to 4 events; one delivered, one never queued.
+    let mut ids: Vec<String> = Vec::new();
+    for i in 0..11 {
+        let w = format!("SFB{i:02}");
+        new_event_id(&store, Some(&waybill(&w)), &event(&w, 100001, 10)).await;
+        for k in 1..(i % 4) {
+            new_event_id(&store, None, &event(&w, 200001 + k as i64, 10 + k as i64)).await;
+        }
+        ids.push(w);
+    }
+    let first = store.load_push_work("SFB03").await.unwrap().unwrap();
+    let t = 1_000_000;
+    store.claim_waybills("a#1", t, 60_000, 50).await.unwrap();
+    store
+        .complete_entry(first.pending[0].id, "a#1", None, &Completion::Delivered, t)
+        .await
+        .unwrap();
+    store.upsert_waybill(&waybill("SFBNONE")).await.unwrap();
+    ids.insert(4, "SFBNONE".into());
+    ids.push("SFB07".into()); // asked twice: loaded once
+    ids.push("SFBNOWHERE".into());
+
+    let loads = store.load_push_batch(&ids).await.unwrap();
+    let got: Vec<&str> = loads.iter().map(|l| l.work.waybill_id.as_str()).collect();
+    let expected: Vec<String> = (0..11).map(|i| format!("SFB{i:02}")).collect();
+    assert_eq!(
+        got, expected,
+        "queued waybills, in the order asked, once each"
+    );
+    for load in &loads {
+        let w = &load.work.waybill_id;
+        let alone = store.load_push_work(w).await.unwrap().unwrap();
+        assert_eq!(load.work, alone, "{w}");
+        assert_eq!(load.waybill, store.get_waybill(w).await.unwrap(), "{w}");
+        let mut events: Vec<_> = store
+            .list_events(w)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| alone.pending.iter().any(|p| p.event_id == Some(e.id)))
+            .collect();
+        events.sort_by_key(|e| e.id);
+        assert_eq!(
+            load.events, events,
+            "{w}: the events of its pending entries"
+        );
+    }
+    assert!(loads
+        .iter()
+        .any(|l| l.work.waybill_id == "SFB03" && l.work.pending.len() == 2));
+    assert!(store.load_push_batch(&[]).await.unwrap().is_empty());
+
+    // Bindings in one read: valid answers only.
+    let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    store.put_binding(&a, true, 1_000, 500).await.unwrap();
+    store.put_binding(&b, false, 1_000, 500).await.unwrap();
+    store.put_binding(&c, true, 1_000, 100).await.unwrap();
+    let found = store
+        .get_bindings(&[a.clone(), b.clone(), c.clone(), "d".repeat(64)], 1_200)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!((found.get(&a), found.get(&b)), (Some(&true), Some(&false)));
+}
