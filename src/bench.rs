@@ -289,7 +289,7 @@ fn push_node_settings(
 }
 
 /// Everything the runs above left pending (one push per waybill: waiting events coalesce),
-/// pushed end to end by a node with 64 pushes in flight against its in-process sandbox,
+/// pushed end to end by a node with 256 pushes in flight against its in-process sandbox,
 /// every receiver bound and the binding cache cold: each delivery is a `userquery`, a
 /// `pathnotify` and WeChat's encrypted reverse query answered by the node's own callback.
 async fn pushes(db: &str, data_key: &str, waybills: usize) -> anyhow::Result<Row> {
