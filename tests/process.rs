@@ -527,7 +527,10 @@ async fn tally(gw: &Gateway, sandbox: &SandboxProc, prefix: &str, n: usize) -> T
         expected.dedup();
         let missing: Vec<_> = expected.iter().filter(|e| !unique.contains(e)).collect();
         if !missing.is_empty() {
-            eprintln!("{id}: never arrived: {missing:?}; inbox {inbox:?}");
+            eprintln!(
+                "{id}: never arrived: {missing:?}; inbox {inbox:?}; notifications {}",
+                w["notifications"]
+            );
         }
         t.lost += missing.len();
     }
@@ -541,11 +544,26 @@ async fn tally(gw: &Gateway, sandbox: &SandboxProc, prefix: &str, n: usize) -> T
 /// (rounds per scan) and `CHAOS_SEED` make it as long as wanted.
 #[tokio::test]
 async fn chaos_two_instances_killed_at_random_lose_no_node_and_push_none_twice() {
-    use rand::{Rng, SeedableRng};
     let Some(pg) = PgDatabase::create().await else {
         return;
     };
     let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    chaos(dir.path(), &pg.url, 2).await;
+}
+
+/// The same on SQLite, where one instance writes through its group commit: that instance is
+/// killed at random and restarted, the pushes it was settling in flight.
+#[tokio::test]
+async fn chaos_one_sqlite_instance_killed_at_random_loses_no_node_and_pushes_none_twice() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    chaos(dir.path(), &sqlite_url(dir.path()), 1).await;
+}
+
+/// One chaos run with `instances` gateways on `db` (see the tests above).
+async fn chaos(dir: &std::path::Path, db: &str, instances: usize) {
+    use rand::{Rng, SeedableRng};
     let env_num = |k: &str, d: u64| {
         std::env::var(k)
             .ok()
@@ -556,32 +574,35 @@ async fn chaos_two_instances_killed_at_random_lose_no_node_and_push_none_twice()
     let slices = env_num("CHAOS_SLICES", 2).max(1) as usize;
     let seed = env_num("CHAOS_SEED", 20261201);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ports = [free_port(), free_port()];
-    let sandbox = SandboxProc::start(dir.path(), &callback_url(ports[0])).await;
+    let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
+    let sandbox = SandboxProc::start(dir, &callback_url(ports[0])).await;
     // Slow enough that pushes are in flight whenever an instance is killed.
     sandbox
         .set_faults(json!({ "pathnotify": { "latency_ms": 30 } }))
         .await;
     bind_all(&sandbox, n).await;
-    let mut gws = [
-        Gateway::new("chaos-a", dir.path(), ports[0], &pg.url, &sandbox.base, &[]),
-        Gateway::new("chaos-b", dir.path(), ports[1], &pg.url, &sandbox.base, &[]),
-    ];
+    let mut gws: Vec<Gateway> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let name = format!("chaos-{}", char::from(b'a' + i as u8));
+            Gateway::new(&name, dir, *port, db, &sandbox.base, &[])
+        })
+        .collect();
     gws[0].migrate().await;
     for g in gws.iter_mut() {
         g.start().await;
     }
-    let store = Store::connect(&pg.url).await.expect("the shared database");
+    let store = Store::connect(db).await.expect("the shared database");
 
     let started = Instant::now();
     let (mut kills, mut kills_mid_flight) = (0, 0);
     for step in 0..STEPS.len() {
         for slice in 0..slices {
             let range = slice * n / slices..(slice + 1) * n / slices;
-            let via = rng.gen_range(0..2);
+            let via = rng.gen_range(0..instances);
             gws[via].post_batch(&lines("X", range, step)).await;
-            let victim = rng.gen_range(0..2);
+            let victim = rng.gen_range(0..instances);
             tokio::time::sleep(Duration::from_millis(rng.gen_range(20..600))).await;
             let pending = count(&outbox_states(&store).await, "pending");
             gws[victim].kill9();
@@ -596,10 +617,11 @@ async fn chaos_two_instances_killed_at_random_lose_no_node_and_push_none_twice()
     let stats = sandbox.stats().await;
     let pathnotify = &stats.apis["pathnotify"];
     eprintln!(
-        "chaos (seed {seed}): {n} waybills, {} scans, {kills} SIGKILLs ({kills_mid_flight} with \
-         entries pending) in {:.1} s; \
+        "chaos (seed {seed}, {instances} instance(s), {:?}): {n} waybills, {} scans, {kills} \
+         SIGKILLs ({kills_mid_flight} with entries pending) in {:.1} s; \
          {} delivered with {} pathnotify calls ({} accepted); lost {}, pushed twice {}, \
          unsettled {}; outbox {states:?}",
+        store.backend(),
         n * STEPS.len(),
         started.elapsed().as_secs_f64(),
         t.delivered,
