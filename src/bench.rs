@@ -8,9 +8,11 @@
 //! ([`crate::store::Store::insert_events_raw`]); and pushes end to end against an in-process
 //! sandbox that answers at once (an absolute rate: WeChat has no baseline to offer).
 //!
-//! The load generator is a thread pool of its own (a separate tokio runtime on two OS
-//! threads), never the gateway's workers; it shares the machine's CPUs with the gateway, and
-//! the baseline is loaded the same way, which is what makes the ratio fair.
+//! The load generator is a process of its own (`wxexpress bench-load`, this binary started
+//! by the bench for each run: it builds its requests and prints its row), never the
+//! gateway's workers; it shares the machine's CPUs with the gateway as `wrk` would, and the
+//! baseline is loaded the same way, which is what makes the ratio fair. So the bench
+//! process's RSS is the gateway's (with the small echo server and the bench's bookkeeping).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::app::Application;
@@ -95,30 +98,19 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     tokio::spawn(echo_server);
 
     let secs = Duration::from_secs(opts.seconds.max(1));
-    let conns = opts.connections.max(1);
     // Distinct requests for 5,000/s over the run; at a higher rate the run ends when they are
     // used up (the rate stays right: it is measured over the time actually run).
-    let fresh = Arc::new(requests(
-        5_000 * opts.seconds.max(1) as usize,
-        "F",
-        opts.waybills,
-    )?);
-    let echo_row = load(&echo, fresh.clone(), secs, conns, true).await;
-    let mut fresh_row = load(&gateway, fresh, secs, conns, false).await;
+    let fresh = Load::Questions {
+        n: 5_000 * opts.seconds.max(1) as usize,
+        tag: "F".into(),
+    };
+    let echo_row = load(&echo, &fresh, &opts, true).await?;
+    let mut fresh_row = load(&gateway, &fresh, &opts, false).await?;
     fresh_row.path = "reverse query, new (secure JSON)";
     fresh_row.baseline = Some(("actix JSON echo", echo_row.rate));
 
-    let replay = Arc::new(requests(REPLAY_SET, "R", opts.waybills)?);
     // Answered once (stored), then every request is a redelivery.
-    load(
-        &gateway,
-        replay.clone(),
-        Duration::from_secs(60),
-        conns,
-        false,
-    )
-    .await;
-    let mut replay_row = load(&gateway, replay, secs, conns, true).await;
+    let mut replay_row = load(&gateway, &Load::Replays { n: REPLAY_SET }, &opts, true).await?;
     replay_row.path = "reverse query, replayed";
     replay_row.baseline = Some(("actix JSON echo", echo_row.rate));
 
@@ -139,23 +131,21 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     let server = tokio::spawn(app.run_until_stopped());
     // New reverse queries while 10,000-line batches are stored back to back: a batch must
     // not hold the writer long enough to hold the answers up.
-    let beside = Arc::new(requests(
-        5_000 * opts.seconds.max(1) as usize,
-        "B",
-        opts.waybills,
-    )?);
+    let beside = Load::Questions {
+        n: 5_000 * opts.seconds.max(1) as usize,
+        tag: "B".into(),
+    };
     let batches = tokio::spawn(batches_for(gateway.clone(), secs, opts.waybills));
-    let mut beside_row = load(&gateway, beside, secs, conns, false).await;
+    let mut beside_row = load(&gateway, &beside, &opts, false).await?;
     let batch_lines = batches.await??;
     beside_row.path = "reverse query, new, beside batches";
     beside_row.baseline = Some(("actix JSON echo", echo_row.rate));
     tracing::debug!(batch_lines, "batch lines stored beside the reverse queries");
 
-    let singles = Arc::new(single_events(
-        20_000 * opts.seconds.max(1) as usize,
-        opts.waybills,
-    ));
-    let mut single_row = load(&gateway, singles, secs, conns, false).await;
+    let singles = Load::Events {
+        n: 20_000 * opts.seconds.max(1) as usize,
+    };
+    let mut single_row = load(&gateway, &singles, &opts, false).await?;
     single_row.path = "single-event POSTs";
     let _ = stop.send(true);
     echo_handle.stop(true).await;
@@ -180,7 +170,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
 pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
     let mut out = format!(
         "wxexpress bench: {backend}, {} s per run, {} connections; load from a separate \
-         2-thread pool in this process\n{:<36} {:>10} {:>8} {:>8} {:>7}  {:<18} {:>10} {:>7}\n",
+         process (wxexpress bench-load)\n{:<36} {:>10} {:>8} {:>8} {:>7}  {:<18} {:>10} {:>7}\n",
         opts.seconds,
         opts.connections,
         "path",
@@ -225,9 +215,12 @@ pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
             }
         }
     }
+    let mb = |field| rss_mb(field).map_or_else(|| "unknown".into(), |m| m.to_string());
     out.push_str(&format!(
-        "process RSS (gateway, baseline and load generator together): {} MB\n",
-        rss_mb().map_or_else(|| "unknown".into(), |m| m.to_string())
+        "process RSS (the gateways run in turn, the push node's in-process sandbox, the echo; \
+         not the load generator): {} MB now, {} MB at most\n",
+        mb("VmRSS:"),
+        mb("VmHWM:")
     ));
     out
 }
@@ -579,28 +572,101 @@ fn single_events(n: usize, waybills: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Closed-loop load for `duration` from `conns` connections on a runtime of its own. With
-/// `cycle`, requests repeat; without, each is sent at most once (the run ends early if they
-/// run out, which the request count is sized never to reach).
-async fn load(
-    base: &str,
-    reqs: Arc<Vec<(String, String)>>,
-    duration: Duration,
-    conns: usize,
-    cycle: bool,
-) -> Row {
-    let base = base.to_string();
-    let handle = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime can be built")
-            .block_on(generate(base, reqs, duration, conns, cycle))
-    });
-    tokio::task::spawn_blocking(move || handle.join().expect("the load generator runs"))
-        .await
-        .expect("the load generator joins")
+/// What a load generator sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Load {
+    /// `n` distinct reverse queries (`tag` keeps the sets of different runs apart).
+    Questions { n: usize, tag: String },
+    /// `n` reverse queries, each answered once (unmeasured), then all of them again.
+    Replays { n: usize },
+    /// `n` single-event POSTs, each a new event.
+    Events { n: usize },
+}
+
+/// A load generator's orders (`wxexpress bench-load ORDERS`, as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadOrders {
+    pub base: String,
+    pub load: Load,
+    pub waybills: usize,
+    pub seconds: u64,
+    pub connections: usize,
+    /// Requests repeat; without, each is sent at most once (the run ends early if they run
+    /// out, which the request count is sized never to reach).
+    pub cycle: bool,
+}
+
+/// What a load generator reports: its row, without names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: usize,
+}
+
+/// Closed-loop load on `base` from a generator process of its own (this binary as
+/// `wxexpress bench-load`), for the run's length from the run's connections.
+async fn load(base: &str, what: &Load, opts: &BenchOptions, cycle: bool) -> anyhow::Result<Row> {
+    let orders = LoadOrders {
+        base: base.to_string(),
+        load: what.clone(),
+        waybills: opts.waybills,
+        seconds: opts.seconds.max(1),
+        connections: opts.connections.max(1),
+        cycle,
+    };
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("bench-load")
+        .arg(serde_json::to_string(&orders)?)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the load generator failed: {}",
+        out.status
+    );
+    let report: LoadReport = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("the load generator's report: {e}"))?;
+    Ok(Row {
+        path: "",
+        rate: report.rate,
+        p50_ms: report.p50_ms,
+        p99_ms: report.p99_ms,
+        errors: report.errors,
+        baseline: None,
+    })
+}
+
+/// The load generator's side (`wxexpress bench-load ORDERS`): builds its requests, runs the
+/// load and returns its report as one JSON line.
+pub async fn run_load(orders: &str) -> anyhow::Result<String> {
+    let o: LoadOrders = serde_json::from_str(orders)?;
+    let secs = Duration::from_secs(o.seconds);
+    let row = match &o.load {
+        Load::Questions { n, tag } => {
+            let reqs = Arc::new(requests(*n, tag, o.waybills)?);
+            generate(o.base.clone(), reqs, secs, o.connections, o.cycle).await
+        }
+        Load::Replays { n } => {
+            let reqs = Arc::new(requests(*n, "R", o.waybills)?);
+            let answered = Duration::from_secs(60);
+            generate(o.base.clone(), reqs.clone(), answered, o.connections, false).await;
+            generate(o.base.clone(), reqs, secs, o.connections, o.cycle).await
+        }
+        Load::Events { n } => {
+            let reqs = Arc::new(single_events(*n, o.waybills));
+            generate(o.base.clone(), reqs, secs, o.connections, o.cycle).await
+        }
+    };
+    Ok(serde_json::to_string(&LoadReport {
+        rate: row.rate,
+        p50_ms: row.p50_ms,
+        p99_ms: row.p99_ms,
+        errors: row.errors,
+    })? + "\n")
 }
 
 async fn generate(
@@ -786,12 +852,13 @@ async fn ingest(gateway: &str, db: &str, data_key: &str, waybills: usize) -> any
     })
 }
 
-/// Resident set size of this process, from `/proc/self/status`.
-fn rss_mb() -> Option<u64> {
+/// A memory figure of this process from `/proc/self/status` (`VmRSS:` now, `VmHWM:` its
+/// peak).
+fn rss_mb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: u64 = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()

@@ -65,6 +65,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The bench's load generator, started by `wxexpress bench` (not for use by hand).
+    #[command(name = "bench-load", hide = true)]
+    BenchLoad {
+        /// The generator's orders, as JSON.
+        orders: String,
+    },
     /// Measure this machine: each hot path beside its baseline in the same run.
     Bench {
         /// PostgreSQL instead of a temporary SQLite database (it must be empty or migrated).
@@ -142,7 +148,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         // The demo draws a progress bar and the bench prints a table: only warnings.
-        Command::Demo { .. } | Command::Bench { .. } => {
+        Command::Demo { .. } | Command::Bench { .. } | Command::BenchLoad { .. } => {
             wxexpress::telemetry::init_with("warn,sqlx=error,actix_http=off,actix_server=error")
         }
         _ => wxexpress::telemetry::init(),
@@ -235,6 +241,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for (state, reason, n) in store.outbox_counts().await? {
                 println!("{state:<10} {:<10} {n}", reason.unwrap_or_default());
             }
+        }
+        Command::BenchLoad { orders } => {
+            print!("{}", wxexpress::bench::run_load(&orders).await?);
         }
         Command::Bench {
             database_url,
