@@ -205,7 +205,9 @@ impl Default for OutboxSettings {
     fn default() -> Self {
         OutboxSettings {
             enabled: true,
-            concurrency: 16,
+            // A push waits on WeChat (two calls and its reverse query, tens to hundreds of
+            // ms): a node pushes about `concurrency / latency` a second (docs/PERFORMANCE.md).
+            concurrency: 128,
             batch_size: 64,
             poll_interval_ms: 200,
             lease_secs: 30,
