@@ -3,8 +3,9 @@
 //! events are skipped, waiting events coalesced to the newest), checks the receiver's binding,
 //! calls `pathnotify`, records one attempt row per try and completes the entry.
 //!
-//! Queue tasks carry ids, not payloads: everything is re-read from the store when a waybill
-//! is processed, so a crash at any moment leaves every accepted event pushed or still queued.
+//! A step works on what its claim read from the store (`Claimed`, loaded for every waybill
+//! of the claim at once, under their leases), never on payloads from before the claim, so a
+//! crash at any moment leaves every accepted event pushed or still queued.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
