@@ -180,7 +180,9 @@ async fn kill_9_at_any_moment_loses_nothing_and_doubles_nothing() {
     const N: usize = 200;
     bind_all(&sandbox, N).await;
     let db = sqlite_url(dir.path());
-    let mut gw = Gateway::new("gateway", dir.path(), port, &db, &sandbox.base, &[]);
+    // 16 pushes at a time: a scan's 200 pushes then take longer than the kill's delay.
+    let slow = [("WXEXPRESS_OUTBOX__CONCURRENCY", "16")];
+    let mut gw = Gateway::new("gateway", dir.path(), port, &db, &sandbox.base, &slow);
     gw.start().await;
     let store = Store::connect(&db)
         .await

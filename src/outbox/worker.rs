@@ -32,6 +32,10 @@ use crate::wechat::token::{AccessToken, TokenError, TokenManager};
 pub const PATHNOTIFY: &str = "pathnotify";
 pub const USERQUERY: &str = "userquery";
 
+/// Skip reasons of the entries a step passes over.
+const STALE: &str = "stale";
+const COALESCED: &str = "coalesced";
+
 /// Tunables of a worker (from `[outbox]`).
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -251,8 +255,7 @@ impl Worker {
         // we hold.
         if !carry.released {
             let settled = self
-                .store
-                .settle_push(PushWrites {
+                .settle(PushWrites {
                     waybill_id: waybill_id.to_owned(),
                     owner: owner.to_owned(),
                     now: now_ms(),
@@ -320,10 +323,7 @@ impl Worker {
             .partition(|e| last.is_some_and(|l| key(e) < l));
         if !stale.is_empty() {
             let ids: Vec<i64> = stale.iter().map(|e| e.id).collect();
-            self.stats
-                .skipped_stale
-                .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            carry.skips.push((ids, "stale".into()));
+            carry.skips.push((ids, STALE.into()));
         }
         let target = if self.settings.coalesce {
             fresh.last()
@@ -335,10 +335,7 @@ impl Worker {
         };
         if self.settings.coalesce && fresh.len() > 1 {
             let ids: Vec<i64> = fresh[..fresh.len() - 1].iter().map(|e| e.id).collect();
-            self.stats
-                .skipped_coalesced
-                .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            carry.skips.push((ids, "coalesced".into()));
+            carry.skips.push((ids, COALESCED.into()));
         }
         if target.next_attempt_at > now {
             return Ok(());
@@ -542,6 +539,27 @@ impl Worker {
         Ok(())
     }
 
+    /// [`Store::settle_push`], counting the skips it carried once they are written.
+    async fn settle(&self, writes: PushWrites) -> Result<bool, StoreError> {
+        let count = |reason: &str| -> u64 {
+            writes
+                .skips
+                .iter()
+                .filter(|(_, r)| r == reason)
+                .map(|(ids, _)| ids.len() as u64)
+                .sum()
+        };
+        let (stale, coalesced) = (count(STALE), count(COALESCED));
+        let settled = self.store.settle_push(writes).await;
+        if settled.is_ok() {
+            self.stats.skipped_stale.fetch_add(stale, Ordering::Relaxed);
+            self.stats
+                .skipped_coalesced
+                .fetch_add(coalesced, Ordering::Relaxed);
+        }
+        settled
+    }
+
     /// Caches a `userquery` answer with the step's next write.
     fn put_binding(&self, carry: &mut Carry, phone_hash: &str, bound: bool) {
         let ttl = if bound {
@@ -564,19 +582,18 @@ impl Worker {
         entry: &OutboxEntry,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        self.store
-            .settle_push(PushWrites {
-                waybill_id: entry.waybill_id.clone(),
-                owner: owner.to_owned(),
-                now: now_ms(),
-                skips: std::mem::take(&mut carry.skips),
-                binding: carry.binding.take(),
-                step: Some(PushStep::Begin {
-                    outbox_id: entry.id,
-                }),
-                release: false,
-            })
-            .await
+        self.settle(PushWrites {
+            waybill_id: entry.waybill_id.clone(),
+            owner: owner.to_owned(),
+            now: now_ms(),
+            skips: std::mem::take(&mut carry.skips),
+            binding: carry.binding.take(),
+            step: Some(PushStep::Begin {
+                outbox_id: entry.id,
+            }),
+            release: false,
+        })
+        .await
     }
 
     /// Completes `entry` and hands the waybill back, with what the step carries: the step's
@@ -590,8 +607,7 @@ impl Worker {
         completion: Completion,
     ) -> Result<(), StoreError> {
         let settled = self
-            .store
-            .settle_push(PushWrites {
+            .settle(PushWrites {
                 waybill_id: entry.waybill_id.clone(),
                 owner: owner.to_owned(),
                 now: now_ms(),
