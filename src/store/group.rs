@@ -252,11 +252,17 @@ const GROUPS_PER_CHECKOUT: usize = 16;
 async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
     let mut held: Option<PoolConnection<Any>> = None;
     let mut groups = 0;
-    // After a failed begin or commit, the connection is checked out afresh.
+    // After a failed begin or commit, the connection is replaced.
     let mut broken = false;
     loop {
         if broken {
-            held = None;
+            // Closed, not handed back: a commit that failed may leave the connection inside
+            // a transaction that sqlx still counts, and every later group would fail on it.
+            // The pool opens a fresh one.
+            if let Some(conn) = held.take() {
+                let _ = conn.close().await;
+            }
+            groups = 0;
             broken = false;
         }
         // Keep the connection while work is queued (a checkout costs a round trip through

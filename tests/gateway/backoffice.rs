@@ -312,3 +312,51 @@ async fn a_phone_sent_as_a_json_number_is_not_echoed_in_the_problem() {
         "nothing stored"
     );
 }
+
+#[tokio::test]
+async fn a_batch_the_database_stops_part_way_is_a_503_naming_the_last_stored_line() {
+    let app = spawn_app().await;
+    for id in ["SFOK", "SFBOOM"] {
+        assert_eq!(app.put_waybill(id, &waybill_body()).await.status(), 201);
+    }
+    // SQLite ends the whole transaction at any event of SFBOOM (a trigger), as a full disk
+    // would: the batch's first chunk (250 lines) is stored, the second is not.
+    sqlx::query(
+        "CREATE TRIGGER end_at_sfboom BEFORE INSERT ON events \
+         WHEN NEW.waybill_id = 'SFBOOM' BEGIN SELECT RAISE(ROLLBACK, 'ended'); END",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    let line = |id: &str, t: i64| {
+        json!({ "waybill_id": id, "event": event_body(200001, 1_700_000_000 + t, "到达") })
+            .to_string()
+    };
+    let mut lines: Vec<String> = (0..300).map(|t| line("SFOK", t)).collect();
+    lines[260] = line("SFBOOM", 5);
+    let r = app.post_batch(lines.join("\n") + "\n").await;
+    assert_eq!(r.status(), 503);
+    let problem: Value = r.json().await.unwrap();
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("batch-interrupted"),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lines 1 to 250 were stored"),
+        "{problem}"
+    );
+    assert_eq!(app.store.list_events("SFOK").await.unwrap().len(), 250);
+
+    // The writer recovers: sending the batch again without the line that ends it stores the
+    // rest, the first 250 lines coming back as duplicates.
+    lines.remove(260);
+    let r = app.post_batch(lines.join("\n") + "\n").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.store.list_events("SFOK").await.unwrap().len(), 299);
+}

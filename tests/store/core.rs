@@ -649,3 +649,113 @@ pub async fn concurrent_answers_store_each_question_once(store: Store) {
     assert_eq!(inserted, 50);
     assert_eq!(store.list_exchanges("SF6").await.unwrap().len(), 50);
 }
+
+/// Makes the database refuse any event of waybill `SFBOOM` (a trigger), as a constraint a
+/// multi-row statement trips over would.
+async fn refuse_events_of_sfboom(store: &Store) {
+    let statements: &[&str] = match store.backend() {
+        Backend::Sqlite => &["CREATE TRIGGER refuse_sfboom BEFORE INSERT ON events \
+              WHEN NEW.waybill_id = 'SFBOOM' BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+        Backend::Postgres => &[
+            "CREATE FUNCTION refuse_sfboom() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.waybill_id = 'SFBOOM' THEN RAISE EXCEPTION 'refused'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_sfboom BEFORE INSERT ON events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_sfboom()",
+        ],
+    };
+    for sql in statements {
+        sqlx::query(sql).execute(store.pool()).await.expect(sql);
+    }
+}
+
+/// When a chunk's multi-row statements fail, its lines are stored one by one: the line the
+/// database refuses fails alone, with the database's error, and the others are stored with
+/// the outcomes they would have had.
+pub async fn a_line_the_database_refuses_fails_alone_when_its_chunk_falls_back(store: Store) {
+    let store = migrated(store).await;
+    store.upsert_waybill(&waybill("SFBOOM")).await.unwrap();
+    store.upsert_waybill(&waybill("SFOK")).await.unwrap();
+    refuse_events_of_sfboom(&store).await;
+    let items: Vec<(Option<WaybillRecord>, NewEvent)> = vec![
+        (None, event("SFOK", 100001, 10)),
+        (None, event("SFBOOM", 100001, 11)),
+        (None, event("SFOK", 200001, 12)),
+        (None, event("SFOK", 100001, 10)), // a duplicate of the first line
+        (None, event("GHOST", 100001, 13)),
+    ];
+    let outcomes = store.record_events_batch(&items).await.expect("batch");
+    assert!(
+        matches!(outcomes[0], Ok(EventInsert::Inserted { .. })),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[1], Err(StoreError::Database(_))),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[2], Ok(EventInsert::Inserted { .. })),
+        "{outcomes:?}"
+    );
+    let Ok(EventInsert::Inserted { id: first }) = outcomes[0] else {
+        unreachable!()
+    };
+    assert!(
+        matches!(outcomes[3], Ok(EventInsert::Duplicate { id }) if id == first),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[4], Err(StoreError::UnknownWaybill(w)) if w == "GHOST"),
+        "{outcomes:?}"
+    );
+    assert_eq!(store.list_events("SFOK").await.unwrap().len(), 2);
+    assert!(store.list_events("SFBOOM").await.unwrap().is_empty());
+    // Each stored line has its outbox entry and its waybill is due; the refused one has none.
+    assert_eq!(store.list_outbox("SFOK").await.unwrap().len(), 2);
+    assert!(store.list_outbox("SFBOOM").await.unwrap().is_empty());
+    assert!(crate::due_at(&store, "SFOK").await.flatten().is_some());
+}
+
+/// A batch whose later chunk cannot be stored at all (SQLite ends the whole transaction)
+/// reports how many of its first lines were stored; those stay stored, the rest are not.
+pub async fn a_batch_stopped_part_way_says_how_many_lines_were_stored(store: Store) {
+    let store = migrated(store).await;
+    if store.backend() != Backend::Sqlite {
+        // PostgreSQL has no trigger action that ends the transaction it runs in.
+        return;
+    }
+    store.upsert_waybill(&waybill("SFOK")).await.unwrap();
+    store.upsert_waybill(&waybill("SFBOOM")).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER end_at_sfboom BEFORE INSERT ON events \
+         WHEN NEW.waybill_id = 'SFBOOM' BEGIN SELECT RAISE(ROLLBACK, 'ended'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    // 250 lines per chunk: the first chunk is stored, the second ends at its first line.
+    let mut items: Vec<(Option<WaybillRecord>, NewEvent)> = (0..260)
+        .map(|i| (None, event("SFOK", 100001, 1_000 + i)))
+        .collect();
+    items[255] = (None, event("SFBOOM", 100001, 5));
+    let stopped = store.record_events_batch(&items).await;
+    assert!(
+        matches!(
+            stopped,
+            Err(StoreError::BatchInterrupted { stored: 250, .. })
+        ),
+        "{stopped:?}"
+    );
+    assert_eq!(store.list_events("SFOK").await.unwrap().len(), 250);
+    assert!(store.list_events("SFBOOM").await.unwrap().is_empty());
+    // Sending it again (without the line that ends it) stores the rest; the first 250 come
+    // back as duplicates.
+    items.remove(255);
+    let again = store.record_events_batch(&items).await.expect("again");
+    let duplicates = again
+        .iter()
+        .filter(|o| matches!(o, Ok(EventInsert::Duplicate { .. })))
+        .count();
+    assert_eq!(duplicates, 250);
+    assert_eq!(store.list_events("SFOK").await.unwrap().len(), 259);
+}

@@ -54,6 +54,8 @@ store_tests! {
     core::a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_waybills,
     core::concurrent_writers_each_get_their_own_outcome,
     core::concurrent_answers_store_each_question_once,
+    core::a_line_the_database_refuses_fails_alone_when_its_chunk_falls_back,
+    core::a_batch_stopped_part_way_says_how_many_lines_were_stored,
     core::events_are_listed_newest_first_with_ties_broken_by_id,
     core::a_repeated_exchange_dedupe_key_returns_the_existing_row,
     core::exchanges_without_a_dedupe_key_are_all_kept_and_listed_oldest_first,
