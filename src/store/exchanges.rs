@@ -220,7 +220,45 @@ pub(super) async fn answers_in(
         }
     }
     let mut inserted: HashMap<usize, i64> = HashMap::new();
-    for chunk in firsts.chunks(ROWS) {
+    let json_rows = firsts.len() > 1 && conn.backend_name() == "SQLite";
+    if json_rows {
+        // One statement text however many answers (the rows travel as one JSON parameter,
+        // the sealed replies as hex), so SQLite prepares it once per connection.
+        let rows: Vec<_> = firsts
+            .iter()
+            .map(|&i| {
+                let ex = &answers[i].0;
+                (
+                    &ex.waybill_id,
+                    &ex.dedupe_key,
+                    &ex.event,
+                    ex.received_at,
+                    ex.result_code,
+                    &ex.summary,
+                    ex.reply.as_ref().map(hex::encode),
+                    ex.duration_us,
+                )
+            })
+            .collect();
+        let stored: Vec<(i64, String)> = sqlx::query_as(
+            "INSERT INTO callback_exchanges (waybill_id, dedupe_key, event, received_at, \
+                                             result_code, summary, reply, duration_us) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                    value ->> 5, unhex(value ->> 6), value ->> 7 \
+             FROM json_each($1) WHERE true \
+             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, COALESCE(dedupe_key, '')",
+        )
+        .bind(serde_json::to_string(&rows).expect("rows of numbers and strings serialise"))
+        .fetch_all(&mut *conn)
+        .await?;
+        for (id, k) in stored {
+            if let Some(&i) = first_of.get(k.as_str()) {
+                inserted.insert(i, id);
+            }
+        }
+    }
+    let in_values: &[usize] = if json_rows { &[] } else { &firsts };
+    for chunk in in_values.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO callback_exchanges (waybill_id, dedupe_key, event, received_at, \
                                              result_code, summary, reply, duration_us) \

@@ -621,6 +621,9 @@ pub async fn concurrent_answers_store_each_question_once(store: Store) {
                 let key = format!("wnq:{}:0", i % 50);
                 let mut ex = exchange(Some("SF6"), Some(&key), 1_000 + i);
                 ex.result_code = (i % 50) % 2;
+                // A reply and a summary that only survive a byte-exact round trip.
+                ex.reply = Some(reply_for(&key));
+                ex.summary = format!("查询 {key}，电话 138****0000");
                 let outcome = store.record_answer(&ex, None).await.unwrap();
                 (key, outcome)
             })
@@ -647,7 +650,20 @@ pub async fn concurrent_answers_store_each_question_once(store: Store) {
         );
     }
     assert_eq!(inserted, 50);
-    assert_eq!(store.list_exchanges("SF6").await.unwrap().len(), 50);
+    let stored = store.list_exchanges("SF6").await.unwrap();
+    assert_eq!(stored.len(), 50);
+    for ex in stored {
+        let key = ex.dedupe_key.clone().expect("a key");
+        assert_eq!(ex.reply, Some(reply_for(&key)), "{key}");
+        assert_eq!(ex.summary, format!("查询 {key}，电话 138****0000"));
+    }
+}
+
+/// Bytes of every value, the key's own bytes among them.
+fn reply_for(key: &str) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..=255).collect();
+    bytes.extend_from_slice(key.as_bytes());
+    bytes
 }
 
 /// Makes the database refuse any event of waybill `SFBOOM` (a trigger), as a constraint a
