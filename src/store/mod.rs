@@ -14,6 +14,9 @@
 //!   and lease: at most one push in flight per waybill), `bindings.rs` (userquery cache),
 //!   `tokens.rs` (access token and its refresher's lease), `pauses.rs` (APIs paused by
 //!   WeChat's quota).
+//! - SQLite's writer: `group.rs` (one write connection, group commit), `ingest.rs` (batches,
+//!   set-based), `settle.rs` (the push worker's writes, set-based per group); what a claim
+//!   reads for all its waybills at once: `push_load.rs`.
 //! - `baseline.rs`: the raw inserts `wxexpress bench` measures ingest against (not used by
 //!   the gateway).
 //! - `wechat_events.rs`: WeChat events the gateway does not handle, kept sealed (bounded).
@@ -235,13 +238,8 @@ fn placeholders(start: usize, n: usize) -> String {
 
 /// `($1, $2), ($3, $4)` for `rows` rows of `cols` values, for a multi-row `VALUES`.
 fn values(rows: usize, cols: usize) -> String {
-    values_after(0, rows, cols)
-}
-
-/// [`values`] whose placeholders come after `before` leading parameters.
-fn values_after(before: usize, rows: usize, cols: usize) -> String {
     (0..rows)
-        .map(|r| format!("({})", placeholders(before + r * cols + 1, cols)))
+        .map(|r| format!("({})", placeholders(r * cols + 1, cols)))
         .collect::<Vec<_>>()
         .join(", ")
 }
