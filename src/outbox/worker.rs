@@ -99,6 +99,28 @@ struct Carry {
     released: bool,
 }
 
+impl Carry {
+    /// The step's next write for `waybill_id`: `step` and `release`, with what it carries
+    /// (taken, so it is written once).
+    fn writes(
+        &mut self,
+        waybill_id: &str,
+        owner: &str,
+        step: Option<PushStep>,
+        release: bool,
+    ) -> PushWrites {
+        PushWrites {
+            waybill_id: waybill_id.to_owned(),
+            owner: owner.to_owned(),
+            now: now_ms(),
+            skips: std::mem::take(&mut self.skips),
+            binding: self.binding.take(),
+            step,
+            release,
+        }
+    }
+}
+
 /// Why one step of a push could not go on.
 #[derive(Debug, thiserror::Error)]
 enum StepError {
@@ -255,15 +277,7 @@ impl Worker {
         // we hold.
         if !carry.released {
             let settled = self
-                .settle(PushWrites {
-                    waybill_id: waybill_id.to_owned(),
-                    owner: owner.to_owned(),
-                    now: now_ms(),
-                    skips: carry.skips,
-                    binding: carry.binding,
-                    step: None,
-                    release: true,
-                })
+                .settle(carry.writes(waybill_id, owner, None, true))
                 .await;
             match settled {
                 // Refused skips (the lease moved on) are the new holder's to redo.
@@ -582,18 +596,11 @@ impl Worker {
         entry: &OutboxEntry,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        self.settle(PushWrites {
-            waybill_id: entry.waybill_id.clone(),
-            owner: owner.to_owned(),
-            now: now_ms(),
-            skips: std::mem::take(&mut carry.skips),
-            binding: carry.binding.take(),
-            step: Some(PushStep::Begin {
-                outbox_id: entry.id,
-            }),
-            release: false,
-        })
-        .await
+        let begin = PushStep::Begin {
+            outbox_id: entry.id,
+        };
+        self.settle(carry.writes(&entry.waybill_id, owner, Some(begin), false))
+            .await
     }
 
     /// Completes `entry` and hands the waybill back, with what the step carries: the step's
@@ -606,20 +613,13 @@ impl Worker {
         attempt: Option<NewAttempt>,
         completion: Completion,
     ) -> Result<(), StoreError> {
+        let complete = PushStep::Complete {
+            outbox_id: entry.id,
+            attempt,
+            completion,
+        };
         let settled = self
-            .settle(PushWrites {
-                waybill_id: entry.waybill_id.clone(),
-                owner: owner.to_owned(),
-                now: now_ms(),
-                skips: std::mem::take(&mut carry.skips),
-                binding: carry.binding.take(),
-                step: Some(PushStep::Complete {
-                    outbox_id: entry.id,
-                    attempt,
-                    completion,
-                }),
-                release: true,
-            })
+            .settle(carry.writes(&entry.waybill_id, owner, Some(complete), true))
             .await;
         // A refused write still released (the release is its `finally`); a database error
         // may not have: the caller releases again.
