@@ -7,12 +7,14 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use tokio::sync::watch;
 
-use crate::config::{sandbox_defaults, Secret, Settings};
+use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::notify::{NotifySettings, NotifyStats, NotifyWorker};
 use crate::outbox::worker::{Worker, WorkerSettings, WorkerStats};
 use crate::privacy::Privacy;
+use crate::sandbox::defaults as sandbox_defaults;
 use crate::sandbox::{Sandbox, SandboxSettings};
+use crate::secret::Secret;
 use crate::store::Store;
 use crate::wechat::client::WechatClient;
 use crate::wechat::crypto::MessageCrypto;

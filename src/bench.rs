@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::app::Application;
-use crate::config::{self, sandbox_defaults as sd};
+use crate::config;
+use crate::sandbox::defaults as sd;
 use crate::wechat::crypto::MessageCrypto;
 use crate::wechat::envelope::{seal_request, Document, MessageFormat, MessageMode};
 
@@ -356,7 +357,7 @@ async fn pushes_again(
     }
     let store = apps[0].store().clone();
     let privacy = crate::privacy::Privacy::from_base64(data_key)?;
-    let (now, now_ms) = (chrono::Utc::now().timestamp(), crate::codec::now_ms());
+    let (now, now_ms) = (chrono::Utc::now().timestamp(), crate::clock::now_ms());
     let payload = privacy.seal_json(&crate::domain::NodeText {
         action_msg: "快件已由 【晋江庄宅营业部】 派送".into(),
         ..Default::default()
@@ -817,7 +818,7 @@ async fn ingest(gateway: &str, db: &str, data_key: &str, waybills: usize) -> any
     let store = crate::store::Store::connect(db).await?;
     // Sealed with the gateway's key, as the gateway would: the push run opens them.
     let privacy = crate::privacy::Privacy::from_base64(data_key)?;
-    let now_ms = crate::codec::now_ms();
+    let now_ms = crate::clock::now_ms();
     let raw: Vec<crate::store::NewEvent> = (1..=INGEST_EVENTS_PER_WAYBILL)
         .flat_map(|n| (0..waybills).map(move |w| (w, n)))
         .map(|(w, n)| crate::store::NewEvent {

@@ -2,40 +2,17 @@
 //! `WXEXPRESS_<SECTION>__<KEY>` environment variables (env wins; lists comma-separated),
 //! validated in one pass so that every problem is reported on its own line.
 //!
-//! Secrets are [`Secret`]s: their `Debug`, `Display` and `Serialize` print `<redacted>`.
+//! Secrets are [`Secret`]s (`crate::secret`): their `Debug` and `Serialize` print `<redacted>`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::notify::section::NotificationsSection;
+use crate::secret::Secret;
 use crate::wechat::crypto::AesKey;
 use crate::wechat::envelope::{MessageFormat, MessageMode};
-
-/// A secret string. Never printed.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    /// The plaintext; call only where the secret is used, never for display.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
 
 /// The raw, untyped view of the configuration (what the file and env can say).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,76 +30,6 @@ pub struct RawSettings {
     /// Landing-page cells (`[[cells]]`); a list set through `PUT /v1/cells` replaces these.
     pub cells: Vec<crate::domain::CellInput>,
     pub notifications: NotificationsSection,
-}
-
-/// Shipping notifications (`[notifications]`): the worker and the rules that map action
-/// types to message templates (`docs/NOTIFICATIONS.md`). Checked by
-/// [`crate::notify::rules::Rules::compile`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NotificationsSection {
-    /// Run the notification worker in this process (false: an API-only node).
-    pub enabled: bool,
-    /// Users being sent to at once in this process (one send per user at a time).
-    pub concurrency: usize,
-    /// Users claimed per poll.
-    pub batch_size: i64,
-    /// Idle poll interval, milliseconds.
-    pub poll_interval_ms: u64,
-    /// Lease on a claimed user, seconds.
-    pub lease_secs: i64,
-    /// Outbound calls per second in this process (0 = unlimited).
-    pub subscribe_rate: f64,
-    pub template_rate: f64,
-    /// `miniprogram_state` of subscribe messages: developer | trial | formal.
-    pub miniprogram_state: String,
-    /// `lang` of subscribe messages: zh_CN | en_US | zh_HK | zh_TW.
-    pub lang: String,
-    /// A legacy credential is not offered when it expires within this many seconds.
-    pub credential_margin_secs: i64,
-    /// `{status}` per action type (at most 5 Chinese characters), over the built-in phrases.
-    pub status_phrases: BTreeMap<String, String>,
-    /// `[[notifications.rules]]`.
-    pub rules: Vec<NotificationRuleSection>,
-}
-
-impl Default for NotificationsSection {
-    fn default() -> Self {
-        NotificationsSection {
-            enabled: true,
-            concurrency: 8,
-            batch_size: 32,
-            poll_interval_ms: 200,
-            lease_secs: 30,
-            subscribe_rate: 0.0,
-            template_rate: 0.0,
-            miniprogram_state: "formal".into(),
-            lang: "zh_CN".into(),
-            credential_margin_secs: 60,
-            status_phrases: BTreeMap::new(),
-            rules: Vec::new(),
-        }
-    }
-}
-
-/// One `[[notifications.rules]]`: which events notify whom with which template.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NotificationRuleSection {
-    /// Unique name, stored with each notification it creates.
-    pub name: String,
-    pub action_types: Vec<i64>,
-    /// `sender` and/or `receiver`: whose openid on the waybill receives it.
-    pub recipients: Vec<String>,
-    /// `subscribe` (default) or `template` (legacy form_id/prepay_id).
-    pub api: String,
-    pub template_id: String,
-    /// Mini program page, with `{waybill_id}`/`{action_type}` placeholders in its query.
-    pub page: Option<String>,
-    /// Legacy templates only: `keywordN.DATA` to enlarge.
-    pub emphasis_keyword: Option<String>,
-    /// Keyword -> value template (`thing3 = "{action_msg}"`).
-    pub data: BTreeMap<String, String>,
 }
 
 /// The JSONP waybill lookup (`GET /wechat/waybill`).
@@ -425,15 +332,6 @@ pub struct LoadOptions {
 #[error("{}", .0.join("\n"))]
 pub struct ConfigErrors(pub Vec<String>);
 
-/// Credentials of the emulated mini program used when no `wechat.secret` is configured.
-pub mod sandbox_defaults {
-    pub const APPID: &str = "wx5a9dbox0000000001";
-    pub const SECRET: &str = "sandbox-app-secret";
-    pub const ORIGINAL_ID: &str = "gh_5a9db0x00001";
-    pub const TOKEN: &str = "sandboxtoken";
-    pub const ENCODING_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-}
-
 /// Where the configuration came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -627,7 +525,7 @@ fn validate(raw: RawSettings, source: Source, opts: LoadOptions) -> Result<Setti
             ));
         }
     }
-    use sandbox_defaults as sd;
+    use crate::sandbox::defaults as sd;
     let pick = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
     let pick_secret = |v: &Option<Secret>, d: &str| v.clone().unwrap_or_else(|| Secret::new(d));
     let (appid, original_id, token, aes) = if sandbox {

@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod demo;
@@ -28,6 +29,7 @@ pub mod notify;
 pub mod outbox;
 pub mod privacy;
 pub mod sandbox;
+pub mod secret;
 pub mod store;
 pub mod telemetry;
 pub mod wechat;

@@ -223,7 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let store = wxexpress::app::connect_store(&settings).await?;
             let n = store
-                .redrive_dead(waybill.as_deref(), wxexpress::codec::now_ms())
+                .redrive_dead(waybill.as_deref(), wxexpress::clock::now_ms())
                 .await?;
             println!(
                 "redriven: {n} dead entr{} back to pending",

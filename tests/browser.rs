@@ -22,7 +22,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 use wxexpress::app::{self, Application};
-use wxexpress::config::{self, sandbox_defaults as sd};
+use wxexpress::config;
+use wxexpress::sandbox::defaults as sd;
 use wxexpress::sandbox::Sandbox;
 
 const API_KEY: &str = "browser-test-key-0123456789";

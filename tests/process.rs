@@ -706,7 +706,7 @@ async fn wechat_rid_prints_what_the_sandbox_logged_and_explains_its_errors() {
     let http = reqwest::Client::new();
     let token: Value = http
         .post(format!("{}/cgi-bin/stable_token", sandbox.base))
-        .json(&json!({ "grant_type": "client_credential", "appid": wxexpress::config::sandbox_defaults::APPID, "secret": wxexpress::config::sandbox_defaults::SECRET }))
+        .json(&json!({ "grant_type": "client_credential", "appid": wxexpress::sandbox::defaults::APPID, "secret": wxexpress::sandbox::defaults::SECRET }))
         .send()
         .await
         .unwrap()

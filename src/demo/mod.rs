@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use crate::app::Application;
-use crate::codec::now_secs;
+use crate::clock::now_secs;
 use crate::sandbox::{ApiFault, CallbackFault, Faults, Sandbox};
 
 /// Options of a run.
@@ -144,11 +144,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                 sandbox
                     .grant_subscriptions(
                         openid,
-                        crate::sandbox::notify::DEFAULT_SUBSCRIBE_TEMPLATE,
+                        crate::sandbox::defaults::DEFAULT_SUBSCRIBE_TEMPLATE,
                         n,
                     )
                     .map_err(|e| anyhow::anyhow!("sandbox grant: {e:?}"))?;
-                let body = serde_json::json!({ "openid": openid, "subscriptions": [{ "template_id": crate::sandbox::notify::DEFAULT_SUBSCRIBE_TEMPLATE, "count": n }] });
+                let body = serde_json::json!({ "openid": openid, "subscriptions": [{ "template_id": crate::sandbox::defaults::DEFAULT_SUBSCRIBE_TEMPLATE, "count": n }] });
                 http.post(format!("{base}/v1/subscriptions"))
                     .bearer_auth(API_KEY)
                     .json(&body)

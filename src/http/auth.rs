@@ -4,7 +4,7 @@ use actix_web::HttpRequest;
 use subtle::ConstantTimeEq;
 
 use super::problem::Problem;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Accept the request when its bearer token equals one of `keys`. Every key is compared in
 /// constant time, and all of them are compared, so timing tells nothing about which matched.

@@ -10,7 +10,8 @@ use super::auth::require_bearer;
 use super::body::{media_type, read_limited};
 use super::problem::Problem;
 use super::AppState;
-use crate::codec::{self, now_ms, now_secs};
+use crate::clock::{now_ms, now_secs};
+use crate::codec;
 use crate::domain::{
     mask_phone_str, mask_phones_in_text, Contact, EventInput, FieldError, TrackingEvent, Waybill,
     WaybillId, WaybillInput,

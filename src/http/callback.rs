@@ -12,7 +12,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::read_limited;
 use super::AppState;
-use crate::codec::{self, now_ms, now_secs};
+use crate::clock;
+use crate::clock::{now_ms, now_secs};
 use crate::outbox::answer::Answerer;
 use crate::wechat::crypto::{verify_sha1_signature, CryptoError, KeySlot};
 use crate::wechat::envelope::{
@@ -50,7 +51,7 @@ async fn verify_url(state: web::Data<AppState>, query: web::Query<CallbackQuery>
 
 fn fresh(ts: &str, window: i64) -> bool {
     ts.parse::<i64>()
-        .map(|t| codec::within_window(now_secs(), t, window))
+        .map(|t| clock::within_window(now_secs(), t, window))
         .unwrap_or(false)
 }
 

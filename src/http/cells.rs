@@ -14,7 +14,7 @@ use super::auth::require_bearer;
 use super::body::{media_type, read_limited};
 use super::problem::Problem;
 use super::AppState;
-use crate::codec::now_ms;
+use crate::clock::now_ms;
 use crate::domain::cell::parse_cells;
 use crate::domain::{Cell, CellCondition, CellInput};
 use crate::store::{CellRecord, StoreError};

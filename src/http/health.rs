@@ -24,7 +24,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             // accepting events, but operators must see it.
             let paused: Vec<_> = state
                 .store
-                .list_pauses(crate::codec::now_ms())
+                .list_pauses(crate::clock::now_ms())
                 .await
                 .unwrap_or_default()
                 .into_iter()

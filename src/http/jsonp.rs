@@ -24,7 +24,8 @@ use super::cells::cells_in_force;
 use super::client_limit::ClientLimiter;
 use super::signed_urls::{Binding, SignedUrls};
 use super::AppState;
-use crate::codec::{self, now_secs};
+use crate::clock::{self, now_secs};
+use crate::codec;
 use crate::config::JsonpSettings;
 use crate::domain::{mask_phones_in_text, ActionType, WaybillId};
 use crate::wechat::crypto::verify_sha1_signature;
@@ -281,7 +282,7 @@ fn check(p: &Params, token: &str, now: i64, window: i64) -> Result<CheckedLookup
     let Some(ts) = timestamp
         .parse::<i64>()
         .ok()
-        .filter(|t| codec::within_window(now, *t, window))
+        .filter(|t| clock::within_window(now, *t, window))
     else {
         return Err(LookupError::StaleTimestamp);
     };

@@ -13,7 +13,7 @@ use super::auth::require_bearer;
 use super::body::{media_type, read_limited};
 use super::problem::Problem;
 use super::AppState;
-use crate::codec::{now_ms, now_secs};
+use crate::clock::{now_ms, now_secs};
 use crate::domain::FieldError;
 use crate::notify::ledger::{
     self, Credential, CredentialInput, SubscriptionReport, SubscriptionReportInput,

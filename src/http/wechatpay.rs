@@ -13,7 +13,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::read_limited;
 use super::AppState;
-use crate::codec::{self, now_ms, now_secs};
+use crate::clock::{now_ms, now_secs};
+use crate::codec;
 use crate::domain::{ActionType, NodeText, TrackingEvent, WaybillId};
 use crate::notify::pay::{self, PayError};
 use crate::notify::values::format_amount;

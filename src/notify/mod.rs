@@ -5,6 +5,7 @@
 //!
 //! - [`rules`]: `[notifications]` checked at start; building a message from a rule, a
 //!   waybill and an event.
+//! - [`section`]: `[notifications]` as the configuration says it.
 //! - [`values`]: the keyword value types and fitting our data into them (pure).
 //! - [`ledger`]: what users consented to: subscription reports and legacy form_id/prepay_id
 //!   credentials, validated (the HTTP routes and the demo use it).
@@ -22,6 +23,7 @@ pub mod ledger;
 pub mod pay;
 pub mod policy;
 pub mod rules;
+pub mod section;
 pub mod values;
 pub mod worker;
 

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
+use super::section::{NotificationRuleSection, NotificationsSection};
 use super::values::{self, KeywordType};
-use crate::config::{NotificationRuleSection, NotificationsSection};
 use crate::domain::{ActionType, Contacts, NodeText};
 use crate::store::{NotificationIntent, NotificationPlan, NotifyKind, Role};
 
@@ -364,7 +364,7 @@ impl Default for Rules {
 
 impl Rules {
     /// Checks `[notifications]`; every problem is one line naming its key. In sandbox mode
-    /// and without rules, the example rules of [`sandbox_example_rules`] apply.
+    /// and without rules, the example rules of [`crate::sandbox::defaults::example_rules`] apply.
     pub fn compile(section: &NotificationsSection, sandbox: bool) -> Result<Rules, Vec<String>> {
         let mut p = Vec::new();
         let s = section;
@@ -411,7 +411,7 @@ impl Rules {
 
         let sandbox_example = sandbox && s.rules.is_empty();
         let sections = if sandbox_example {
-            sandbox_example_rules()
+            crate::sandbox::defaults::example_rules()
         } else {
             s.rules.clone()
         };
@@ -769,59 +769,6 @@ fn check_page(page: &str) -> Result<ValueTemplate, String> {
         ));
     }
     Ok(t)
-}
-
-/// The worked example of `docs/NOTIFICATIONS.md` against the sandbox's default templates
-/// (`sandbox-shipping-status`: `character_string1`, `phrase2`, `thing3`, `time4`;
-/// `sandbox-legacy-shipping`: free `keywordN`). Used in sandbox mode when no rules are set.
-pub fn sandbox_example_rules() -> Vec<NotificationRuleSection> {
-    let page = Some("pages/waybill/detail?waybill_id={waybill_id}".to_string());
-    let shipping = |name: &str, codes: &[i64], who: &[&str]| NotificationRuleSection {
-        name: name.into(),
-        action_types: codes.to_vec(),
-        recipients: who.iter().map(|s| s.to_string()).collect(),
-        api: "subscribe".into(),
-        template_id: crate::sandbox::notify::DEFAULT_SUBSCRIBE_TEMPLATE.into(),
-        page: page.clone(),
-        emphasis_keyword: None,
-        data: [
-            ("character_string1", "{waybill_id}"),
-            ("phrase2", "{status}"),
-            ("thing3", "{action_msg}"),
-            ("time4", "{action_time}"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-    };
-    vec![
-        shipping("picked_up", &[100001], &["sender"]),
-        shipping("out_for_delivery", &[300002], &["receiver"]),
-        shipping("delivered", &[300003, 300007], &["sender", "receiver"]),
-        shipping(
-            "exception",
-            &[100002, 300004, 400001, 400002, 400003, 400004, 400005],
-            &["sender"],
-        ),
-        NotificationRuleSection {
-            name: "paid".into(),
-            action_types: vec![90011],
-            recipients: vec!["sender".into()],
-            api: "template".into(),
-            template_id: crate::sandbox::notify::DEFAULT_LEGACY_TEMPLATE.into(),
-            page: page.clone(),
-            emphasis_keyword: Some("keyword2.DATA".into()),
-            data: [
-                ("keyword1", "{waybill_id}"),
-                ("keyword2", "{freight}"),
-                ("keyword3", "{action_time}"),
-                ("keyword4", "{action_msg}"),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        },
-    ]
 }
 
 #[cfg(test)]

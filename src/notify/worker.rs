@@ -15,7 +15,8 @@ use tokio::sync::watch;
 
 use super::policy::{self, classify, Outcome};
 use super::rules::{MessageContext, Rules};
-use crate::codec::{self, now_ms, now_secs};
+use crate::clock::{now_ms, now_secs};
+use crate::codec;
 use crate::domain::ActionType;
 use crate::outbox::lease::{run_claims, while_held, ClaimLoop, ClaimTokens};
 use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset, Schedule};

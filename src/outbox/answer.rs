@@ -15,7 +15,8 @@
 
 use std::time::Instant;
 
-use crate::codec::{self, now_ms, now_secs};
+use crate::clock::{now_ms, now_secs};
+use crate::codec;
 use crate::domain::{mask_phones_in_text, Phone};
 use crate::privacy::Privacy;
 use crate::store::{

@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use super::lease::{run_claims, while_held, ClaimLoop, ClaimTokens};
 use super::policy::{self, classify, Class, Schedule};
 use super::ratelimit::RateLimit;
-use crate::codec::{self, now_ms, now_secs};
+use crate::clock::{now_ms, now_secs};
+use crate::codec;
 use crate::domain::Phone;
 use crate::privacy::Privacy;
 use crate::store::{

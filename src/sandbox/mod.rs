@@ -25,6 +25,7 @@
 pub mod api;
 pub mod clock;
 pub mod control;
+pub mod defaults;
 pub mod exchanges;
 pub mod express;
 pub mod faults;
@@ -114,10 +115,10 @@ impl std::fmt::Debug for SandboxSettings {
 }
 
 /// The emulated app is the one a gateway without configuration uses
-/// ([`crate::config::sandbox_defaults`]), so the two agree out of the box.
+/// ([`defaults`]), so the two agree out of the box.
 impl Default for SandboxSettings {
     fn default() -> Self {
-        use crate::config::sandbox_defaults as sd;
+        use defaults as sd;
         SandboxSettings {
             appid: sd::APPID.into(),
             secret: sd::SECRET.into(),

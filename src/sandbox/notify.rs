@@ -52,10 +52,7 @@ pub struct Credential {
     pub used: u32,
 }
 
-/// Default templates so a fresh sandbox can send: the spec's §2.4 shipping notification and
-/// a free legacy template.
-pub const DEFAULT_SUBSCRIBE_TEMPLATE: &str = "sandbox-shipping-status";
-pub const DEFAULT_LEGACY_TEMPLATE: &str = "sandbox-legacy-shipping";
+use super::defaults::{DEFAULT_LEGACY_TEMPLATE, DEFAULT_SUBSCRIBE_TEMPLATE};
 
 #[derive(Default)]
 pub struct NotifyState {

@@ -71,7 +71,7 @@ pub struct TokenManager {
     client: WechatClient,
     privacy: Privacy,
     appid: String,
-    secret: crate::config::Secret,
+    secret: crate::secret::Secret,
     settings: TokenSettings,
     /// Identifies this process in the lease row.
     owner: String,
@@ -85,7 +85,7 @@ impl TokenManager {
         client: WechatClient,
         privacy: Privacy,
         appid: &str,
-        secret: crate::config::Secret,
+        secret: crate::secret::Secret,
         settings: TokenSettings,
         owner: &str,
     ) -> Arc<TokenManager> {
@@ -114,7 +114,7 @@ impl TokenManager {
     /// A valid token: from memory, else from the database, else fetched by whoever holds
     /// the lease (this instance if it can take it).
     pub async fn get(&self) -> Result<AccessToken, TokenError> {
-        let now = crate::codec::now_ms();
+        let now = crate::clock::now_ms();
         let mut cache = self.cache.lock().await;
         if let Some(t) = cache.as_ref().filter(|t| self.fresh(t, now)) {
             return Ok(t.clone());
@@ -174,7 +174,7 @@ impl TokenManager {
             // Another instance may have stored a token between our read and taking the lease
             // (its save released the lease): use that one instead of fetching again.
             if let Some((t, _)) = self.load().await? {
-                if self.fresh(&t, crate::codec::now_ms())
+                if self.fresh(&t, crate::clock::now_ms())
                     && stale.as_ref().is_none_or(|s| s.hash != t.hash)
                 {
                     self.store
@@ -196,14 +196,14 @@ impl TokenManager {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if let Some((t, _)) = self.load().await? {
                 if stale.as_ref().is_none_or(|s| s.hash != t.hash)
-                    && t.expires_at_ms > crate::codec::now_ms()
+                    && t.expires_at_ms > crate::clock::now_ms()
                 {
                     return Ok(t);
                 }
             }
         }
         match stale {
-            Some(t) if t.expires_at_ms > crate::codec::now_ms() => Ok(t),
+            Some(t) if t.expires_at_ms > crate::clock::now_ms() => Ok(t),
             _ => Err(TokenError::Busy),
         }
     }
@@ -223,7 +223,7 @@ impl TokenManager {
             tracing::warn!(appid = %self.appid, error = %e, "access token fetch failed");
             e
         })?;
-        let now = crate::codec::now_ms();
+        let now = crate::clock::now_ms();
         let t = AccessToken {
             hash: self.privacy.keyed_hash(&answer.access_token),
             expires_at_ms: now + answer.expires_in.max(0) * 1000,

@@ -12,7 +12,7 @@ use wxexpress::app::Application;
 use wxexpress::config;
 use wxexpress::notify::pay::{self, Fields, SignType};
 use wxexpress::notify::NotifyStats;
-use wxexpress::sandbox::notify::DEFAULT_SUBSCRIBE_TEMPLATE;
+use wxexpress::sandbox::defaults::DEFAULT_SUBSCRIBE_TEMPLATE;
 use wxexpress::sandbox::{ApiFault, CredentialKind, Faults, Sandbox, SandboxSettings};
 use wxexpress::store::Store;
 

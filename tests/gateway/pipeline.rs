@@ -251,7 +251,7 @@ async fn the_daily_quota_pauses_the_api_and_shows_in_readyz() {
     let store = app.store.clone();
     for _ in 0..200 {
         if !store
-            .list_pauses(wxexpress::codec::now_ms())
+            .list_pauses(wxexpress::clock::now_ms())
             .await
             .unwrap()
             .is_empty()
@@ -346,7 +346,8 @@ async fn a_receipt_from_a_failed_push_does_not_complete_the_next_one() {
 #[tokio::test]
 async fn a_push_slower_than_its_lease_keeps_the_lease_and_is_not_pushed_twice() {
     use wxexpress::app::Application;
-    use wxexpress::config::{self, sandbox_defaults as sd};
+    use wxexpress::config;
+    use wxexpress::sandbox::defaults as sd;
     use wxexpress::sandbox::{Sandbox, SandboxSettings};
 
     wxexpress::telemetry::init();

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wxexpress::config::sandbox_defaults as sd;
+use wxexpress::sandbox::defaults as sd;
 use wxexpress::sandbox::{ExchangeLogEntry, InboxNode, SandboxStats};
 use wxexpress::store::Store;
 
