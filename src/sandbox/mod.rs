@@ -35,6 +35,7 @@ pub mod notify;
 mod notify_api;
 pub mod reverse;
 mod rid;
+mod rid_log;
 mod server;
 mod state;
 pub mod stats;
@@ -43,6 +44,7 @@ pub mod token;
 mod token_api;
 pub mod values;
 pub mod verdict;
+pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -50,10 +52,10 @@ use std::sync::Arc;
 use actix_web::web;
 
 pub use exchanges::{ExchangeLogEntry, Verdict};
-pub use express::InboxNode;
 pub use faults::{ApiFault, CallbackFault, Faults};
 pub use notify::{Credential, CredentialKind, Template, TemplateKind};
 pub use stats::SandboxStats;
+pub use wire::InboxNode;
 
 use crate::wechat::crypto::{AesKey, CryptoError};
 use crate::wechat::envelope::{MessageFormat, MessageMode};

@@ -12,16 +12,11 @@ use serde_json::{json, Value};
 
 use super::api::errcode as ec;
 use super::exchanges::{mask_document, ExchangeLogEntry, Verdict};
-use super::express::PathNotify;
 use super::state::Shared;
 use super::verdict::{classify_open_error, judge, Expected};
+use super::wire::{PathNotify, EVENT, WECHAT_TEAM_OPENID};
 use crate::domain::mask_phone_str;
 use crate::wechat::envelope::{self, Document, MessageFormat, MessageMode};
-
-/// `FromUserName` of every reverse query: the fixed openid of the WeChat team (spec §4.1,
-/// from the official example).
-pub const WECHAT_TEAM_OPENID: &str = "oHt_80DRclK4qjKfdYnPg6RxxsNI";
-pub const EVENT: &str = "waybill_notify_query";
 
 /// Re-sends of a reverse query whose connection failed (crypto spec §5: up to three).
 const CONNECTION_RETRIES: u32 = 3;
@@ -272,7 +267,7 @@ pub fn format_name(f: MessageFormat) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::express::PathNode;
+    use crate::sandbox::wire::PathNode;
 
     #[test]
     fn the_query_carries_the_spec_fields() {

@@ -4,10 +4,7 @@
 //! 76001 (not found or expired), 76002 (bad rid) and 76003 (another account's call).
 //!
 //! Recorded by a middleware around the whole server (one place for every API), bounded to the
-//! newest [`MAX_ENTRIES`]. The logged URL never holds the access_token, nor the body a secret.
-
-use std::collections::VecDeque;
-use std::sync::Mutex;
+//! newest [`super::rid_log::MAX_ENTRIES`]. The logged URL never holds the access_token, nor the body a secret.
 
 use actix_web::body::{to_bytes, BoxBody, MessageBody as _};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -18,54 +15,8 @@ use serde_json::{json, Map, Value};
 use super::api::errcode as ec;
 use super::api::WxError;
 use super::gate::{check_token, json, json_object, query_param};
+use super::rid_log::{Entry, KEPT_SECS};
 use super::state::Shared;
-
-/// Entries kept at most (the oldest go first).
-pub const MAX_ENTRIES: usize = 10_000;
-/// How long WeChat keeps a rid answerable.
-pub const KEPT_SECS: i64 = 7 * 86_400;
-
-/// One logged call.
-#[derive(Debug, Clone)]
-struct Entry {
-    rid: String,
-    /// The account the call was made for (`None`: no valid token and no appid named).
-    appid: Option<String>,
-    /// Sandbox clock, Unix s.
-    invoke_time: i64,
-    cost_in_ms: i64,
-    request_url: String,
-    request_body: String,
-    response_body: String,
-    client_ip: String,
-}
-
-#[derive(Default)]
-pub struct RidLog {
-    entries: Mutex<VecDeque<Entry>>,
-}
-
-impl RidLog {
-    fn push(&self, e: Entry) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_ENTRIES {
-            entries.pop_front();
-        }
-        entries.push_back(e);
-    }
-
-    fn find(&self, rid: &str) -> Option<Entry> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.iter().rev().find(|e| e.rid == rid).cloned()
-    }
-
-    pub fn reset(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-}
 
 /// The middleware: for `/cgi-bin/` paths, keep the request body, and log the answer when its
 /// `errmsg` carries a rid. A streamed answer (a dropped connection) passes untouched.

@@ -9,11 +9,11 @@ use dashmap::{DashMap, DashSet};
 
 use super::clock::Clock;
 use super::exchanges::ExchangeLog;
-use super::express::InboxNode;
 use super::faults::FaultBox;
 use super::notify::NotifyState;
 use super::stats::Stats;
 use super::token::{TokenBook, TokenRules};
+use super::wire::InboxNode;
 use super::SandboxSettings;
 use crate::wechat::crypto::MessageCrypto;
 
@@ -37,7 +37,7 @@ pub struct Shared {
     pub notify: NotifyState,
     pub exchanges: ExchangeLog,
     /// Calls answered with an error, by rid (`POST /cgi-bin/openapi/rid/get`).
-    pub rids: super::rid::RidLog,
+    pub rids: super::rid_log::RidLog,
     pub stats: Stats,
     pub faults: FaultBox,
     /// One client for every reverse query: keeps connections to the callback alive.
@@ -84,7 +84,7 @@ impl Shared {
             inboxes: DashMap::new(),
             notify: NotifyState::new(),
             exchanges: ExchangeLog::default(),
-            rids: super::rid::RidLog::default(),
+            rids: super::rid_log::RidLog::default(),
             stats: Stats::default(),
             faults: FaultBox::default(),
             http,

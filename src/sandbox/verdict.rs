@@ -5,8 +5,7 @@
 use serde_json::Value;
 
 use super::exchanges::Verdict;
-use super::express::{PathNode, PathNotify};
-use super::reverse::{EVENT, WECHAT_TEAM_OPENID};
+use super::wire::{PathNode, PathNotify, EVENT, WECHAT_TEAM_OPENID};
 use crate::wechat::envelope::{self, Document, MessageFormat, MessageMode, OpenError};
 
 /// Signature, nonce, missing wrapper fields and decryption failures are 932001; a body that
