@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 use wxexpress::app::Application;
+use wxexpress::store::EntryState;
 
 const KEY: &str = "bench-api-key-0123456789";
 
@@ -162,7 +163,10 @@ async fn main() -> anyhow::Result<()> {
     let task = tokio::spawn(pusher.run_until_stopped());
     loop {
         let counts = store.outbox_counts().await?;
-        if !counts.iter().any(|(s, _, c)| s == "pending" && *c > 0) {
+        if !counts
+            .iter()
+            .any(|(s, _, c)| *s == EntryState::Pending && *c > 0)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -173,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let counts = store.outbox_counts().await?;
     let delivered: i64 = counts
         .iter()
-        .filter(|(s, _, _)| s == "delivered")
+        .filter(|(s, _, _)| *s == EntryState::Delivered)
         .map(|(_, _, c)| c)
         .sum();
     let rq = sandbox.stats().reverse_queries;

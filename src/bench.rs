@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use crate::app::Application;
 use crate::config;
 use crate::sandbox::defaults as sd;
+use crate::store::EntryState;
 use crate::wechat::crypto::MessageCrypto;
 use crate::wechat::envelope::{seal_request, Document, MessageFormat, MessageMode};
 
@@ -316,7 +317,7 @@ async fn pushes(db: &str, data_key: &str, waybills: usize) -> anyhow::Result<Row
         .outbox_counts()
         .await?
         .iter()
-        .filter(|(s, _, _)| s == "dead")
+        .filter(|(s, _, _)| *s == EntryState::Dead)
         .map(|(_, _, n)| n)
         .sum();
     Ok(Row {
@@ -421,7 +422,7 @@ async fn delivered(store: &crate::store::Store) -> anyhow::Result<i64> {
         .outbox_counts()
         .await?
         .iter()
-        .filter(|(s, _, _)| s == "delivered")
+        .filter(|(s, _, _)| *s == EntryState::Delivered)
         .map(|(_, _, n)| n)
         .sum())
 }

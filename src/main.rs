@@ -239,7 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let store = wxexpress::app::connect_store(&settings).await?;
             for (state, reason, n) in store.outbox_counts().await? {
-                println!("{state:<10} {:<10} {n}", reason.unwrap_or_default());
+                println!("{state:<10} {:<10} {n}", reason.map_or("", |r| r.as_str()));
             }
         }
         Command::BenchLoad { orders } => {

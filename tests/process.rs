@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
-use wxexpress::store::Store;
+use wxexpress::store::{EntryState, Store};
 
 use harness::*;
 use proxy::Proxy;
@@ -193,7 +193,7 @@ async fn kill_9_at_any_moment_loses_nothing_and_doubles_nothing() {
     for (step, kill_after_ms) in [(0, 300), (1, 450), (2, 200)] {
         gw.post_batch(&lines("K", 0..N, step)).await;
         tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
-        let pending = count(&outbox_states(&store).await, "pending");
+        let pending = count(&outbox_states(&store).await, EntryState::Pending);
         let pushed = sandbox.pathnotify_calls().await;
         gw.kill9();
         eprintln!("kill -9 after scan {step}: {pending} entries pending, {pushed} pathnotify calls so far");
@@ -205,7 +205,7 @@ async fn kill_9_at_any_moment_loses_nothing_and_doubles_nothing() {
     }
 
     let states = drained(&store, Duration::from_secs(40)).await;
-    assert_eq!(count(&states, "dead"), 0, "{states:?}");
+    assert_eq!(count(&states, EntryState::Dead), 0, "{states:?}");
     let delivered = assert_each_node_arrived_once(&gw, &sandbox, "K", N, 2).await;
     let stats = sandbox.stats().await;
     let pathnotify = &stats.apis["pathnotify"];
@@ -252,7 +252,8 @@ async fn a_node_whose_reverse_query_was_answered_before_kill_9_is_not_pushed_aga
     let entries = store.list_outbox(&id).await.expect("outbox");
     assert_eq!(entries.len(), 1);
     assert_eq!(
-        entries[0].state, "pending",
+        entries[0].state,
+        EntryState::Pending,
         "the gateway never heard the answer"
     );
     assert!(
@@ -262,7 +263,7 @@ async fn a_node_whose_reverse_query_was_answered_before_kill_9_is_not_pushed_aga
 
     gw.start().await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while store.list_outbox(&id).await.expect("outbox")[0].state == "pending" {
+    while store.list_outbox(&id).await.expect("outbox")[0].state == EntryState::Pending {
         assert!(
             Instant::now() < deadline,
             "the entry was not settled after the restart"
@@ -347,12 +348,12 @@ async fn sigterm_stops_claiming_and_lets_in_flight_pushes_finish_within_the_grac
     );
     let states = outbox_states(&store).await;
     assert_eq!(
-        count(&states, "delivered") as u64,
+        count(&states, EntryState::Delivered) as u64,
         in_flight,
         "every push in flight finished: {states:?}"
     );
     assert_eq!(
-        count(&states, "pending") as u64,
+        count(&states, EntryState::Pending) as u64,
         N as u64 - in_flight,
         "the rest waits: {states:?}"
     );
@@ -367,7 +368,11 @@ async fn sigterm_stops_claiming_and_lets_in_flight_pushes_finish_within_the_grac
     // After a restart the rest is delivered, each node once.
     gw.start().await;
     let states = drained(&store, Duration::from_secs(30)).await;
-    assert_eq!(count(&states, "delivered"), N as i64, "{states:?}");
+    assert_eq!(
+        count(&states, EntryState::Delivered),
+        N as i64,
+        "{states:?}"
+    );
     assert_each_node_arrived_once(&gw, &sandbox, "T", N, 2).await;
     assert_eq!(sandbox.pathnotify_calls().await, N as u64);
 }
@@ -469,7 +474,7 @@ async fn two_instances_on_one_postgresql_share_the_work_with_no_double_pushes_an
     }
 
     let states = drained(&store, Duration::from_secs(40)).await;
-    assert_eq!(count(&states, "dead"), 0, "{states:?}");
+    assert_eq!(count(&states, EntryState::Dead), 0, "{states:?}");
     let delivered = assert_each_node_arrived_once(&a, &sandbox, "D", N, 2).await;
     let stats = sandbox.stats().await;
     let (via_a, via_b) = (proxy_a.pathnotify_calls(), proxy_b.pathnotify_calls());
@@ -606,7 +611,7 @@ async fn chaos(dir: &std::path::Path, db: &str, instances: usize) {
             gws[via].post_batch(&lines("X", range, step)).await;
             let victim = rng.gen_range(0..instances);
             tokio::time::sleep(Duration::from_millis(rng.gen_range(20..600))).await;
-            let pending = count(&outbox_states(&store).await, "pending");
+            let pending = count(&outbox_states(&store).await, EntryState::Pending);
             gws[victim].kill9();
             kills += 1;
             kills_mid_flight += usize::from(pending > 0);

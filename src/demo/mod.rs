@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::app::Application;
 use crate::clock::now_secs;
 use crate::sandbox::{ApiFault, CallbackFault, Faults, Sandbox};
+use crate::store::{EntryState, SkipReason};
 
 /// Options of a run.
 #[derive(Debug, Clone)]
@@ -229,7 +230,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             let counts = store.outbox_counts().await?;
             let pending: i64 = counts
                 .iter()
-                .filter(|(s, _, _)| s == "pending")
+                .filter(|(s, _, _)| *s == EntryState::Pending)
                 .map(|(_, _, n)| n)
                 .sum();
             bar.set_message(format!(
@@ -268,7 +269,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             ));
         }
         for e in store.list_outbox(&w.id).await? {
-            if let (Some(done), "delivered") = (e.done_at, e.state.as_str()) {
+            if let (Some(done), EntryState::Delivered) = (e.done_at, e.state) {
                 latencies.push(done - e.created_at);
             }
         }
@@ -276,25 +277,25 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     // Pushes are every outbox entry that is not a shipping notification.
     let all = store.outbox_counts().await?;
     let notes = store.notification_counts().await?;
-    let note_count = |state: &str, reason: Option<&str>| {
+    let note_count = |state: EntryState, reason: Option<SkipReason>| {
         notes
             .iter()
-            .filter(|(_, s, r, _)| s == state && (reason.is_none() || r.as_deref() == reason))
+            .filter(|(_, s, r, _)| *s == state && (reason.is_none() || *r == reason))
             .map(|(_, _, _, n)| *n)
             .sum::<i64>()
     };
-    let count = |state: &str, reason: Option<&str>| {
+    let count = |state: EntryState, reason: Option<SkipReason>| {
         all.iter()
-            .filter(|(s, r, _)| s == state && (reason.is_none() || r.as_deref() == reason))
+            .filter(|(s, r, _)| *s == state && (reason.is_none() || *r == reason))
             .map(|(_, _, n)| *n)
             .sum::<i64>()
             - note_count(state, reason)
     };
-    if count("dead", None) > 0 {
-        problems.push(format!("{} pushes are dead", count("dead", None)));
+    if count(EntryState::Dead, None) > 0 {
+        problems.push(format!("{} pushes are dead", count(EntryState::Dead, None)));
     }
-    let notes_sent = note_count("delivered", None);
-    let notes_failed = note_count("dead", None);
+    let notes_sent = note_count(EntryState::Delivered, None);
+    let notes_failed = note_count(EntryState::Dead, None);
     let received: usize = waybills
         .iter()
         .map(|w| sandbox.inbox_for_openid(&w.sender_openid).len())
@@ -316,7 +317,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             .copied()
             .unwrap_or(0)
     };
-    let delivered = count("delivered", None);
+    let delivered = count(EntryState::Delivered, None);
     let retries = stats.retries.load(std::sync::atomic::Ordering::Relaxed);
     let lines = vec![
         (
@@ -346,13 +347,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             "skipped".into(),
             format!(
                 "unbound {}, stale {}, coalesced {}",
-                count("skipped", Some("unbound")),
-                count("skipped", Some("stale")),
-                count("skipped", Some("coalesced"))
+                count(EntryState::Skipped, Some(SkipReason::Unbound)),
+                count(EntryState::Skipped, Some(SkipReason::Stale)),
+                count(EntryState::Skipped, Some(SkipReason::Coalesced))
             ),
         ),
         ("retries".into(), format!("{retries} (attempts {attempts})")),
-        ("dead".into(), count("dead", None).to_string()),
+        ("dead".into(), count(EntryState::Dead, None).to_string()),
         (
             "reverse queries answered".into(),
             format!(
@@ -360,7 +361,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                 sb.reverse_queries.sent, sb.reverse_queries.ok, sb.reverse_queries.failed
             ),
         ),
-        ("shipping notifications".into(), format!("{notes_sent} sent ({received} in users' inboxes), {} skipped for lack of consent, {notes_failed} failed", note_count("skipped", Some("no_consent")))),
+        ("shipping notifications".into(), format!("{notes_sent} sent ({received} in users' inboxes), {} skipped for lack of consent, {notes_failed} failed", note_count(EntryState::Skipped, Some(SkipReason::NoConsent)))),
         ("WeChat errors injected".into(), injected(&sb)),
         (
             "access tokens fetched".into(),

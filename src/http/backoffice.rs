@@ -16,7 +16,7 @@ use crate::domain::{
     mask_phone_str, mask_phones_in_text, Contact, EventInput, FieldError, TrackingEvent, Waybill,
     WaybillId, WaybillInput,
 };
-use crate::store::{EventInsert, StoreError};
+use crate::store::{EntryState, EventInsert, StoreError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/waybills/{waybill_id}", web::put().to(put_waybill))
@@ -406,7 +406,7 @@ async fn retry_notification(
         ));
     }
     tracing::info!(outbox_id = id, waybill_id = %entry.waybill_id, "dead notification redriven");
-    Ok(HttpResponse::Accepted().json(json!({ "id": id, "state": "pending" })))
+    Ok(HttpResponse::Accepted().json(json!({ "id": id, "state": EntryState::Pending })))
 }
 
 fn contact_view(c: &Contact) -> serde_json::Value {

@@ -23,7 +23,7 @@ use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset, Sche
 use crate::outbox::ratelimit::RateLimit;
 use crate::privacy::Privacy;
 use crate::store::{
-    Completion, GrantTake, NewAttempt, NotificationWork, NotifyKind, Store, StoreError,
+    Completion, GrantTake, NewAttempt, NotificationWork, NotifyKind, SkipReason, Store, StoreError,
 };
 use crate::wechat::client::{ApiError, Call, WechatClient};
 use crate::wechat::token::{AccessToken, TokenError, TokenManager};
@@ -34,9 +34,6 @@ pub const TEMPLATE_SEND: &str = "template_send";
 const SUBSCRIBE_PATH: &str = "/cgi-bin/message/subscribe/send";
 const TEMPLATE_PATH: &str = "/cgi-bin/message/wxopen/template/send";
 
-/// Skip reason of a notification sent without consent: no grant, no usable credential, or
-/// WeChat's 43101.
-pub const NO_CONSENT: &str = "no_consent";
 /// Notifications handled per user per claim (the lease is extended before each).
 const PER_CLAIM: i64 = 20;
 /// Credentials tried in one step when WeChat refuses them (41028/41029).
@@ -238,7 +235,7 @@ impl NotifyWorker {
         w: &NotificationWork,
     ) -> Result<(), StoreError> {
         let entry_id = w.entry.id;
-        let Some(kind) = NotifyKind::parse(&w.entry.kind) else {
+        let Some(kind) = w.entry.kind.notify_kind() else {
             return self.dead(w, owner, None, "not a notification kind").await;
         };
         let Some(rule) = self.rules.rule(&w.rule) else {
@@ -578,7 +575,7 @@ impl NotifyWorker {
                 owner,
                 attempt.as_ref(),
                 &Completion::Skipped {
-                    reason: NO_CONSENT.into(),
+                    reason: SkipReason::NoConsent,
                 },
                 revoke,
                 now_ms(),

@@ -23,7 +23,7 @@ use crate::domain::Phone;
 use crate::privacy::Privacy;
 use crate::store::{
     BindingWrite, Completion, EventRecord, NewAttempt, OutboxEntry, PushLoad, PushStep, PushWrites,
-    Store, StoreError, WaybillRecord,
+    SkipReason, Store, StoreError, WaybillRecord,
 };
 use crate::wechat::client::{ApiError, Call, ExistAnswer, WechatClient};
 use crate::wechat::push::pathnotify_body;
@@ -32,10 +32,6 @@ use crate::wechat::token::{AccessToken, TokenError, TokenManager};
 /// API names used for pauses and rate limits.
 pub const PATHNOTIFY: &str = "pathnotify";
 pub const USERQUERY: &str = "userquery";
-
-/// Skip reasons of the entries a step passes over.
-const STALE: &str = "stale";
-const COALESCED: &str = "coalesced";
 
 /// Tunables of a worker (from `[outbox]`).
 #[derive(Debug, Clone)]
@@ -95,7 +91,7 @@ pub struct Claimed {
 /// round trips; and whether the lease was handed back already (with the completion).
 #[derive(Default)]
 struct Carry {
-    skips: Vec<(Vec<i64>, String)>,
+    skips: Vec<(Vec<i64>, SkipReason)>,
     binding: Option<BindingWrite>,
     released: bool,
 }
@@ -338,7 +334,7 @@ impl Worker {
             .partition(|e| last.is_some_and(|l| key(e) < l));
         if !stale.is_empty() {
             let ids: Vec<i64> = stale.iter().map(|e| e.id).collect();
-            carry.skips.push((ids, STALE.into()));
+            carry.skips.push((ids, SkipReason::Stale));
         }
         let target = if self.settings.coalesce {
             fresh.last()
@@ -350,7 +346,7 @@ impl Worker {
         };
         if self.settings.coalesce && fresh.len() > 1 {
             let ids: Vec<i64> = fresh[..fresh.len() - 1].iter().map(|e| e.id).collect();
-            carry.skips.push((ids, COALESCED.into()));
+            carry.skips.push((ids, SkipReason::Coalesced));
         }
         if target.next_attempt_at > now {
             return Ok(());
@@ -410,7 +406,7 @@ impl Worker {
         let Some(phone) = phone.filter(Phone::is_mobile) else {
             // WeChat users bind mainland mobile numbers; a landline or an extension cannot be bound.
             let unbound = Completion::Skipped {
-                reason: "unbound".into(),
+                reason: SkipReason::Unbound,
             };
             self.finish(carry, entry, owner, None, unbound).await?;
             self.stats.skipped_unbound.fetch_add(1, Ordering::Relaxed);
@@ -465,7 +461,7 @@ impl Worker {
         };
         if !bound {
             let unbound = Completion::Skipped {
-                reason: "unbound".into(),
+                reason: SkipReason::Unbound,
             };
             self.finish(carry, entry, owner, None, unbound).await?;
             self.stats.skipped_unbound.fetch_add(1, Ordering::Relaxed);
@@ -539,7 +535,7 @@ impl Worker {
                     // Accepted, but nobody is bound to the phone any more: refresh the cache.
                     self.put_binding(carry, &phone_hash, false);
                     let unbound = Completion::Skipped {
-                        reason: "unbound".into(),
+                        reason: SkipReason::Unbound,
                     };
                     self.finish(carry, entry, owner, Some(attempt), unbound)
                         .await?;
@@ -556,15 +552,15 @@ impl Worker {
 
     /// [`Store::settle_push`], counting the skips it carried once they are written.
     async fn settle(&self, writes: PushWrites) -> Result<bool, StoreError> {
-        let count = |reason: &str| -> u64 {
+        let count = |reason: SkipReason| -> u64 {
             writes
                 .skips
                 .iter()
-                .filter(|(_, r)| r == reason)
+                .filter(|(_, r)| *r == reason)
                 .map(|(ids, _)| ids.len() as u64)
                 .sum()
         };
-        let (stale, coalesced) = (count(STALE), count(COALESCED));
+        let (stale, coalesced) = (count(SkipReason::Stale), count(SkipReason::Coalesced));
         let settled = self.store.settle_push(writes).await;
         if settled.is_ok() {
             self.stats.skipped_stale.fetch_add(stale, Ordering::Relaxed);

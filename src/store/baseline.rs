@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::outbox::{PATHNOTIFY, PENDING};
+use super::states::{EntryKind, EntryState};
 use super::values;
 use super::{NewEvent, Store, StoreError};
 
@@ -42,11 +42,11 @@ impl Store {
             let mut q = sqlx::query(&sql);
             for (id, waybill, time, at) in &ids {
                 q = q
-                    .bind(PATHNOTIFY)
+                    .bind(EntryKind::Pathnotify.as_str())
                     .bind(waybill)
                     .bind(*id)
                     .bind(*time)
-                    .bind(PENDING)
+                    .bind(EntryState::Pending.as_str())
                     .bind(0_i64)
                     .bind(*at)
                     .bind(*at)

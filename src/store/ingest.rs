@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sqlx::{AnyConnection, Connection};
 
 use super::notifications::{enqueue_for_in, enqueue_in, NotificationIntent, NotificationPlan};
-use super::outbox::{PATHNOTIFY, PENDING};
+use super::states::{EntryKind, EntryState};
 use super::{events, placeholders, push_queue, values, waybills};
 use super::{EventInsert, NewEvent, Store, StoreError, WaybillRecord};
 
@@ -267,11 +267,11 @@ async fn set_based_in(
         for &(i, id) in chunk {
             let e = &items[i].1;
             q = q
-                .bind(PATHNOTIFY)
+                .bind(EntryKind::Pathnotify.as_str())
                 .bind(&e.waybill_id)
                 .bind(id)
                 .bind(e.action_time)
-                .bind(PENDING)
+                .bind(EntryState::Pending.as_str())
                 .bind(0_i64)
                 .bind(e.received_at)
                 .bind(e.received_at)

@@ -60,6 +60,7 @@ mod push_load;
 mod push_queue;
 mod records;
 mod settle;
+mod states;
 mod tokens;
 mod waybills;
 mod wechat_events;
@@ -71,6 +72,7 @@ use sqlx::{Any, AnyPool, Transaction};
 pub use cells::{CellRecord, CellSet};
 pub use exchanges::{answer_key, AnswerReceipt, ReverseQueryView, StoredAnswer};
 pub use push_load::PushLoad;
+pub use states::{EntryKind, EntryState, SkipReason};
 
 pub use records::{
     AttemptRecord, BindingWrite, Completion, EventInsert, EventRecord, ExchangeInsert,

@@ -13,15 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::AnyConnection;
 
-use super::outbox::{OUTBOX_COLUMNS, PENDING};
+use super::outbox::OUTBOX_COLUMNS;
+use super::states::{Column, EntryKind, EntryState, SkipReason};
 use super::{
     attempts, events, push_queue, Completion, EventInsert, NewAttempt, NewEvent, OutboxEntry,
     Store, StoreError, WaybillRecord,
 };
-
-const DELIVERED: &str = "delivered";
-const SKIPPED: &str = "skipped";
-const DEAD: &str = "dead";
 
 /// Which WeChat API sends a notification; also its outbox `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -182,7 +179,7 @@ impl Store {
         )
         .bind(NotifyKind::Subscribe.as_str())
         .bind(NotifyKind::Template.as_str())
-        .bind(PENDING)
+        .bind(EntryState::Pending.as_str())
         .bind(now)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -254,7 +251,7 @@ impl Store {
         );
         let rows = sqlx::query_as::<_, NotificationWork>(&sql)
             .bind(openid)
-            .bind(PENDING)
+            .bind(EntryState::Pending.as_str())
             .bind(NotifyKind::Subscribe.as_str())
             .bind(NotifyKind::Template.as_str())
             .bind(now)
@@ -307,7 +304,7 @@ impl Store {
             )
             .bind(outbox_id)
             .bind(now)
-            .bind(DELIVERED),
+            .bind(EntryState::Delivered.as_str()),
             Completion::Retry {
                 next_attempt_at,
                 error,
@@ -319,7 +316,7 @@ impl Store {
             )
             .bind(outbox_id)
             .bind(now)
-            .bind(PENDING)
+            .bind(EntryState::Pending.as_str())
             .bind(*next_attempt_at)
             .bind(error.as_str()),
             Completion::Dead { error } => sqlx::query_scalar(
@@ -330,7 +327,7 @@ impl Store {
             )
             .bind(outbox_id)
             .bind(now)
-            .bind(DEAD)
+            .bind(EntryState::Dead.as_str())
             .bind(error.as_str()),
             Completion::Skipped { reason } => sqlx::query_scalar(
                 "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
@@ -339,7 +336,7 @@ impl Store {
             )
             .bind(outbox_id)
             .bind(now)
-            .bind(SKIPPED)
+            .bind(EntryState::Skipped.as_str())
             .bind(reason.as_str()),
         };
         let found: Option<Option<String>> = update.fetch_optional(&mut *tx).await?;
@@ -404,15 +401,30 @@ impl Store {
     /// Notifications counted by (kind, state, skip_reason), sorted.
     pub async fn notification_counts(
         &self,
-    ) -> Result<Vec<(String, String, Option<String>, i64)>, StoreError> {
-        let mut rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+    ) -> Result<Vec<(EntryKind, EntryState, Option<SkipReason>, i64)>, StoreError> {
+        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
             "SELECT kind, state, skip_reason, COUNT(*) FROM outbox \
-             WHERE kind IN ('subscribe', 'template') GROUP BY kind, state, skip_reason",
+             WHERE kind IN ($1, $2) GROUP BY kind, state, skip_reason",
         )
+        .bind(EntryKind::Subscribe.as_str())
+        .bind(EntryKind::Template.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.sort();
-        Ok(rows)
+        let mut counts = rows
+            .into_iter()
+            .map(|(kind, state, reason, n)| {
+                Ok((
+                    EntryKind::stored("kind", kind)?,
+                    EntryState::stored("state", state)?,
+                    reason
+                        .map(|r| SkipReason::stored("skip_reason", r))
+                        .transpose()?,
+                    n,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        counts.sort();
+        Ok(counts)
     }
 }
 
@@ -476,7 +488,7 @@ pub(super) async fn enqueue_for_in(
         .bind(event_id)
         .bind(event.action_time)
         .bind(openid)
-        .bind(PENDING)
+        .bind(EntryState::Pending.as_str())
         .bind(event.received_at)
         .fetch_one(&mut *conn)
         .await?;

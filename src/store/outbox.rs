@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use sqlx::AnyConnection;
 
+use super::states::{Column, EntryKind, EntryState, SkipReason};
 use super::{attempts, placeholders, push_queue};
 use super::{
     Completion, NewAttempt, NewEvent, OutboxEntry, PushStep, PushWrites, Store, StoreError,
@@ -17,13 +18,6 @@ use super::{
 pub(super) const OUTBOX_COLUMNS: &str = "id, kind, waybill_id, event_id, action_time, recipient, \
                                          state, skip_reason, tries, next_attempt_at, receipt_at, \
                                          last_error, created_at, updated_at, done_at";
-
-/// The kind of a path-node notification (the only kind so far).
-pub(super) const PATHNOTIFY: &str = "pathnotify";
-pub(super) const PENDING: &str = "pending";
-const DELIVERED: &str = "delivered";
-const SKIPPED: &str = "skipped";
-const DEAD: &str = "dead";
 
 /// Bound parameters per statement when a list of ids is inlined (both databases allow far
 /// more; this keeps statements short).
@@ -75,7 +69,7 @@ impl Store {
                     )
                     .bind(outbox_id)
                     .bind(now)
-                    .bind(DELIVERED),
+                    .bind(EntryState::Delivered.as_str()),
                     Completion::Retry {
                         next_attempt_at,
                         error,
@@ -87,7 +81,7 @@ impl Store {
                     )
                     .bind(outbox_id)
                     .bind(now)
-                    .bind(PENDING)
+                    .bind(EntryState::Pending.as_str())
                     .bind(*next_attempt_at)
                     .bind(error.as_str()),
                     Completion::Dead { error } => sqlx::query_as(
@@ -98,7 +92,7 @@ impl Store {
                     )
                     .bind(outbox_id)
                     .bind(now)
-                    .bind(DEAD)
+                    .bind(EntryState::Dead.as_str())
                     .bind(error.as_str()),
                     Completion::Skipped { reason } => sqlx::query_as(
                         "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
@@ -107,7 +101,7 @@ impl Store {
                     )
                     .bind(outbox_id)
                     .bind(now)
-                    .bind(SKIPPED)
+                    .bind(EntryState::Skipped.as_str())
                     .bind(reason.as_str()),
                 };
                 let entry: Option<(String, i64, Option<i64>)> = update.fetch_optional(&mut *tx).await?;
@@ -186,14 +180,14 @@ impl Store {
     pub async fn mark_skipped(
         &self,
         ids: &[i64],
-        reason: &str,
+        reason: SkipReason,
         owner: &str,
         now: i64,
     ) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
-        let (ids, reason, owner) = (ids.to_vec(), reason.to_owned(), owner.to_owned());
+        let (ids, owner) = (ids.to_vec(), owner.to_owned());
         if let Some(group) = &self.group {
             return group
                 .settle(PushWrites {
@@ -216,10 +210,10 @@ impl Store {
                         placeholders(5, chunk.len())
                     );
                     let mut query = sqlx::query_as(&sql)
-                        .bind(SKIPPED)
+                        .bind(EntryState::Skipped.as_str())
                         .bind(reason)
                         .bind(now)
-                        .bind(PENDING);
+                        .bind(EntryState::Pending.as_str());
                     for id in chunk {
                         query = query.bind(*id);
                     }
@@ -274,18 +268,18 @@ impl Store {
         let waybills: Vec<String> = match waybill_id {
             Some(w) => {
                 sqlx::query_scalar(&format!("{set} AND waybill_id = $4 RETURNING waybill_id"))
-                    .bind(PENDING)
+                    .bind(EntryState::Pending.as_str())
                     .bind(now)
-                    .bind(DEAD)
+                    .bind(EntryState::Dead.as_str())
                     .bind(w)
                     .fetch_all(&mut *tx)
                     .await?
             }
             None => {
                 sqlx::query_scalar(&format!("{set} RETURNING waybill_id"))
-                    .bind(PENDING)
+                    .bind(EntryState::Pending.as_str())
                     .bind(now)
-                    .bind(DEAD)
+                    .bind(EntryState::Dead.as_str())
                     .fetch_all(&mut *tx)
                     .await?
             }
@@ -307,10 +301,10 @@ impl Store {
                     done_at = NULL, receipt_at = NULL, updated_at = $2 \
              WHERE id = $3 AND state = $4 RETURNING waybill_id",
         )
-        .bind(PENDING)
+        .bind(EntryState::Pending.as_str())
         .bind(now)
         .bind(outbox_id)
-        .bind(DEAD)
+        .bind(EntryState::Dead.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(waybill_id) = waybill_id else {
@@ -321,26 +315,41 @@ impl Store {
         Ok(true)
     }
 
-    /// Entries counted by (state, skip_reason), sorted by state then reason (none first).
     /// Whether any outbox entry is pending: one index probe, cheap enough to poll.
     pub async fn any_pending(&self) -> Result<bool, StoreError> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT id FROM outbox WHERE state = $1 LIMIT 1")
-                .bind(PENDING)
+                .bind(EntryState::Pending.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(found.is_some())
     }
 
-    pub async fn outbox_counts(&self) -> Result<Vec<(String, Option<String>, i64)>, StoreError> {
-        let mut rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+    /// Entries counted by (state, skip_reason), sorted by state then reason in their types'
+    /// order (an entry's life: pending, delivered, skipped, dead; no reason first).
+    pub async fn outbox_counts(
+        &self,
+    ) -> Result<Vec<(EntryState, Option<SkipReason>, i64)>, StoreError> {
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
             "SELECT state, skip_reason, COUNT(*) FROM outbox GROUP BY state, skip_reason",
         )
         .fetch_all(&self.pool)
         .await?;
+        let mut counts = rows
+            .into_iter()
+            .map(|(state, reason, n)| {
+                Ok((
+                    EntryState::stored("state", state)?,
+                    reason
+                        .map(|r| SkipReason::stored("skip_reason", r))
+                        .transpose()?,
+                    n,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         // Sorted here: the databases disagree on where NULLs go.
-        rows.sort();
-        Ok(rows)
+        counts.sort();
+        Ok(counts)
     }
 }
 
@@ -355,11 +364,11 @@ pub(super) async fn insert_for_event_in(
                              next_attempt_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $6)",
     )
-    .bind(PATHNOTIFY)
+    .bind(EntryKind::Pathnotify.as_str())
     .bind(&event.waybill_id)
     .bind(event_id)
     .bind(event.action_time)
-    .bind(PENDING)
+    .bind(EntryState::Pending.as_str())
     .bind(event.received_at)
     .execute(&mut *conn)
     .await?;

@@ -10,8 +10,9 @@
 
 use std::collections::HashMap;
 
-use super::outbox::{IDS_PER_STATEMENT, OUTBOX_COLUMNS, PATHNOTIFY, PENDING};
+use super::outbox::{IDS_PER_STATEMENT, OUTBOX_COLUMNS};
 use super::push_queue::QueueRow;
+use super::states::{EntryKind, EntryState};
 use super::WaybillRecord;
 use super::{placeholders, waybills, EventRecord, OutboxEntry, PushWork, Store, StoreError};
 
@@ -77,8 +78,12 @@ impl Store {
             records = records.bind(*id);
             events = events.bind(*id);
         }
-        let pending = pending.bind(PENDING).bind(PATHNOTIFY);
-        let events = events.bind(PENDING).bind(PATHNOTIFY);
+        let pending = pending
+            .bind(EntryState::Pending.as_str())
+            .bind(EntryKind::Pathnotify.as_str());
+        let events = events
+            .bind(EntryState::Pending.as_str())
+            .bind(EntryKind::Pathnotify.as_str());
 
         let rows = queue.fetch_all(&self.pool).await?;
         if rows.is_empty() {

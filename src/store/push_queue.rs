@@ -11,7 +11,8 @@
 
 use sqlx::AnyConnection;
 
-use super::outbox::{OUTBOX_COLUMNS, PATHNOTIFY, PENDING};
+use super::outbox::OUTBOX_COLUMNS;
+use super::states::{EntryKind, EntryState};
 use super::{Backend, InFlight, OutboxEntry, PushStep, PushWork, PushWrites, Store, StoreError};
 
 impl Store {
@@ -123,8 +124,8 @@ impl Store {
         );
         let pending = sqlx::query_as::<_, OutboxEntry>(&sql)
             .bind(&row.waybill_id)
-            .bind(PENDING)
-            .bind(PATHNOTIFY)
+            .bind(EntryState::Pending.as_str())
+            .bind(EntryKind::Pathnotify.as_str())
             .fetch_all(&self.pool)
             .await?;
         Ok(Some(PushWork {
@@ -268,8 +269,8 @@ async fn release_in(
     )
     .bind(waybill_id)
     .bind(owner)
-    .bind(PENDING)
-    .bind(PATHNOTIFY)
+    .bind(EntryState::Pending.as_str())
+    .bind(EntryKind::Pathnotify.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(())

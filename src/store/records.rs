@@ -7,6 +7,11 @@
 
 use std::fmt;
 
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::states::{Column, EntryKind, EntryState, SkipReason};
+
 /// A waybill as stored. `PUT /v1/waybills/{id}` replaces every field but `created_at`.
 #[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct WaybillRecord {
@@ -111,21 +116,19 @@ pub enum ExchangeInsert {
 
 /// One notification to send (a row of `outbox`). Written with its event, in the same
 /// transaction; moves from `pending` to `delivered`, `skipped` or `dead`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: i64,
-    /// `pathnotify` (later `subscribe`, `template`).
-    pub kind: String,
+    pub kind: EntryKind,
     pub waybill_id: String,
     pub event_id: Option<i64>,
     /// Unix s, the event's: the order in which a waybill's nodes are pushed.
     pub action_time: i64,
     /// `None`: the waybill's receiver.
     pub recipient: Option<String>,
-    /// `pending`, `delivered`, `skipped` or `dead`.
-    pub state: String,
-    /// Why an entry was skipped (`stale`, `coalesced`, `unbound`, …), set by the caller.
-    pub skip_reason: Option<String>,
+    pub state: EntryState,
+    /// Why an entry was skipped, set by the caller.
+    pub skip_reason: Option<SkipReason>,
     /// Failed tries so far; reset to 0 by a redrive.
     pub tries: i64,
     /// Unix ms; a pending entry is not tried before.
@@ -139,6 +142,28 @@ pub struct OutboxEntry {
     pub updated_at: i64,
     /// Unix ms at which the entry left `pending` for good (delivered, skipped or dead).
     pub done_at: Option<i64>,
+}
+
+impl<'r> sqlx::FromRow<'r, AnyRow> for OutboxEntry {
+    fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(OutboxEntry {
+            id: row.try_get("id")?,
+            kind: EntryKind::column(row, "kind")?,
+            waybill_id: row.try_get("waybill_id")?,
+            event_id: row.try_get("event_id")?,
+            action_time: row.try_get("action_time")?,
+            recipient: row.try_get("recipient")?,
+            state: EntryState::column(row, "state")?,
+            skip_reason: SkipReason::optional_column(row, "skip_reason")?,
+            tries: row.try_get("tries")?,
+            next_attempt_at: row.try_get("next_attempt_at")?,
+            receipt_at: row.try_get("receipt_at")?,
+            last_error: row.try_get("last_error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            done_at: row.try_get("done_at")?,
+        })
+    }
 }
 
 /// What a worker holding a waybill's lease needs to decide its next push.
@@ -209,8 +234,8 @@ pub enum Completion {
     Retry { next_attempt_at: i64, error: String },
     /// Permanent failure or schedule spent: kept for a redrive.
     Dead { error: String },
-    /// Not to be pushed (stale, coalesced, unbound receiver, …).
-    Skipped { reason: String },
+    /// Not to be sent, and why.
+    Skipped { reason: SkipReason },
 }
 
 /// The writes that settle one step of a push of one waybill, applied as one command
@@ -226,7 +251,7 @@ pub struct PushWrites {
     /// Unix ms.
     pub now: i64,
     /// Entries to mark skipped, and why.
-    pub skips: Vec<(Vec<i64>, String)>,
+    pub skips: Vec<(Vec<i64>, SkipReason)>,
     /// A `userquery` answer to cache.
     pub binding: Option<BindingWrite>,
     pub step: Option<PushStep>,

@@ -30,7 +30,7 @@ use sqlx::{AnyConnection, Connection};
 use tokio::sync::oneshot;
 
 use super::group::{deliver, Deliver};
-use super::outbox::{PATHNOTIFY, PENDING};
+use super::states::{EntryKind, EntryState, SkipReason};
 use super::{Completion, NewAttempt, StoreError};
 use super::{PushStep, PushWrites, Store};
 
@@ -55,7 +55,7 @@ impl Store {
         } = writes;
         let mut outcome = Ok(true);
         for (ids, reason) in &skips {
-            if let Err(e) = self.mark_skipped(ids, reason, &owner, now).await {
+            if let Err(e) = self.mark_skipped(ids, *reason, &owner, now).await {
                 outcome = Err(e);
                 break;
             }
@@ -117,7 +117,7 @@ struct Begin {
 
 struct Skip {
     ids: Vec<i64>,
-    reason: String,
+    reason: SkipReason,
     owner: String,
     now: i64,
 }
@@ -280,7 +280,7 @@ async fn lookup(
     Ok(rows
         .into_iter()
         .map(|mut entry| {
-            entry.pending = entry.state == PENDING;
+            entry.pending = EntryState::parse(&entry.state) == Some(EntryState::Pending);
             (entry.id, entry)
         })
         .collect())
@@ -459,7 +459,7 @@ fn skip_round<'a>(
                     updated_at = v.now \
              FROM v WHERE outbox.id = v.id",
         )
-        .bind(SKIPPED)
+        .bind(EntryState::Skipped.as_str())
         .bind(json(&rows))
         .execute(&mut *conn)
         .await?;
@@ -474,8 +474,6 @@ fn skip_round<'a>(
 /// A skip's outcome inside [`skip_all`]: `Fenced(0)` is success (no outbox id is 0).
 #[derive(Clone, Copy)]
 struct Fenced(i64);
-
-const SKIPPED: &str = "skipped";
 
 /// Outcome of a completion inside [`complete_all`] (cloneable, unlike [`StoreError`]).
 #[derive(Clone, Copy)]
@@ -545,7 +543,7 @@ async fn complete_chosen(
         .map(|c| match &c.completion {
             Completion::Delivered => (
                 c.outbox_id,
-                "delivered",
+                EntryState::Delivered.as_str(),
                 None,
                 0,
                 None,
@@ -559,7 +557,7 @@ async fn complete_chosen(
                 error,
             } => (
                 c.outbox_id,
-                PENDING,
+                EntryState::Pending.as_str(),
                 None,
                 1,
                 Some(*next_attempt_at),
@@ -570,7 +568,7 @@ async fn complete_chosen(
             ),
             Completion::Dead { error } => (
                 c.outbox_id,
-                "dead",
+                EntryState::Dead.as_str(),
                 None,
                 1,
                 None,
@@ -581,7 +579,7 @@ async fn complete_chosen(
             ),
             Completion::Skipped { reason } => (
                 c.outbox_id,
-                SKIPPED,
+                EntryState::Skipped.as_str(),
                 Some(reason.as_str()),
                 0,
                 None,
@@ -723,8 +721,8 @@ async fn release_all(
          FROM v WHERE push_queue.waybill_id = v.waybill_id \
              AND push_queue.lease_owner = v.owner",
     )
-    .bind(PENDING)
-    .bind(PATHNOTIFY)
+    .bind(EntryState::Pending.as_str())
+    .bind(EntryKind::Pathnotify.as_str())
     .bind(json(&releases))
     .execute(&mut *conn)
     .await?;

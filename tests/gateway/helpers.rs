@@ -2,6 +2,7 @@
 //! `TEST_DATABASE_URL` is set and the test asks for it).
 
 use std::collections::BTreeMap;
+use wxexpress::store::EntryState;
 
 use wxexpress::app::Application;
 use wxexpress::config::{self, Settings};
@@ -174,7 +175,7 @@ impl TestApp {
             let counts = self.store.outbox_counts().await.unwrap();
             if !counts
                 .iter()
-                .any(|(state, _, n)| state == "pending" && *n > 0)
+                .any(|(state, _, n)| *state == EntryState::Pending && *n > 0)
             {
                 return;
             }

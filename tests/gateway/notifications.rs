@@ -14,7 +14,7 @@ use wxexpress::notify::pay::{self, Fields, SignType};
 use wxexpress::notify::NotifyStats;
 use wxexpress::sandbox::defaults::DEFAULT_SUBSCRIBE_TEMPLATE;
 use wxexpress::sandbox::{ApiFault, CredentialKind, Faults, Sandbox, SandboxSettings};
-use wxexpress::store::Store;
+use wxexpress::store::{EntryKind, EntryState, SkipReason, Store};
 
 use crate::helpers::{event_body, waybill_body, API_KEY};
 
@@ -162,7 +162,7 @@ impl NotifyApp {
             let counts = self.store.notification_counts().await.unwrap();
             if !counts
                 .iter()
-                .any(|(_, state, _, n)| state == "pending" && *n > 0)
+                .any(|(_, state, _, n)| *state == EntryState::Pending && *n > 0)
             {
                 return;
             }
@@ -697,7 +697,7 @@ async fn two_gateway_instances_racing_for_the_last_grant_send_once() {
         let counts = store.notification_counts().await.unwrap();
         if counts
             .iter()
-            .map(|(_, s, _, n)| if s == "pending" { 0 } else { *n })
+            .map(|(_, s, _, n)| if *s == EntryState::Pending { 0 } else { *n })
             .sum::<i64>()
             == 2
         {
@@ -710,11 +710,11 @@ async fn two_gateway_instances_racing_for_the_last_grant_send_once() {
     assert_eq!(
         counts,
         [
-            ("subscribe".to_string(), "delivered".to_string(), None, 1),
+            (EntryKind::Subscribe, EntryState::Delivered, None, 1),
             (
-                "subscribe".to_string(),
-                "skipped".to_string(),
-                Some("no_consent".to_string()),
+                EntryKind::Subscribe,
+                EntryState::Skipped,
+                Some(SkipReason::NoConsent),
                 1
             ),
         ]
@@ -967,7 +967,7 @@ async fn a_signed_payment_records_one_paid_event_however_often_it_is_repeated() 
     );
     // The paid event flows like any event: a path node and, by the example rules, a legacy
     // notification to the sender.
-    let kinds: Vec<String> = app
+    let kinds: Vec<EntryKind> = app
         .store
         .list_outbox("NPAY1")
         .await
@@ -975,7 +975,7 @@ async fn a_signed_payment_records_one_paid_event_however_often_it_is_repeated() 
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(kinds, ["pathnotify", "template"]);
+    assert_eq!(kinds, [EntryKind::Pathnotify, EntryKind::Template]);
 }
 
 #[tokio::test]

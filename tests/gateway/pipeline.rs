@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use wxexpress::sandbox::{ApiFault, Faults};
+use wxexpress::store::EntryState;
 
 use crate::helpers::*;
 
@@ -416,7 +417,10 @@ async fn a_push_slower_than_its_lease_keeps_the_lease_and_is_not_pushed_twice() 
     let mut waited = 0;
     loop {
         let counts = store.outbox_counts().await.unwrap();
-        if counts.iter().any(|(s, _, n)| s == "delivered" && *n == 1) {
+        if counts
+            .iter()
+            .any(|(s, _, n)| *s == EntryState::Delivered && *n == 1)
+        {
             break;
         }
         assert!(waited < 600, "not delivered: {counts:?}");

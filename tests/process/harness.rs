@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wxexpress::sandbox::defaults as sd;
 use wxexpress::sandbox::{ExchangeLogEntry, InboxNode, SandboxStats};
-use wxexpress::store::Store;
+use wxexpress::store::{EntryState, Store};
 
 pub const API_KEY: &str = "process-test-key-0123456789abcdef";
 pub const DATA_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -417,7 +417,7 @@ impl Gateway {
 }
 
 /// Outbox entries by state, read straight from the database the gateways share.
-pub async fn outbox_states(store: &Store) -> BTreeMap<String, i64> {
+pub async fn outbox_states(store: &Store) -> BTreeMap<EntryState, i64> {
     let mut by_state = BTreeMap::new();
     for (state, _, n) in store.outbox_counts().await.expect("outbox counts") {
         *by_state.entry(state).or_insert(0) += n;
@@ -425,16 +425,16 @@ pub async fn outbox_states(store: &Store) -> BTreeMap<String, i64> {
     by_state
 }
 
-pub fn count(states: &BTreeMap<String, i64>, state: &str) -> i64 {
-    states.get(state).copied().unwrap_or(0)
+pub fn count(states: &BTreeMap<EntryState, i64>, state: EntryState) -> i64 {
+    states.get(&state).copied().unwrap_or(0)
 }
 
 /// Wait until no entry is pending (every one delivered, skipped or dead).
-pub async fn drained(store: &Store, within: Duration) -> BTreeMap<String, i64> {
+pub async fn drained(store: &Store, within: Duration) -> BTreeMap<EntryState, i64> {
     let deadline = Instant::now() + within;
     loop {
         let states = outbox_states(store).await;
-        if count(&states, "pending") == 0 {
+        if count(&states, EntryState::Pending) == 0 {
             return states;
         }
         assert!(

@@ -3,9 +3,9 @@
 //! and payments recorded once per transaction.
 
 use wxexpress::store::{
-    Completion, CredentialInsert, EventInsert, GrantTake, NewAttempt, NewCredential, NewPayment,
-    NotificationIntent, NotificationPlan, NotifyKind, PaymentInsert, ReportOutcome, Role, Store,
-    StoreError, SubscriptionGrant, WaybillRecord,
+    Completion, CredentialInsert, EntryKind, EntryState, EventInsert, GrantTake, NewAttempt,
+    NewCredential, NewPayment, NotificationIntent, NotificationPlan, NotifyKind, PaymentInsert,
+    ReportOutcome, Role, SkipReason, Store, StoreError, SubscriptionGrant, WaybillRecord,
 };
 
 use crate::{due_at, event, migrated, waybill};
@@ -67,7 +67,7 @@ async fn one_notification(store: &Store, waybill_id: &str, openid: &str, at: i64
     record(store, Some(&w), &event(waybill_id, 300003, at)).await;
     let n = store.list_outbox(waybill_id).await.unwrap();
     n.iter()
-        .find(|e| e.kind == "subscribe")
+        .find(|e| e.kind == EntryKind::Subscribe)
         .expect("enqueued")
         .id
 }
@@ -164,14 +164,14 @@ pub async fn a_batch_enqueues_notifications_for_its_good_new_items_only(store: S
     assert!(matches!(outcomes[0], Ok(EventInsert::Inserted { .. })));
     assert!(matches!(outcomes[1], Ok(EventInsert::Duplicate { .. })));
     assert!(matches!(outcomes[2], Err(StoreError::UnknownWaybill(_))));
-    let kinds: Vec<String> = store
+    let kinds: Vec<EntryKind> = store
         .list_outbox("B1")
         .await
         .unwrap()
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(kinds, ["pathnotify", "subscribe"]);
+    assert_eq!(kinds, [EntryKind::Pathnotify, EntryKind::Subscribe]);
 }
 
 pub async fn a_user_is_never_claimed_by_two_owners_while_its_lease_is_valid(store: Store) {
@@ -557,7 +557,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     assert_eq!(work.pending.len(), 1, "the path node is still to push");
     assert_eq!(
         store.get_outbox(note).await.unwrap().unwrap().state,
-        "delivered"
+        EntryState::Delivered
     );
     let attempts = store.list_attempts(note).await.unwrap();
     assert_eq!(attempts.len(), 1);
@@ -598,7 +598,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
     assert_eq!(
         store.get_outbox(fenced).await.unwrap().unwrap().state,
-        "pending"
+        EntryState::Pending
     );
     assert!(store.list_attempts(fenced).await.unwrap().is_empty());
     store
@@ -615,7 +615,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
             "n",
             Some(&attempt(second, 43101)),
             &Completion::Skipped {
-                reason: "no_consent".into(),
+                reason: SkipReason::NoConsent,
             },
             true,
             6,
@@ -625,8 +625,8 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     assert_eq!(store.subscriptions_of("oK").await.unwrap()[0].remaining, 0);
     let e = store.get_outbox(second).await.unwrap().unwrap();
     assert_eq!(
-        (e.state.as_str(), e.skip_reason.as_deref()),
-        ("skipped", Some("no_consent"))
+        (e.state, e.skip_reason),
+        (EntryState::Skipped, Some(SkipReason::NoConsent))
     );
 
     // Dead notifications come back with the outbox's redrive; attempts stay listed.
@@ -653,7 +653,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     assert!(store.retry_entry(third, 8).await.unwrap());
     assert_eq!(
         store.get_outbox(third).await.unwrap().unwrap().state,
-        "pending"
+        EntryState::Pending
     );
 
     // Releasing the waybill recomputes its due time from path nodes only.
@@ -676,7 +676,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
     );
     let counts = store.notification_counts().await.unwrap();
     assert!(
-        counts.contains(&("subscribe".into(), "pending".into(), None, 1)),
+        counts.contains(&(EntryKind::Subscribe, EntryState::Pending, None, 1)),
         "{counts:?}"
     );
 }
@@ -731,7 +731,7 @@ pub async fn a_payment_records_its_event_once_per_transaction(store: Store) {
     assert_eq!(events.len(), 1);
     let p = store.get_payment("4200001").await.unwrap().unwrap();
     assert_eq!(p.event_id, Some(events[0].id));
-    let kinds: Vec<String> = store
+    let kinds: Vec<EntryKind> = store
         .list_outbox("PAY1")
         .await
         .unwrap()
@@ -740,7 +740,7 @@ pub async fn a_payment_records_its_event_once_per_transaction(store: Store) {
         .collect();
     assert_eq!(
         kinds,
-        ["pathnotify", "template"],
+        [EntryKind::Pathnotify, EntryKind::Template],
         "the event flows like any other"
     );
     assert_eq!(store.count_events().await.unwrap(), 1);

@@ -1,7 +1,8 @@
 //! Outbox entries: written with their event, completed, skipped, receipted, redriven, counted.
 
 use wxexpress::store::{
-    AttemptRecord, Completion, EventInsert, NewAttempt, OutboxEntry, Store, StoreError,
+    AttemptRecord, Completion, EntryKind, EntryState, EventInsert, NewAttempt, OutboxEntry,
+    SkipReason, Store, StoreError,
 };
 
 use crate::{due_at, event, migrated, new_event_id, waybill};
@@ -20,12 +21,12 @@ pub async fn an_accepted_event_creates_one_pending_outbox_entry_and_makes_its_wa
         entry,
         &OutboxEntry {
             id: entry.id,
-            kind: "pathnotify".into(),
+            kind: EntryKind::Pathnotify,
             waybill_id: "SF1".into(),
             event_id: Some(id),
             action_time: e.action_time,
             recipient: None,
-            state: "pending".into(),
+            state: EntryState::Pending,
             skip_reason: None,
             tries: 0,
             next_attempt_at: e.received_at,
@@ -198,7 +199,7 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
         .await
         .unwrap();
     let entry = store.get_outbox(o3).await.unwrap().unwrap();
-    assert_eq!(entry.state, "delivered");
+    assert_eq!(entry.state, EntryState::Delivered);
     assert_eq!(entry.done_at, Some(now + 1));
     assert_eq!(entry.tries, 0);
     assert_eq!(pushed(&store, "SF3").await, (Some(300), Some(e3), None));
@@ -242,7 +243,7 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
     let o6 = *entry_ids(&store, "SF3").await.last().unwrap();
     assert!(store.begin_push("SF3", "me", o2).await.unwrap());
     let skip = Completion::Skipped {
-        reason: "stale".into(),
+        reason: SkipReason::Stale,
     };
     store
         .complete_entry(o6, "me", None, &skip, now + 4)
@@ -280,7 +281,7 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
             "me",
             None,
             &Completion::Skipped {
-                reason: "stale".into(),
+                reason: SkipReason::Stale,
             },
             now + 6,
         )
@@ -288,8 +289,8 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
         .unwrap();
     let entry = store.get_outbox(o5).await.unwrap().unwrap();
     assert_eq!(entry.event_id, Some(e5));
-    assert_eq!(entry.state, "skipped");
-    assert_eq!(entry.skip_reason.as_deref(), Some("stale"));
+    assert_eq!(entry.state, EntryState::Skipped);
+    assert_eq!(entry.skip_reason, Some(SkipReason::Stale));
     assert_eq!(entry.done_at, Some(now + 6));
     assert_eq!(entry.tries, 0);
     assert_eq!(pushed(&store, "SF3").await, (Some(300), Some(e4), None));
@@ -335,7 +336,11 @@ pub async fn a_receipt_keeps_the_time_of_the_first_reverse_query(store: Store) {
     assert!(store.record_receipt(id, seq, 6_000).await.unwrap());
     let entry = store.get_outbox(id).await.unwrap().unwrap();
     assert_eq!(entry.receipt_at, Some(5_000));
-    assert_eq!(entry.state, "pending", "a receipt alone completes nothing");
+    assert_eq!(
+        entry.state,
+        EntryState::Pending,
+        "a receipt alone completes nothing"
+    );
 }
 
 pub async fn skipping_changes_only_pending_entries_and_clears_the_in_flight_marker(store: Store) {
@@ -355,24 +360,24 @@ pub async fn skipping_changes_only_pending_entries_and_clears_the_in_flight_mark
     assert!(store.begin_push("SF5", "me", ids[1]).await.unwrap());
 
     store
-        .mark_skipped(&[ids[0], ids[1], 424_242], "coalesced", "me", 20)
+        .mark_skipped(&[ids[0], ids[1], 424_242], SkipReason::Coalesced, "me", 20)
         .await
         .unwrap();
     store
-        .mark_skipped(&[], "coalesced", "me", 21)
+        .mark_skipped(&[], SkipReason::Coalesced, "me", 21)
         .await
         .unwrap();
     let entries = store.list_outbox("SF5").await.unwrap();
-    let states: Vec<(&str, Option<&str>, Option<i64>)> = entries
+    let states: Vec<(EntryState, Option<SkipReason>, Option<i64>)> = entries
         .iter()
-        .map(|e| (e.state.as_str(), e.skip_reason.as_deref(), e.done_at))
+        .map(|e| (e.state, e.skip_reason, e.done_at))
         .collect();
     assert_eq!(
         states,
         vec![
-            ("delivered", None, Some(10)),
-            ("skipped", Some("coalesced"), Some(20)),
-            ("pending", None, None),
+            (EntryState::Delivered, None, Some(10)),
+            (EntryState::Skipped, Some(SkipReason::Coalesced), Some(20)),
+            (EntryState::Pending, None, None),
         ]
     );
     assert_eq!(store.inflight("SF5").await.unwrap(), None);
@@ -420,7 +425,7 @@ pub async fn redriving_brings_dead_entries_back_and_makes_their_waybills_due(sto
     assert_eq!(due_at(&store, "B").await, Some(Some(30_000)));
     assert_eq!(
         store.get_outbox(b[1]).await.unwrap().unwrap().state,
-        "delivered"
+        EntryState::Delivered
     );
     assert_eq!(store.redrive_dead(None, 40_000).await.unwrap(), 0);
     assert_eq!(due_at(&store, "A").await, Some(Some(20_000)), "not raised");
@@ -487,11 +492,11 @@ pub async fn outbox_counts_group_entries_by_state_and_skip_reason(store: Store) 
             .unwrap();
     }
     store
-        .mark_skipped(&ids[2..4], "stale", "me", 10)
+        .mark_skipped(&ids[2..4], SkipReason::Stale, "me", 10)
         .await
         .unwrap();
     let skipped = Completion::Skipped {
-        reason: "unbound".into(),
+        reason: SkipReason::Unbound,
     };
     store
         .complete_entry(ids[4], "me", Some(&attempt(ids[4])), &skipped, 10)
@@ -501,10 +506,10 @@ pub async fn outbox_counts_group_entries_by_state_and_skip_reason(store: Store) 
     assert_eq!(
         store.outbox_counts().await.unwrap(),
         vec![
-            ("delivered".to_owned(), None, 2),
-            ("pending".to_owned(), None, 1),
-            ("skipped".to_owned(), Some("stale".to_owned()), 2),
-            ("skipped".to_owned(), Some("unbound".to_owned()), 1),
+            (EntryState::Pending, None, 1),
+            (EntryState::Delivered, None, 2),
+            (EntryState::Skipped, Some(SkipReason::Stale), 2),
+            (EntryState::Skipped, Some(SkipReason::Unbound), 1),
         ]
     );
     assert_eq!(store.count_attempts().await.unwrap(), 3);
@@ -594,12 +599,12 @@ pub async fn a_late_completion_after_the_lease_lapsed_and_was_claimed_again_chan
         .await;
     assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
     let late = store
-        .mark_skipped(&[ids[0]], "stale", "a#1", t + 1_300)
+        .mark_skipped(&[ids[0]], SkipReason::Stale, "a#1", t + 1_300)
         .await;
     assert!(matches!(late, Err(StoreError::Fenced(_))), "{late:?}");
     assert_eq!(
         store.get_outbox(ids[0]).await.unwrap().unwrap().state,
-        "pending"
+        EntryState::Pending
     );
     assert!(!store.begin_push("SF8", "a#1", ids[0]).await.unwrap());
     assert!(!store.extend_lease("SF8", "a#1", t + 99_000).await.unwrap());
@@ -711,7 +716,7 @@ pub async fn concurrent_pushes_settle_each_with_its_own_outcome(store: Store) {
             let (holder, intruder, skip) = tokio::join!(
                 s.begin_push(&w, "a#1", e[1]),
                 s.begin_push(&w, "x#9", e[1]),
-                s.mark_skipped(&first, "stale", "x#9", t)
+                s.mark_skipped(&first, SkipReason::Stale, "x#9", t)
             );
             assert!(holder.unwrap(), "{w}: the holder begins");
             assert!(!intruder.unwrap(), "{w}: the intruder does not");
@@ -736,7 +741,7 @@ pub async fn concurrent_pushes_settle_each_with_its_own_outcome(store: Store) {
             error: "invalid".into(),
         },
         _ => Completion::Skipped {
-            reason: "unbound".into(),
+            reason: SkipReason::Unbound,
         },
     };
     for (i, e) in ids.iter().enumerate() {
@@ -767,7 +772,7 @@ pub async fn concurrent_pushes_settle_each_with_its_own_outcome(store: Store) {
                         None
                     }
                 },
-                s.mark_skipped(&older, "coalesced", "a#1", t + 10),
+                s.mark_skipped(&older, SkipReason::Coalesced, "a#1", t + 10),
                 s.complete_entry(e[0], "x#9", None, &Completion::Delivered, t + 10),
                 s.complete_entry(
                     e[1] + 1_000_000,
@@ -820,12 +825,12 @@ pub async fn concurrent_pushes_settle_each_with_its_own_outcome(store: Store) {
     for (i, (w, e)) in names.iter().zip(&ids).enumerate() {
         let first = store.get_outbox(e[0]).await.unwrap().unwrap();
         assert_eq!(
-            (first.state.as_str(), first.skip_reason.as_deref()),
-            ("skipped", Some("coalesced")),
+            (first.state, first.skip_reason),
+            (EntryState::Skipped, Some(SkipReason::Coalesced)),
             "{w}"
         );
         let entry = store.get_outbox(e[1]).await.unwrap().unwrap();
-        let (state, tries) = (entry.state.as_str(), entry.tries);
+        let (state, tries) = (entry.state, entry.tries);
         let attempts = store.list_attempts(e[1]).await.unwrap();
         assert_eq!(
             attempts.len(),
@@ -837,27 +842,27 @@ pub async fn concurrent_pushes_settle_each_with_its_own_outcome(store: Store) {
         assert_eq!(inflight, None, "{w}: nothing in flight after a completion");
         match i % 4 {
             0 => {
-                assert_eq!((state, tries), ("delivered", 0), "{w}");
+                assert_eq!((state, tries), (EntryState::Delivered, 0), "{w}");
                 assert_eq!(last_time, Some(2), "{w}");
                 assert_eq!(last_event, entry.event_id, "{w}");
                 assert_eq!(due_at(&store, w).await, Some(None), "{w}");
             }
             1 => {
-                assert_eq!((state, tries), ("pending", 1), "{w}");
+                assert_eq!((state, tries), (EntryState::Pending, 1), "{w}");
                 assert_eq!(entry.last_error.as_deref(), Some("busy"), "{w}");
                 assert_eq!(entry.next_attempt_at, t + 60_000 + i as i64, "{w}");
                 assert_eq!(last_time, None, "{w}");
                 assert_eq!(due_at(&store, w).await, Some(Some(t + 60_000 + i as i64)));
             }
             2 => {
-                assert_eq!((state, tries), ("dead", 1), "{w}");
+                assert_eq!((state, tries), (EntryState::Dead, 1), "{w}");
                 assert_eq!(entry.last_error.as_deref(), Some("invalid"), "{w}");
                 assert!(entry.done_at.is_some(), "{w}");
             }
             _ => {
                 assert_eq!(
-                    (state, entry.skip_reason.as_deref()),
-                    ("skipped", Some("unbound")),
+                    (state, entry.skip_reason),
+                    (EntryState::Skipped, Some(SkipReason::Unbound)),
                     "{w}"
                 );
             }

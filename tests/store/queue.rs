@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use wxexpress::store::{Completion, InFlight, NewEvent, Store};
+use wxexpress::store::{Completion, EntryState, InFlight, NewEvent, Store};
 
 use crate::{due_at, event, migrated, new_event_id, waybill};
 
@@ -207,7 +207,7 @@ pub async fn push_work_lists_pending_path_entries_by_action_time_then_event_id(s
             (300, Some(late)),
         ]
     );
-    assert!(work.pending.iter().all(|e| e.state == "pending"));
+    assert!(work.pending.iter().all(|e| e.state == EntryState::Pending));
 }
 
 pub async fn releasing_a_waybill_recomputes_its_due_time_from_pending_entries(store: Store) {
