@@ -34,6 +34,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::deliver::{deliver, Deliver};
 use super::exchanges::{self, AnswerReceipt};
 use super::ingest::{self, Item};
 use super::notifications::NotificationIntent;
@@ -182,24 +183,6 @@ trait Job: Send {
     fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, (bool, Deliver)>;
     /// Tells the caller that the job never ran.
     fn fail(self: Box<Self>, error: StoreError);
-}
-
-pub(super) type Deliver = Box<dyn FnOnce(&Result<(), String>) + Send>;
-
-/// The delivery of `result` to `reply` once the group's commit is known: a write that
-/// failed on its own keeps its own error; any other gets the commit's.
-pub(super) fn deliver<T: Send + 'static>(
-    result: Result<T, StoreError>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
-) -> Deliver {
-    Box::new(move |commit: &Result<(), String>| {
-        let outcome = match commit {
-            Ok(()) => result,
-            Err(_) if result.is_err() => result,
-            Err(e) => Err(StoreError::GroupCommit(e.clone())),
-        };
-        let _ = reply.send(outcome);
-    })
 }
 
 struct Task<T> {

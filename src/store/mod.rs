@@ -46,6 +46,7 @@ mod bindings;
 mod cells;
 mod connect;
 mod consent;
+mod deliver;
 mod events;
 mod exchanges;
 mod group;
@@ -229,6 +230,10 @@ impl Store {
     }
 }
 
+/// Bound parameters per statement when a list of ids is inlined (both databases allow far
+/// more; this keeps statements short).
+const IDS_PER_STATEMENT: usize = 500;
+
 /// `$start, $start+1, …` (`n` of them), for a list of values inlined in `IN (…)`: the `Any`
 /// driver binds no arrays.
 fn placeholders(start: usize, n: usize) -> String {
@@ -244,4 +249,10 @@ fn values(rows: usize, cols: usize) -> String {
         .map(|r| format!("({})", placeholders(r * cols + 1, cols)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Rows for a statement that reads them from one JSON parameter with `json_each` (SQLite):
+/// its text does not depend on how many rows, so it is prepared once.
+fn json_rows<T: serde::Serialize + ?Sized>(rows: &T) -> String {
+    serde_json::to_string(rows).expect("rows of numbers and strings serialise")
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::AnyConnection;
 
-use super::outbox::OUTBOX_COLUMNS;
+use super::records::OUTBOX_COLUMNS;
 use super::states::{Column, EntryKind, EntryState, SkipReason};
 use super::{
     attempts, events, push_queue, Completion, EventInsert, NewAttempt, NewEvent, OutboxEntry,

@@ -9,19 +9,12 @@ use std::collections::BTreeSet;
 
 use sqlx::AnyConnection;
 
+use super::records::OUTBOX_COLUMNS;
 use super::states::{Column, EntryKind, EntryState, SkipReason};
-use super::{attempts, placeholders, push_queue};
+use super::{attempts, placeholders, push_queue, IDS_PER_STATEMENT};
 use super::{
     Completion, NewAttempt, NewEvent, OutboxEntry, PushStep, PushWrites, Store, StoreError,
 };
-
-pub(super) const OUTBOX_COLUMNS: &str = "id, kind, waybill_id, event_id, action_time, recipient, \
-                                         state, skip_reason, tries, next_attempt_at, receipt_at, \
-                                         last_error, created_at, updated_at, done_at";
-
-/// Bound parameters per statement when a list of ids is inlined (both databases allow far
-/// more; this keeps statements short).
-pub(super) const IDS_PER_STATEMENT: usize = 500;
 
 impl Store {
     /// Applies the outcome of one try in one transaction: records `attempt` (if any), moves
@@ -115,31 +108,16 @@ impl Store {
                 let held = match (completion, event_id) {
                     // Only a path node (an entry with an event) moves the waybill's pushed position.
                     (Completion::Delivered, Some(event_id)) => {
-                        sqlx::query(
-                            "UPDATE push_queue SET \
-                                last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
-                                    OR $2 > last_pushed_action_time \
-                                    OR ($2 = last_pushed_action_time \
-                                        AND (last_pushed_event_id IS NULL OR $3 > last_pushed_event_id)) \
-                                    THEN $3 ELSE last_pushed_event_id END, \
-                                last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
-                                    OR $2 > last_pushed_action_time \
-                                    THEN $2 ELSE last_pushed_action_time END, \
-                                inflight_outbox_id = CASE WHEN inflight_outbox_id = $4 \
-                                    THEN NULL ELSE inflight_outbox_id END \
-                             WHERE waybill_id = $1 AND lease_owner = $5",
+                        push_queue::fenced_advance_in(
+                            &mut tx,
+                            &waybill_id,
+                            owner,
+                            (action_time, event_id),
+                            outbox_id,
                         )
-                        .bind(&waybill_id)
-                        .bind(action_time)
-                        .bind(event_id)
-                        .bind(outbox_id)
-                        .bind(owner)
-                        .execute(&mut *tx)
                         .await?
-                        .rows_affected()
-                            == 1
                     }
-                    _ => fenced_clear_inflight_in(&mut tx, &waybill_id, owner, &[outbox_id]).await?,
+                    _ => push_queue::fenced_clear_inflight_in(&mut tx, &waybill_id, owner, &[outbox_id]).await?,
                 };
                 if !held {
                     return Err(StoreError::Fenced(outbox_id));
@@ -224,7 +202,7 @@ impl Store {
                 skipped.sort();
                 for group in skipped.chunk_by(|a, b| a.0 == b.0) {
                     let ids: Vec<i64> = group.iter().map(|(_, id)| *id).collect();
-                    if !fenced_clear_inflight_in(&mut tx, &group[0].0, owner, &ids).await? {
+                    if !push_queue::fenced_clear_inflight_in(&mut tx, &group[0].0, owner, &ids).await? {
                         return Err(StoreError::Fenced(group[0].1));
                     }
                 }
@@ -391,32 +369,6 @@ pub(super) async fn not_pending(
     })
 }
 
-/// Clears the waybill's in-flight marker if it points at one of `outbox_ids`, only while
-/// `owner` holds the waybill's lease: `false` (nothing changed) if it does not. The update is
-/// the fence: on PostgreSQL it locks the queue row, after the caller's outbox rows.
-async fn fenced_clear_inflight_in(
-    conn: &mut AnyConnection,
-    waybill_id: &str,
-    owner: &str,
-    outbox_ids: &[i64],
-) -> Result<bool, sqlx::Error> {
-    for chunk in outbox_ids.chunks(IDS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE push_queue SET inflight_outbox_id = CASE \
-                 WHEN inflight_outbox_id IN ({}) THEN NULL ELSE inflight_outbox_id END \
-             WHERE waybill_id = $1 AND lease_owner = $2",
-            placeholders(3, chunk.len())
-        );
-        let mut q = sqlx::query(&sql).bind(waybill_id).bind(owner);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        if q.execute(&mut *conn).await?.rows_affected() != 1 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
 /// [`Store::record_receipt`] inside the caller's transaction.
 pub(super) async fn record_receipt_in(
     conn: &mut sqlx::AnyConnection,

@@ -10,11 +10,14 @@
 
 use std::collections::HashMap;
 
-use super::outbox::{IDS_PER_STATEMENT, OUTBOX_COLUMNS};
 use super::push_queue::QueueRow;
+use super::records::OUTBOX_COLUMNS;
 use super::states::{EntryKind, EntryState};
 use super::WaybillRecord;
-use super::{placeholders, waybills, EventRecord, OutboxEntry, PushWork, Store, StoreError};
+use super::{
+    placeholders, waybills, EventRecord, OutboxEntry, PushWork, Store, StoreError,
+    IDS_PER_STATEMENT,
+};
 
 /// Everything a push step reads about one waybill.
 #[derive(Debug, Clone, PartialEq, Eq)]

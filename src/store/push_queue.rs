@@ -9,11 +9,16 @@
 //! Lock order on PostgreSQL, everywhere in the store: `outbox` rows before `push_queue` rows,
 //! and several `push_queue` rows in `waybill_id` order, so writers never deadlock.
 
+use std::collections::HashSet;
+
 use sqlx::AnyConnection;
 
-use super::outbox::OUTBOX_COLUMNS;
+use super::records::OUTBOX_COLUMNS;
 use super::states::{EntryKind, EntryState};
-use super::{Backend, InFlight, OutboxEntry, PushStep, PushWork, PushWrites, Store, StoreError};
+use super::{
+    json_rows, placeholders, Backend, InFlight, OutboxEntry, PushStep, PushWork, PushWrites, Store,
+    StoreError, IDS_PER_STATEMENT,
+};
 
 impl Store {
     /// Leases up to `limit` waybills that are due (`due_at <= now`) and whose lease is free
@@ -325,5 +330,169 @@ pub(super) async fn mark_due_many_in(
         q = q.bind(*waybill_id).bind(*at);
     }
     q.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// A delivered path node `(action_time, event_id)` of entry `outbox_id`: moves the waybill's
+/// pushed position to it (never back) and clears the in-flight marker if it points at the
+/// entry, only while `owner` holds the lease: `false` (nothing changed) if it does not. The
+/// update is the fence: on PostgreSQL it locks the queue row, after the caller's outbox row.
+pub(super) async fn fenced_advance_in(
+    conn: &mut AnyConnection,
+    waybill_id: &str,
+    owner: &str,
+    (action_time, event_id): (i64, i64),
+    outbox_id: i64,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE push_queue SET \
+            last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
+                OR $2 > last_pushed_action_time \
+                OR ($2 = last_pushed_action_time \
+                    AND (last_pushed_event_id IS NULL OR $3 > last_pushed_event_id)) \
+                THEN $3 ELSE last_pushed_event_id END, \
+            last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
+                OR $2 > last_pushed_action_time \
+                THEN $2 ELSE last_pushed_action_time END, \
+            inflight_outbox_id = CASE WHEN inflight_outbox_id = $4 \
+                THEN NULL ELSE inflight_outbox_id END \
+         WHERE waybill_id = $1 AND lease_owner = $5",
+    )
+    .bind(waybill_id)
+    .bind(action_time)
+    .bind(event_id)
+    .bind(outbox_id)
+    .bind(owner)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+/// Clears the waybill's in-flight marker if it points at one of `outbox_ids`, only while
+/// `owner` holds the waybill's lease: `false` (nothing changed) if it does not. The update is
+/// the fence: on PostgreSQL it locks the queue row, after the caller's outbox rows.
+pub(super) async fn fenced_clear_inflight_in(
+    conn: &mut AnyConnection,
+    waybill_id: &str,
+    owner: &str,
+    outbox_ids: &[i64],
+) -> Result<bool, sqlx::Error> {
+    for chunk in outbox_ids.chunks(IDS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE push_queue SET inflight_outbox_id = CASE \
+                 WHEN inflight_outbox_id IN ({}) THEN NULL ELSE inflight_outbox_id END \
+             WHERE waybill_id = $1 AND lease_owner = $2",
+            placeholders(3, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(waybill_id).bind(owner);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        if q.execute(&mut *conn).await?.rows_affected() != 1 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Marks each `(waybill_id, outbox_id)` as the waybill's push in flight. The leases were
+/// checked by the caller.
+pub(super) async fn mark_inflight_all(
+    conn: &mut AnyConnection,
+    rows: &[(&str, i64)],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS outbox_id \
+                    FROM json_each($1)) \
+         UPDATE push_queue SET inflight_outbox_id = v.outbox_id \
+         FROM v WHERE push_queue.waybill_id = v.waybill_id",
+    )
+    .bind(json_rows(rows))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A delivered path node per row `(waybill_id, action_time, event_id, outbox_id)`: moves
+/// the waybill's pushed position to it (never back) and clears the in-flight marker if it
+/// points at the entry. The leases were checked by the caller.
+pub(super) async fn advance_all(
+    conn: &mut AnyConnection,
+    moved: &[(&str, i64, i64, i64)],
+) -> Result<(), sqlx::Error> {
+    if moved.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS action_time, \
+                           value ->> 2 AS event_id, value ->> 3 AS outbox_id \
+                    FROM json_each($1)) \
+         UPDATE push_queue SET \
+            last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
+                OR v.action_time > last_pushed_action_time \
+                OR (v.action_time = last_pushed_action_time \
+                    AND (last_pushed_event_id IS NULL OR v.event_id > last_pushed_event_id)) \
+                THEN v.event_id ELSE last_pushed_event_id END, \
+            last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
+                OR v.action_time > last_pushed_action_time \
+                THEN v.action_time ELSE last_pushed_action_time END, \
+            inflight_outbox_id = CASE WHEN inflight_outbox_id = v.outbox_id \
+                THEN NULL ELSE inflight_outbox_id END \
+         FROM v WHERE push_queue.waybill_id = v.waybill_id",
+    )
+    .bind(json_rows(moved))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Clears the in-flight marker of each waybill that points at one of the given entries
+/// (`(outbox_id, waybill_id)`); the leases were checked by the caller.
+pub(super) async fn clear_inflight_all(
+    conn: &mut AnyConnection,
+    entries: &[(i64, &str)],
+) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let waybills: HashSet<&str> = entries.iter().map(|(_, w)| *w).collect();
+    let ids: Vec<i64> = entries.iter().map(|(id, _)| *id).collect();
+    sqlx::query(
+        "UPDATE push_queue SET inflight_outbox_id = NULL \
+         WHERE waybill_id IN (SELECT value FROM json_each($1)) \
+           AND inflight_outbox_id IN (SELECT value FROM json_each($2))",
+    )
+    .bind(json_rows(&waybills))
+    .bind(json_rows(&ids))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// [`Store::release_waybill`](super::Store::release_waybill) for many: each lease given up
+/// only by its holder, the waybill's due time recomputed from its pending path nodes.
+pub(super) async fn release_all(
+    conn: &mut AnyConnection,
+    releases: &[(String, String)],
+) -> Result<(), sqlx::Error> {
+    if releases.is_empty() {
+        return Ok(());
+    }
+    let releases: HashSet<&(String, String)> = releases.iter().collect();
+    sqlx::query(
+        "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS owner FROM json_each($3)) \
+         UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
+             due_at = (SELECT MIN(next_attempt_at) FROM outbox \
+                       WHERE outbox.waybill_id = push_queue.waybill_id \
+                         AND state = $1 AND kind = $2) \
+         FROM v WHERE push_queue.waybill_id = v.waybill_id \
+             AND push_queue.lease_owner = v.owner",
+    )
+    .bind(EntryState::Pending.as_str())
+    .bind(EntryKind::Pathnotify.as_str())
+    .bind(json_rows(&releases))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

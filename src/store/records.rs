@@ -144,6 +144,11 @@ pub struct OutboxEntry {
     pub done_at: Option<i64>,
 }
 
+/// The columns of an [`OutboxEntry`], in the order its `SELECT`s name them.
+pub(super) const OUTBOX_COLUMNS: &str = "id, kind, waybill_id, event_id, action_time, recipient, \
+                                         state, skip_reason, tries, next_attempt_at, receipt_at, \
+                                         last_error, created_at, updated_at, done_at";
+
 impl<'r> sqlx::FromRow<'r, AnyRow> for OutboxEntry {
     fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
         Ok(OutboxEntry {

@@ -29,9 +29,9 @@ use futures_util::future::BoxFuture;
 use sqlx::{AnyConnection, Connection};
 use tokio::sync::oneshot;
 
-use super::group::{deliver, Deliver};
-use super::states::{EntryKind, EntryState, SkipReason};
-use super::{Completion, NewAttempt, StoreError};
+use super::deliver::{deliver, Deliver};
+use super::states::{EntryState, SkipReason};
+use super::{json_rows, push_queue, Completion, NewAttempt, StoreError};
 use super::{PushStep, PushWrites, Store};
 
 impl Store {
@@ -222,7 +222,7 @@ pub(super) async fn apply(conn: &mut AnyConnection, work: Vec<Settle>) -> Vec<De
             outcomes[i] = done.map(|()| true);
         }
         // A release is the step's `finally`: it runs whatever came before it.
-        release_all(&mut sp, &releases).await?;
+        push_queue::release_all(&mut sp, &releases).await?;
         sp.commit().await?;
         Ok::<_, sqlx::Error>(outcomes)
     }
@@ -274,7 +274,7 @@ async fn lookup(
          FROM outbox o LEFT JOIN push_queue q ON q.waybill_id = o.waybill_id \
          WHERE o.id IN (SELECT value FROM json_each($1))",
     )
-    .bind(json(&ids))
+    .bind(json_rows(&ids))
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
@@ -366,23 +366,14 @@ fn begin_round<'a>(
             "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
              WHERE id IN (SELECT value FROM json_each($1))",
         )
-        .bind(json(&ids))
+        .bind(json_rows(&ids))
         .execute(&mut *conn)
         .await?;
         let rows: Vec<(&str, i64)> = chosen
             .iter()
             .map(|b| (b.waybill_id.as_str(), b.outbox_id))
             .collect();
-        sqlx::query(
-            "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS outbox_id \
-                        FROM json_each($1)) \
-             UPDATE push_queue SET inflight_outbox_id = v.outbox_id \
-             FROM v WHERE push_queue.waybill_id = v.waybill_id",
-        )
-        .bind(json(&rows))
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        push_queue::mark_inflight_all(&mut *conn, &rows).await
     })
 }
 
@@ -460,14 +451,14 @@ fn skip_round<'a>(
              FROM v WHERE outbox.id = v.id",
         )
         .bind(EntryState::Skipped.as_str())
-        .bind(json(&rows))
+        .bind(json_rows(&rows))
         .execute(&mut *conn)
         .await?;
         let done: Vec<(i64, &str)> = rows
             .iter()
             .map(|(id, _, _)| (*id, entries[id].waybill_id.as_str()))
             .collect();
-        clear_inflight(&mut *conn, &done).await
+        push_queue::clear_inflight_all(&mut *conn, &done).await
     })
 }
 
@@ -606,7 +597,7 @@ async fn complete_chosen(
                 receipt_at = CASE WHEN v.clear_receipt = 1 THEN NULL ELSE outbox.receipt_at END \
          FROM v WHERE outbox.id = v.id",
     )
-    .bind(json(&rows))
+    .bind(json_rows(&rows))
     .execute(&mut *conn)
     .await?;
 
@@ -624,29 +615,8 @@ async fn complete_chosen(
             _ => cleared.push((c.outbox_id, &e.waybill_id)),
         }
     }
-    if !moved.is_empty() {
-        sqlx::query(
-            "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS action_time, \
-                               value ->> 2 AS event_id, value ->> 3 AS outbox_id \
-                        FROM json_each($1)) \
-             UPDATE push_queue SET \
-                last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
-                    OR v.action_time > last_pushed_action_time \
-                    OR (v.action_time = last_pushed_action_time \
-                        AND (last_pushed_event_id IS NULL OR v.event_id > last_pushed_event_id)) \
-                    THEN v.event_id ELSE last_pushed_event_id END, \
-                last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
-                    OR v.action_time > last_pushed_action_time \
-                    THEN v.action_time ELSE last_pushed_action_time END, \
-                inflight_outbox_id = CASE WHEN inflight_outbox_id = v.outbox_id \
-                    THEN NULL ELSE inflight_outbox_id END \
-             FROM v WHERE push_queue.waybill_id = v.waybill_id",
-        )
-        .bind(json(&moved))
-        .execute(&mut *conn)
-        .await?;
-    }
-    clear_inflight(&mut *conn, &cleared).await?;
+    push_queue::advance_all(&mut *conn, &moved).await?;
+    push_queue::clear_inflight_all(&mut *conn, &cleared).await?;
 
     let attempts: Vec<_> = chosen
         .iter()
@@ -672,60 +642,10 @@ async fn complete_chosen(
                     value ->> 5, value ->> 6, value ->> 7 \
              FROM json_each($1)",
         )
-        .bind(json(&attempts))
+        .bind(json_rows(&attempts))
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
-}
-
-/// Clears the in-flight marker of each waybill that points at one of the given entries
-/// (`(outbox_id, waybill_id)`); the leases were checked by the caller.
-async fn clear_inflight(
-    conn: &mut AnyConnection,
-    entries: &[(i64, &str)],
-) -> Result<(), sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let waybills: HashSet<&str> = entries.iter().map(|(_, w)| *w).collect();
-    let ids: Vec<i64> = entries.iter().map(|(id, _)| *id).collect();
-    sqlx::query(
-        "UPDATE push_queue SET inflight_outbox_id = NULL \
-         WHERE waybill_id IN (SELECT value FROM json_each($1)) \
-           AND inflight_outbox_id IN (SELECT value FROM json_each($2))",
-    )
-    .bind(json(&waybills))
-    .bind(json(&ids))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// [`Store::release_waybill`](super::Store::release_waybill) for many: each lease given up
-/// only by its holder, the waybill's due time recomputed from its pending path nodes.
-async fn release_all(
-    conn: &mut AnyConnection,
-    releases: &[(String, String)],
-) -> Result<(), sqlx::Error> {
-    if releases.is_empty() {
-        return Ok(());
-    }
-    let releases: HashSet<&(String, String)> = releases.iter().collect();
-    sqlx::query(
-        "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS owner FROM json_each($3)) \
-         UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
-             due_at = (SELECT MIN(next_attempt_at) FROM outbox \
-                       WHERE outbox.waybill_id = push_queue.waybill_id \
-                         AND state = $1 AND kind = $2) \
-         FROM v WHERE push_queue.waybill_id = v.waybill_id \
-             AND push_queue.lease_owner = v.owner",
-    )
-    .bind(EntryState::Pending.as_str())
-    .bind(EntryKind::Pathnotify.as_str())
-    .bind(json(&releases))
-    .execute(&mut *conn)
-    .await?;
     Ok(())
 }
 
@@ -753,14 +673,8 @@ async fn put_bindings(
          ON CONFLICT (phone_hash) DO UPDATE SET bound = excluded.bound, \
              checked_at = excluded.checked_at, expires_at = excluded.expires_at",
     )
-    .bind(json(&rows))
+    .bind(json_rows(&rows))
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// The rows of a set-based statement as one JSON parameter (read back with `json_each`):
-/// one statement text for any number of rows, so SQLite prepares it once per connection.
-fn json<T: serde::Serialize + ?Sized>(rows: &T) -> String {
-    serde_json::to_string(rows).expect("rows of numbers and strings serialise")
 }
