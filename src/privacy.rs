@@ -181,6 +181,13 @@ pub fn read_or_create(
     }
 }
 
+/// `[privacy]`, as the file and the environment say it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySettings {
+    pub data_key: Option<crate::secret::Secret>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

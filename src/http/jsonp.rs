@@ -26,8 +26,8 @@ use super::signed_urls::{Binding, SignedUrls};
 use super::AppState;
 use crate::clock::{self, now_secs};
 use crate::codec;
-use crate::config::JsonpSettings;
 use crate::domain::{mask_phones_in_text, ActionType, WaybillId};
+use crate::http::section::JsonpSettings;
 use crate::wechat::crypto::verify_sha1_signature;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -11,6 +11,7 @@ pub mod health;
 pub mod jsonp;
 pub mod notifications;
 pub mod problem;
+pub mod section;
 pub mod signed_urls;
 pub mod wechat_events;
 pub mod wechatpay;

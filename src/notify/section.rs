@@ -1,9 +1,11 @@
-//! `[notifications]`: the section of the configuration this module reads, as the file and
+//! `[notifications]` and `[wechatpay]`: the sections of the configuration this module reads, as the file and
 //! the environment say it (checked by [`super::rules::Rules::compile`]).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
 
 /// Shipping notifications (`[notifications]`): the worker and the rules that map action
 /// types to message templates (`docs/NOTIFICATIONS.md`). Checked by
@@ -73,4 +75,12 @@ pub struct NotificationRuleSection {
     pub emphasis_keyword: Option<String>,
     /// Keyword -> value template (`thing3 = "{action_msg}"`).
     pub data: BTreeMap<String, String>,
+}
+
+/// `[wechatpay]`: the merchant whose payment notifications record paid freight.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WechatPaySettings {
+    pub mch_id: Option<String>,
+    pub api_key: Option<Secret>,
 }

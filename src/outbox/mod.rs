@@ -5,4 +5,5 @@ pub mod attempt;
 pub mod lease;
 pub mod policy;
 pub mod ratelimit;
+pub mod section;
 pub mod worker;

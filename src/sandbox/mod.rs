@@ -36,6 +36,7 @@ mod notify_api;
 pub mod reverse;
 mod rid;
 mod rid_log;
+pub mod section;
 mod server;
 mod state;
 pub mod stats;

@@ -60,6 +60,7 @@ mod payments;
 mod push_load;
 mod push_queue;
 mod records;
+pub mod section;
 mod settle;
 mod states;
 mod tokens;

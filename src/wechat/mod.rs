@@ -5,4 +5,5 @@ pub mod crypto;
 pub mod envelope;
 pub mod push;
 pub mod reverse_query;
+pub mod section;
 pub mod token;
