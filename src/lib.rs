@@ -33,3 +33,4 @@ pub mod secret;
 pub mod store;
 pub mod telemetry;
 pub mod wechat;
+pub mod xml;

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
-use quick_xml::events::Event;
-use quick_xml::Reader;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+use crate::xml;
 
 /// The fields of a notification, by name (byte order: the order the signature sorts by).
 pub type Fields = BTreeMap<String, String>;
@@ -52,99 +52,28 @@ fn malformed(e: impl std::fmt::Display) -> PayError {
 }
 
 /// Reads `<xml><name>value</name>…</xml>` into fields: CDATA and text alike, entities
-/// decoded; a DOCTYPE, processing instruction, attribute, nested or repeated element, a field
-/// name that is not `[A-Za-z0-9_]` (WeChat Pay's are lowercase words joined by `_`), or text
-/// outside the fields is refused (the signature could not be trusted).
+/// decoded ([`crate::xml`]); an attribute, a nested or repeated element, or a field name that
+/// is not `[A-Za-z0-9_]` (WeChat Pay's are lowercase words joined by `_`) is refused too (the
+/// signature could not be trusted).
 pub fn parse_xml(body: &[u8]) -> Result<Fields, PayError> {
-    let mut reader = Reader::from_reader(body);
-    let config = reader.config_mut();
-    config.expand_empty_elements = true;
-    config.check_end_names = true;
-    config.trim_text_start = false;
-    config.trim_text_end = false;
-
+    let children = xml::read(body, 2, xml::Attributes::Refuse).map_err(|e| match e {
+        xml::XmlError::TooDeep => malformed("nested elements are not part of the protocol"),
+        xml::XmlError::Malformed(reason) => PayError::Malformed(reason),
+    })?;
     let mut fields = Fields::new();
-    // Depth 0: before <xml>; 1: inside <xml>; 2: inside a field.
-    let mut depth = 0usize;
-    let mut closed = false;
-    let mut current: Option<(String, String, bool)> = None; // name, value, saw CDATA
-    let mut first = true;
-    loop {
-        let event = reader.read_event().map_err(malformed)?;
-        let at_start = std::mem::replace(&mut first, false);
-        match event {
-            // External and custom entities can only be declared in a DTD: refusing it makes
-            // the reader XXE-safe whatever it would otherwise do.
-            Event::DocType(_) => return Err(malformed("DOCTYPE is not allowed")),
-            Event::PI(_) => return Err(malformed("processing instructions are not allowed")),
-            Event::Decl(_) if at_start => {}
-            Event::Decl(_) => return Err(malformed("misplaced XML declaration")),
-            Event::Comment(_) => {}
-            Event::Start(start) => {
-                if start.attributes().next().is_some() {
-                    return Err(malformed("attributes are not part of the protocol"));
-                }
-                let name = std::str::from_utf8(start.name().as_ref())
-                    .map_err(malformed)?
-                    .to_string();
-                match depth {
-                    0 if closed => return Err(malformed("content after </xml>")),
-                    0 if name == "xml" => {}
-                    0 => return Err(malformed("the root element must be <xml>")),
-                    // quick-xml takes any bytes up to `>` or `/` as a name (`<a<b>`): such a
-                    // "field" would go into the signed string, and could never be rendered
-                    // back.
-                    1 if !is_field_name(&name) => {
-                        return Err(malformed("a field name must be letters, digits and _"))
-                    }
-                    1 => current = Some((name, String::new(), false)),
-                    _ => return Err(malformed("nested elements are not part of the protocol")),
-                }
-                depth += 1;
-            }
-            Event::Empty(_) => unreachable!("expand_empty_elements is on"),
-            Event::End(_) => {
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or_else(|| malformed("unbalanced end tag"))?;
-                match depth {
-                    0 => closed = true,
-                    1 => {
-                        let (name, value, _) = current.take().expect("a field was open");
-                        if fields.insert(name.clone(), value).is_some() {
-                            return Err(malformed(format!("field {name} repeats")));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Event::Text(text) => {
-                let text = text.unescape().map_err(malformed)?;
-                match (depth, current.as_mut()) {
-                    (2, Some((_, value, _))) => value.push_str(&text),
-                    _ if text.trim().is_empty() => {}
-                    _ => return Err(malformed("text outside a field")),
-                }
-            }
-            Event::CData(cdata) => {
-                let text = cdata.decode().map_err(malformed)?;
-                match (depth, current.as_mut()) {
-                    (2, Some((_, value, saw_cdata))) => {
-                        // Whitespace text around CDATA is indentation, not value.
-                        if !*saw_cdata && value.trim().is_empty() {
-                            value.clear();
-                        }
-                        *saw_cdata = true;
-                        value.push_str(&text);
-                    }
-                    _ => return Err(malformed("CDATA outside a field")),
-                }
-            }
-            Event::Eof => break,
+    for (name, node) in children {
+        // quick-xml takes any bytes up to `>` or `/` as a name (`<a<b>`): such a "field"
+        // would go into the signed string, and could never be rendered back.
+        if !is_field_name(&name) {
+            return Err(malformed("a field name must be letters, digits and _"));
         }
-    }
-    if depth != 0 || !closed {
-        return Err(malformed("unexpected end of document"));
+        let xml::Node::Leaf(value) = node else {
+            return Err(malformed("nested elements are not part of the protocol"));
+        };
+        if fields.contains_key(&name) {
+            return Err(malformed(format!("field {name} repeats")));
+        }
+        fields.insert(name, value);
     }
     Ok(fields)
 }
@@ -215,8 +144,9 @@ pub fn verify(fields: &Fields, key: &str) -> Result<SignType, PayError> {
 pub fn to_xml(fields: &Fields) -> String {
     let mut out = String::from("<xml>");
     for (k, v) in fields {
-        let v = v.replace("]]>", "]]]]><![CDATA[>");
-        out.push_str(&format!("<{k}><![CDATA[{v}]]></{k}>"));
+        out.push_str(&format!("<{k}>"));
+        xml::push_cdata(&mut out, v);
+        out.push_str(&format!("</{k}>"));
     }
     out.push_str("</xml>");
     out
