@@ -210,7 +210,7 @@ impl Rules {
     pub fn build(&self, rule: &Rule, ctx: &MessageContext<'_>) -> Result<Message, String> {
         let mut data = Map::new();
         for k in &rule.keywords {
-            let raw = k.template.render(ctx, &self.status_phrases);
+            let raw = k.template.render(|f| ctx.value(f, &self.status_phrases));
             let value = match k.kind {
                 None => Some(values::fit_legacy(&raw)).filter(|v| !v.is_empty()),
                 // Empty or unfittable data: the type's neutral value, if it has one.
@@ -226,7 +226,7 @@ impl Rules {
         let page = rule
             .page
             .as_ref()
-            .map(|p| p.render(ctx, &self.status_phrases));
+            .map(|p| p.render(|f| ctx.value(f, &self.status_phrases)));
         Ok(Message { data, page })
     }
 

@@ -1,9 +1,6 @@
 //! The placeholder language of a rule's values (`"{waybill_id} {action_msg}"`): what each
 //! placeholder stands for, which placeholders a keyword type can hold, and rendering.
 
-use std::collections::BTreeMap;
-
-use super::message::MessageContext;
 use crate::notify::values::KeywordType;
 
 /// What a placeholder stands for.
@@ -150,17 +147,15 @@ impl ValueTemplate {
             .collect()
     }
 
-    pub(super) fn render(
-        &self,
-        ctx: &MessageContext<'_>,
-        phrases: &BTreeMap<i64, String>,
-    ) -> String {
+    /// The text with each placeholder replaced by `value` of its field (or its fallback when
+    /// that is blank).
+    pub(super) fn render(&self, value: impl Fn(Field) -> String) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Part::Literal(l) => out.push_str(l),
                 Part::Field(f, fallback) => {
-                    let v = ctx.value(*f, phrases);
+                    let v = value(*f);
                     if v.trim().is_empty() {
                         out.push_str(fallback.as_deref().unwrap_or(""));
                     } else {
