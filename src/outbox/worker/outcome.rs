@@ -1,0 +1,270 @@
+//! How a step's writes land: the begin, the completion with its attempt, the binding cache,
+//! and what a failed call means (retry with backoff, dead, or a pause of the API).
+
+use std::sync::atomic::Ordering;
+
+use crate::clock::{now_ms, now_secs};
+use crate::outbox::policy::{self, classify, Class};
+use crate::store::{
+    BindingWrite, Completion, NewAttempt, OutboxEntry, PushStep, PushWrites, SkipReason, StoreError,
+};
+use crate::wechat::client::Call;
+use crate::wechat::token::{AccessToken, TokenError};
+
+use super::{Carry, Worker};
+
+impl Worker {
+    /// [`Store::settle_push`], counting the skips it carried once they are written.
+    pub(super) async fn settle(&self, writes: PushWrites) -> Result<bool, StoreError> {
+        let count = |reason: SkipReason| -> u64 {
+            writes
+                .skips
+                .iter()
+                .filter(|(_, r)| *r == reason)
+                .map(|(ids, _)| ids.len() as u64)
+                .sum()
+        };
+        let (stale, coalesced) = (count(SkipReason::Stale), count(SkipReason::Coalesced));
+        let settled = self.store.settle_push(writes).await;
+        if settled.is_ok() {
+            self.stats.skipped_stale.fetch_add(stale, Ordering::Relaxed);
+            self.stats
+                .skipped_coalesced
+                .fetch_add(coalesced, Ordering::Relaxed);
+        }
+        settled
+    }
+
+    /// Caches a `userquery` answer with the step's next write.
+    pub(super) fn put_binding(&self, carry: &mut Carry, phone_hash: &str, bound: bool) {
+        let ttl = if bound {
+            self.settings.binding_ttl_bound
+        } else {
+            self.settings.binding_ttl_unbound
+        };
+        carry.binding = Some(BindingWrite {
+            phone_hash: phone_hash.to_owned(),
+            bound,
+            ttl_ms: ttl.as_millis() as i64,
+        });
+    }
+
+    /// Records that `entry` is being pushed now, with what the step carries; `false` if the
+    /// lease or the entry moved on meanwhile.
+    pub(super) async fn begin(
+        &self,
+        carry: &mut Carry,
+        entry: &OutboxEntry,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let begin = PushStep::Begin {
+            outbox_id: entry.id,
+        };
+        self.settle(carry.writes(&entry.waybill_id, owner, Some(begin), false))
+            .await
+    }
+
+    /// Completes `entry` and hands the waybill back, with what the step carries: the step's
+    /// last write.
+    pub(super) async fn finish(
+        &self,
+        carry: &mut Carry,
+        entry: &OutboxEntry,
+        owner: &str,
+        attempt: Option<NewAttempt>,
+        completion: Completion,
+    ) -> Result<(), StoreError> {
+        let complete = PushStep::Complete {
+            outbox_id: entry.id,
+            attempt,
+            completion,
+        };
+        let settled = self
+            .settle(carry.writes(&entry.waybill_id, owner, Some(complete), true))
+            .await;
+        // A refused write still released (the release is its `finally`); a database error
+        // may not have: the caller releases again.
+        carry.released = !matches!(
+            settled,
+            Err(StoreError::Database(_) | StoreError::GroupCommit(_) | StoreError::WriterStopped)
+        );
+        settled.map(|_| ())
+    }
+
+    /// Call with a token; on 40001/40014/42001 invalidate it (if still current), get a fresh
+    /// one and retry exactly once. Returns the last call and whether a token retry happened.
+    pub(super) async fn with_token<T, F, Fut>(&self, f: F) -> (Result<Call<T>, TokenError>, bool)
+    where
+        F: Fn(AccessToken) -> Fut,
+        Fut: std::future::Future<Output = Call<T>>,
+    {
+        let token = match self.tokens.get().await {
+            Ok(t) => t,
+            Err(e) => return (Err(e), false),
+        };
+        let call = f(token.clone()).await;
+        if classify(&call.result) != Class::TokenInvalid {
+            return (Ok(call), false);
+        }
+        if let Err(e) = self.tokens.invalidate(&token).await {
+            return (Err(e), false);
+        }
+        match self.tokens.get().await {
+            Ok(fresh) => (Ok(f(fresh).await), true),
+            Err(e) => (Err(e), true),
+        }
+    }
+
+    pub(super) async fn fail(
+        &self,
+        carry: &mut Carry,
+        entry: &OutboxEntry,
+        owner: &str,
+        attempt: NewAttempt,
+        class: Class,
+        api: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_secs();
+        match class {
+            Class::MinuteQuota => {
+                self.retry_at(
+                    carry,
+                    entry,
+                    owner,
+                    Some(attempt),
+                    (now + policy::secs_until_next_minute(now)) * 1000,
+                    "minute quota",
+                )
+                .await
+            }
+            Class::DailyQuota => {
+                let until = (now + policy::secs_until_quota_reset(now)) * 1000;
+                self.store
+                    .pause_api(api, until, "45009 daily quota reached")
+                    .await?;
+                tracing::warn!(
+                    api,
+                    until_ms = until,
+                    "WeChat daily quota reached: API paused until the quota resets"
+                );
+                self.retry_at(carry, entry, owner, Some(attempt), until, "daily quota")
+                    .await
+            }
+            Class::Permanent => {
+                let rid = attempt.rid.as_deref().unwrap_or_default();
+                match attempt.errcode {
+                    Some(code) if !policy::is_listed(code) => {
+                        tracing::error!(waybill_id = %entry.waybill_id, outbox_id = entry.id, errcode = code, rid, detail = %attempt.detail, "WeChat answered an errcode nobody listed: entry is dead, not retried; quote the rid to WeChat's support")
+                    }
+                    _ => {
+                        tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, errcode = attempt.errcode, rid, detail = %attempt.detail, "permanent failure: entry is dead")
+                    }
+                }
+                self.dead(carry, entry, owner, Some(&attempt), attempt.detail.clone())
+                    .await?;
+                Ok(())
+            }
+            // A token error that survived one refresh, or anything transient: the schedule.
+            _ => self.retry(carry, entry, owner, attempt, class).await,
+        }
+    }
+
+    pub(super) async fn retry(
+        &self,
+        carry: &mut Carry,
+        entry: &OutboxEntry,
+        owner: &str,
+        attempt: NewAttempt,
+        _class: Class,
+    ) -> Result<(), StoreError> {
+        let tries_done = entry.tries as u32 + 1;
+        let delay = self
+            .settings
+            .schedule
+            .next_delay(tries_done, &mut rand::thread_rng());
+        match delay {
+            Some(d) => {
+                self.retry_at(
+                    carry,
+                    entry,
+                    owner,
+                    Some(attempt),
+                    now_ms() + d.as_millis() as i64,
+                    "transient",
+                )
+                .await
+            }
+            None => {
+                let error = format!(
+                    "retry schedule spent after {tries_done} tries; last: {}",
+                    attempt.detail
+                );
+                tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, "retry schedule spent: entry is dead");
+                self.dead(carry, entry, owner, Some(&attempt), error)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Mark an entry dead (counted in the stats), with the attempt that made it so, if any.
+    pub(super) async fn dead(
+        &self,
+        carry: &mut Carry,
+        entry: &OutboxEntry,
+        owner: &str,
+        attempt: Option<&NewAttempt>,
+        error: String,
+    ) -> Result<(), StoreError> {
+        let dead = Completion::Dead { error };
+        self.finish(carry, entry, owner, attempt.cloned(), dead)
+            .await?;
+        self.stats.dead.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(super) async fn retry_at(
+        &self,
+        carry: &mut Carry,
+        entry: &OutboxEntry,
+        owner: &str,
+        attempt: Option<NewAttempt>,
+        at_ms: i64,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        if attempt.is_some() {
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let retry = crate::outbox::attempt::retry(attempt.as_ref(), at_ms, why);
+        self.finish(carry, entry, owner, attempt, retry).await
+    }
+
+    pub(super) fn attempt(
+        &self,
+        entry: &OutboxEntry,
+        started: i64,
+        outcome: &str,
+        detail: &str,
+    ) -> NewAttempt {
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        crate::outbox::attempt::plain(entry.id, started, outcome, detail)
+    }
+
+    pub(super) fn attempt_from_call<T>(
+        &self,
+        entry: &OutboxEntry,
+        started: i64,
+        call: &Call<T>,
+        api: &str,
+    ) -> NewAttempt {
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let outcome = match classify(&call.result) {
+            Class::Delivered => "ok",
+            Class::TokenInvalid => "token-invalid",
+            Class::Transient => "transient",
+            Class::MinuteQuota | Class::DailyQuota => "quota",
+            Class::Permanent => "permanent",
+        };
+        crate::outbox::attempt::of_call(entry.id, started, call, api, outcome)
+    }
+}
