@@ -1,0 +1,356 @@
+//! Each kind of settle applied set-based for every push settling at once: begins, skips,
+//! completions, and the binding cache.
+
+use crate::store::states::EntryState;
+use crate::store::{json_rows, push_queue, Completion, StoreError};
+use futures_util::future::BoxFuture;
+use sqlx::AnyConnection;
+use std::collections::HashMap;
+
+use super::rounds::{in_rounds, Entry};
+use super::{Begin, Complete, Skip};
+
+/// [`Store::begin_push`](super::Store::begin_push) for many: `true` where the push began.
+pub(super) async fn begin_all(
+    conn: &mut AnyConnection,
+    begins: &[Begin],
+) -> Result<Vec<bool>, sqlx::Error> {
+    in_rounds(
+        conn,
+        begins,
+        |b| vec![b.outbox_id],
+        |b, entries| match entries.get(&b.outbox_id) {
+            Some(e) if e.pending && e.waybill_id == b.waybill_id && e.held_by(&b.owner) => {
+                Ok(vec![b.waybill_id.clone()])
+            }
+            _ => Err(false),
+        },
+        true,
+        begin_round,
+    )
+    .await
+}
+
+pub(super) fn begin_round<'a>(
+    conn: &'a mut AnyConnection,
+    chosen: Vec<&'a Begin>,
+    _: &'a HashMap<i64, Entry>,
+) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        let ids: Vec<i64> = chosen.iter().map(|b| b.outbox_id).collect();
+        sqlx::query(
+            "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
+             WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_rows(&ids))
+        .execute(&mut *conn)
+        .await?;
+        let rows: Vec<(&str, i64)> = chosen
+            .iter()
+            .map(|b| (b.waybill_id.as_str(), b.outbox_id))
+            .collect();
+        push_queue::mark_inflight_all(&mut *conn, &rows).await
+    })
+}
+
+/// [`Store::mark_skipped`](super::Store::mark_skipped) for many.
+pub(super) async fn skip_all(
+    conn: &mut AnyConnection,
+    skips: &[Skip],
+) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+    let outcomes = in_rounds(
+        conn,
+        skips,
+        |s| s.ids.clone(),
+        |s, entries| {
+            // Only entries still pending change; every waybill they belong to must be held.
+            let mut changing: Vec<(&str, i64)> = s
+                .ids
+                .iter()
+                .filter_map(|id| entries.get(id).filter(|e| e.pending).map(|e| (e, *id)))
+                .map(|(e, id)| (e.waybill_id.as_str(), id))
+                .collect();
+            changing.sort();
+            changing.dedup();
+            for group in changing.chunk_by(|a, b| a.0 == b.0) {
+                let first = group[0].1;
+                if !entries[&first].held_by(&s.owner) {
+                    return Err(Fenced(first));
+                }
+            }
+            Ok(changing.iter().map(|(w, _)| w.to_string()).collect())
+        },
+        Fenced(0),
+        skip_round,
+    )
+    .await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| match o {
+            Fenced(0) => Ok(()),
+            Fenced(id) => Err(StoreError::Fenced(id)),
+        })
+        .collect())
+}
+
+pub(super) fn skip_round<'a>(
+    conn: &'a mut AnyConnection,
+    chosen: Vec<&'a Skip>,
+    entries: &'a HashMap<i64, Entry>,
+) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        // Each pending entry once (two commands may name the same one).
+        let rows: Vec<(i64, &str, i64)> = chosen
+            .iter()
+            .flat_map(|s| {
+                s.ids.iter().filter_map(|id| {
+                    entries
+                        .get(id)
+                        .filter(|e| e.pending)
+                        .map(|_| (*id, (s.reason.as_str(), s.now)))
+                })
+            })
+            .collect::<HashMap<i64, _>>()
+            .into_iter()
+            .map(|(id, (reason, now))| (id, reason, now))
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Every row is pending (the lookup said so, and nothing wrote since): no state
+        // test, which would lead SQLite's planner to walk the `state` index instead.
+        sqlx::query(
+            "WITH v AS (SELECT value ->> 0 AS id, value ->> 1 AS reason, value ->> 2 AS now \
+                        FROM json_each($2)) \
+             UPDATE outbox SET state = $1, skip_reason = v.reason, done_at = v.now, \
+                    updated_at = v.now \
+             FROM v WHERE outbox.id = v.id",
+        )
+        .bind(EntryState::Skipped.as_str())
+        .bind(json_rows(&rows))
+        .execute(&mut *conn)
+        .await?;
+        let done: Vec<(i64, &str)> = rows
+            .iter()
+            .map(|(id, _, _)| (*id, entries[id].waybill_id.as_str()))
+            .collect();
+        push_queue::clear_inflight_all(&mut *conn, &done).await
+    })
+}
+
+/// A skip's outcome inside [`skip_all`]: `Fenced(0)` is success (no outbox id is 0).
+#[derive(Clone, Copy)]
+pub(super) struct Fenced(i64);
+
+/// Outcome of a completion inside [`complete_all`] (cloneable, unlike [`StoreError`]).
+#[derive(Clone, Copy)]
+pub(super) enum Completed {
+    Done,
+    Fenced(i64),
+    Unknown(i64),
+}
+
+/// [`Store::complete_entry`](super::Store::complete_entry) for many.
+pub(super) async fn complete_all(
+    conn: &mut AnyConnection,
+    completes: &[Complete],
+) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+    let outcomes = in_rounds(
+        conn,
+        completes,
+        |c| vec![c.outbox_id],
+        |c, entries| match entries.get(&c.outbox_id) {
+            None => Err(Completed::Unknown(c.outbox_id)),
+            Some(e) if !e.pending || !e.held_by(&c.owner) => Err(Completed::Fenced(c.outbox_id)),
+            Some(e) => Ok(vec![e.waybill_id.clone()]),
+        },
+        Completed::Done,
+        complete_round,
+    )
+    .await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| match o {
+            Completed::Done => Ok(()),
+            Completed::Fenced(id) => Err(StoreError::Fenced(id)),
+            Completed::Unknown(id) => Err(StoreError::UnknownOutboxEntry(id)),
+        })
+        .collect())
+}
+
+pub(super) fn complete_round<'a>(
+    conn: &'a mut AnyConnection,
+    chosen: Vec<&'a Complete>,
+    entries: &'a HashMap<i64, Entry>,
+) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    Box::pin(complete_chosen(conn, chosen, entries))
+}
+
+/// The writes of accepted completions (distinct waybills, all held, all pending).
+pub(super) async fn complete_chosen(
+    conn: &mut AnyConnection,
+    chosen: Vec<&Complete>,
+    entries: &HashMap<i64, Entry>,
+) -> Result<(), sqlx::Error> {
+    // The entries: one statement for every kind of completion. A NULL leaves a column as
+    // it is; `tries_inc` counts a failed try; `clear_receipt` forgets a retried try's receipt.
+    type Row<'r> = (
+        i64,
+        &'r str,
+        Option<&'r str>,
+        i64,
+        Option<i64>,
+        Option<&'r str>,
+        Option<i64>,
+        i64,
+        i64,
+    );
+    let rows: Vec<Row> = chosen
+        .iter()
+        .map(|c| match &c.completion {
+            Completion::Delivered => (
+                c.outbox_id,
+                EntryState::Delivered.as_str(),
+                None,
+                0,
+                None,
+                None,
+                Some(c.now),
+                c.now,
+                0,
+            ),
+            Completion::Retry {
+                next_attempt_at,
+                error,
+            } => (
+                c.outbox_id,
+                EntryState::Pending.as_str(),
+                None,
+                1,
+                Some(*next_attempt_at),
+                Some(error.as_str()),
+                None,
+                c.now,
+                1,
+            ),
+            Completion::Dead { error } => (
+                c.outbox_id,
+                EntryState::Dead.as_str(),
+                None,
+                1,
+                None,
+                Some(error.as_str()),
+                Some(c.now),
+                c.now,
+                0,
+            ),
+            Completion::Skipped { reason } => (
+                c.outbox_id,
+                EntryState::Skipped.as_str(),
+                Some(reason.as_str()),
+                0,
+                None,
+                None,
+                Some(c.now),
+                c.now,
+                0,
+            ),
+        })
+        .collect();
+    sqlx::query(
+        "WITH v AS (SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS skip_reason, \
+                           value ->> 3 AS tries_inc, value ->> 4 AS next_attempt_at, \
+                           value ->> 5 AS last_error, value ->> 6 AS done_at, \
+                           value ->> 7 AS now, value ->> 8 AS clear_receipt \
+                    FROM json_each($1)) \
+         UPDATE outbox SET state = v.state, \
+                skip_reason = COALESCE(v.skip_reason, outbox.skip_reason), \
+                tries = outbox.tries + v.tries_inc, \
+                next_attempt_at = COALESCE(v.next_attempt_at, outbox.next_attempt_at), \
+                last_error = COALESCE(v.last_error, outbox.last_error), \
+                done_at = COALESCE(v.done_at, outbox.done_at), \
+                updated_at = v.now, \
+                receipt_at = CASE WHEN v.clear_receipt = 1 THEN NULL ELSE outbox.receipt_at END \
+         FROM v WHERE outbox.id = v.id",
+    )
+    .bind(json_rows(&rows))
+    .execute(&mut *conn)
+    .await?;
+
+    // The queue rows: a delivered path node moves its waybill's pushed position (never
+    // back) and clears the in-flight marker if it points at the entry; any other completion
+    // only clears the marker.
+    let mut moved: Vec<(&str, i64, i64, i64)> = Vec::new();
+    let mut cleared: Vec<(i64, &str)> = Vec::new();
+    for c in &chosen {
+        let e = &entries[&c.outbox_id];
+        match (&c.completion, e.event_id) {
+            (Completion::Delivered, Some(event_id)) => {
+                moved.push((&e.waybill_id, e.action_time, event_id, c.outbox_id))
+            }
+            _ => cleared.push((c.outbox_id, &e.waybill_id)),
+        }
+    }
+    push_queue::advance_all(&mut *conn, &moved).await?;
+    push_queue::clear_inflight_all(&mut *conn, &cleared).await?;
+
+    let attempts: Vec<_> = chosen
+        .iter()
+        .filter_map(|c| c.attempt.as_ref())
+        .map(|a| {
+            (
+                a.outbox_id,
+                a.started_at,
+                a.duration_ms,
+                a.http_status,
+                a.errcode,
+                &a.outcome,
+                &a.detail,
+                &a.rid,
+            )
+        })
+        .collect();
+    if !attempts.is_empty() {
+        sqlx::query(
+            "INSERT INTO outbox_attempts (outbox_id, started_at, duration_ms, http_status, \
+                                          errcode, outcome, detail, rid) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                    value ->> 5, value ->> 6, value ->> 7 \
+             FROM json_each($1)",
+        )
+        .bind(json_rows(&attempts))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// [`Store::put_binding`](super::Store::put_binding) for many; of two answers for one
+/// phone, the later one sent is kept.
+pub(super) async fn put_bindings(
+    conn: &mut AnyConnection,
+    bindings: &[(String, bool, i64, i64)],
+) -> Result<(), sqlx::Error> {
+    if bindings.is_empty() {
+        return Ok(());
+    }
+    let mut last: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+    for (phone_hash, bound, checked_at, expires_at) in bindings {
+        last.insert(phone_hash, (i64::from(*bound), *checked_at, *expires_at));
+    }
+    let rows: Vec<(&str, i64, i64, i64)> = last
+        .into_iter()
+        .map(|(h, (b, c, e))| (h, b, c, e))
+        .collect();
+    // `WHERE true`: SQLite's parser needs it between a SELECT and ON CONFLICT.
+    sqlx::query(
+        "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true \
+         ON CONFLICT (phone_hash) DO UPDATE SET bound = excluded.bound, \
+             checked_at = excluded.checked_at, expires_at = excluded.expires_at",
+    )
+    .bind(json_rows(&rows))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
