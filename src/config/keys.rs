@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{RawSettings, Source};
 use crate::secret::Secret;
+use crate::store::SqliteTarget;
 
 /// `backoffice.api_keys` and `privacy.data_key`, generated when allowed.
 pub(super) fn check(
@@ -85,14 +86,11 @@ pub(super) fn check(
 
 /// The directory generated keys go to: the SQLite file's directory, or `./data`.
 pub(super) fn database_data_dir(url: &str) -> Result<PathBuf, String> {
-    if let Some(rest) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        let path = rest.split('?').next().unwrap_or("");
-        if path.is_empty() || path == ":memory:" {
-            return Ok(PathBuf::from("data"));
-        }
+    if let Some(target) = SqliteTarget::of(url) {
+        let path = match target {
+            SqliteTarget::File { path, .. } if !path.is_empty() => path,
+            _ => return Ok(PathBuf::from("data")),
+        };
         let parent = Path::new(path)
             .parent()
             .map(Path::to_path_buf)

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::require_bearer;
-use super::body::{media_type, read_limited};
+use super::body::{media_type, parse_json, read_limited};
 use super::problem::Problem;
 use super::AppState;
 use crate::clock::{now_ms, now_secs};
@@ -38,19 +38,6 @@ fn waybill_id(raw: &str) -> Result<WaybillId, Problem> {
             field: "waybill_id".into(),
             message: m,
         }])
-    })
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(
-    req: &HttpRequest,
-    body: &[u8],
-) -> Result<T, Problem> {
-    let mt = media_type(req);
-    if mt != "application/json" && !mt.ends_with("+json") {
-        return Err(Problem::unsupported_media("application/json"));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        Problem::bad_request(format!("the body is not valid JSON for this endpoint: {e}"))
     })
 }
 

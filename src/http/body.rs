@@ -43,3 +43,17 @@ pub fn media_type(req: &HttpRequest) -> String {
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default()
 }
+
+/// A JSON body (`application/json` or `+json`; else 415) as `T` (else 400 naming the error).
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T, Problem> {
+    let mt = media_type(req);
+    if mt != "application/json" && !mt.ends_with("+json") {
+        return Err(Problem::unsupported_media("application/json"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!("the body is not valid JSON for this endpoint: {e}"))
+    })
+}

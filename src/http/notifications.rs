@@ -10,7 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::auth::require_bearer;
-use super::body::{media_type, read_limited};
+use super::body::{parse_json, read_limited};
 use super::problem::Problem;
 use super::AppState;
 use crate::clock::{now_ms, now_secs};
@@ -24,19 +24,6 @@ use crate::store::{CredentialInsert, CredentialRow, ReportOutcome};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/subscriptions", web::post().to(post_subscriptions))
         .route("/v1/credentials", web::post().to(post_credential));
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(
-    req: &HttpRequest,
-    body: &[u8],
-) -> Result<T, Problem> {
-    let mt = media_type(req);
-    if mt != "application/json" && !mt.ends_with("+json") {
-        return Err(Problem::unsupported_media("application/json"));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        Problem::bad_request(format!("the body is not valid JSON for this endpoint: {e}"))
-    })
 }
 
 /// The optional `Idempotency-Key` header: 1..=128 visible ASCII characters.

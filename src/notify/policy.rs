@@ -3,6 +3,7 @@
 
 use crate::store::NotifyKind;
 use crate::wechat::client::ApiError;
+use crate::wechat::errcode::{answer, errcode_of, of_errcode, Answer};
 
 /// The class of one send's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,28 +33,32 @@ pub enum Outcome {
 /// Classifies a send's result. Legacy `template/send` is retired at WeChat, so any errcode
 /// not handled explicitly there is permanent (spec §1.3).
 pub fn classify<T>(kind: NotifyKind, result: &Result<T, ApiError>) -> Outcome {
-    match result {
-        Ok(_) => Outcome::Delivered,
-        Err(ApiError::WeChat { errcode, .. }) => classify_errcode(kind, *errcode),
-        Err(ApiError::Timeout) | Err(ApiError::Network(_)) | Err(ApiError::Decode(_)) => {
-            Outcome::Transient
-        }
-        Err(ApiError::Http(s)) if *s >= 500 || *s == 429 || *s == 408 => Outcome::Transient,
-        Err(ApiError::Http(_)) => Outcome::Permanent,
+    match errcode_of(result) {
+        Some(errcode) => classify_errcode(kind, errcode),
+        None => of_answer(answer(result)),
     }
 }
 
 pub fn classify_errcode(kind: NotifyKind, errcode: i64) -> Outcome {
     match (kind, errcode) {
-        (_, 0) => Outcome::Delivered,
-        (_, 40001 | 40014 | 42001) => Outcome::TokenInvalid,
-        (_, 45009) => Outcome::DailyQuota,
-        (_, 45011) => Outcome::MinuteQuota,
         (NotifyKind::Subscribe, 43101) => Outcome::NoConsent,
         (NotifyKind::Subscribe, 43108) => Outcome::UserBusy,
-        (NotifyKind::Subscribe, -1) => Outcome::Transient,
         (NotifyKind::Template, 41028 | 41029) => Outcome::CredentialRefused,
-        _ => Outcome::Permanent,
+        // The legacy API is retired at WeChat: its "busy" is not worth a retry.
+        (NotifyKind::Template, -1) => Outcome::Permanent,
+        _ => of_answer(of_errcode(errcode)),
+    }
+}
+
+/// The shared meaning ([`crate::wechat::errcode`]) as a send's outcome.
+fn of_answer(a: Answer) -> Outcome {
+    match a {
+        Answer::Ok => Outcome::Delivered,
+        Answer::TokenInvalid => Outcome::TokenInvalid,
+        Answer::Transient => Outcome::Transient,
+        Answer::MinuteQuota => Outcome::MinuteQuota,
+        Answer::DailyQuota => Outcome::DailyQuota,
+        Answer::Other => Outcome::Permanent,
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::wechat::client::ApiError;
+use crate::wechat::errcode::{answer, errcode_of, of_errcode, Answer};
 
 /// What to do after one try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,26 +29,30 @@ pub enum Class {
 
 /// Classify one call's result.
 pub fn classify<T>(result: &Result<T, ApiError>) -> Class {
-    match result {
-        Ok(_) => Class::Delivered,
-        Err(ApiError::WeChat { errcode, .. }) => classify_errcode(*errcode),
-        Err(ApiError::Timeout) | Err(ApiError::Network(_)) | Err(ApiError::Decode(_)) => {
-            Class::Transient
-        }
-        Err(ApiError::Http(s)) if *s >= 500 || *s == 429 || *s == 408 => Class::Transient,
-        Err(ApiError::Http(_)) => Class::Permanent,
+    match errcode_of(result) {
+        Some(errcode) => classify_errcode(errcode),
+        None => of_answer(answer(result)),
     }
 }
 
 /// WeChat's errcodes from the spec (express §2.3/§3.6, token §3).
 pub fn classify_errcode(errcode: i64) -> Class {
     match errcode {
-        0 => Class::Delivered,
-        40001 | 40014 | 42001 => Class::TokenInvalid,
-        -1 | 932001 => Class::Transient,
-        45011 => Class::MinuteQuota,
-        45009 => Class::DailyQuota,
-        _ => Class::Permanent,
+        // The reverse query failed on WeChat's side: the push may be tried again.
+        932001 => Class::Transient,
+        _ => of_answer(of_errcode(errcode)),
+    }
+}
+
+/// The shared meaning ([`crate::wechat::errcode`]) as a push's class.
+fn of_answer(a: Answer) -> Class {
+    match a {
+        Answer::Ok => Class::Delivered,
+        Answer::TokenInvalid => Class::TokenInvalid,
+        Answer::Transient => Class::Transient,
+        Answer::MinuteQuota => Class::MinuteQuota,
+        Answer::DailyQuota => Class::DailyQuota,
+        Answer::Other => Class::Permanent,
     }
 }
 

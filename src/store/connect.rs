@@ -140,9 +140,10 @@ async fn connect_sqlite(
     }
 }
 
-/// What a `sqlite:` URL points at.
+/// What a `sqlite:` URL points at: the one reading of such a URL (the store opens it, the
+/// configuration puts generated keys beside its file).
 #[derive(Debug, PartialEq, Eq)]
-enum SqliteTarget<'a> {
+pub enum SqliteTarget<'a> {
     Memory,
     /// `has_mode`: the URL already says how to open the file (`mode=ro|rw|rwc`).
     File {
@@ -152,6 +153,11 @@ enum SqliteTarget<'a> {
 }
 
 impl<'a> SqliteTarget<'a> {
+    /// `None` unless `url` is a `sqlite:` URL.
+    pub fn of(url: &'a str) -> Option<SqliteTarget<'a>> {
+        (url.starts_with("sqlite:")).then(|| SqliteTarget::parse(url))
+    }
+
     fn parse(url: &'a str) -> SqliteTarget<'a> {
         let rest = url
             .strip_prefix("sqlite://")

@@ -72,6 +72,7 @@ use std::fmt;
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use cells::{CellRecord, CellSet};
+pub use connect::SqliteTarget;
 pub use exchanges::{answer_key, AnswerReceipt, ReverseQueryView, StoredAnswer};
 pub use push_load::PushLoad;
 pub use states::{EntryKind, EntryState, SkipReason};

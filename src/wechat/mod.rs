@@ -3,6 +3,7 @@
 pub mod client;
 pub mod crypto;
 pub mod envelope;
+pub mod errcode;
 pub mod push;
 pub mod reverse_query;
 pub mod section;

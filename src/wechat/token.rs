@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::client::{ApiError, TokenEndpoint, WechatClient};
+use super::client::{ApiError, Call, TokenEndpoint, WechatClient};
+use super::errcode::{self, Answer};
 use crate::privacy::Privacy;
 use crate::store::{Store, TokenRow};
 
@@ -255,5 +256,30 @@ impl TokenManager {
             .await?;
         tracing::info!(appid = %self.appid, invalidated = changed, "access token reported invalid");
         Ok(())
+    }
+
+    /// Calls `call` with the current token; when WeChat answers that the token is bad
+    /// (40001/40014/42001), [`invalidate`](Self::invalidate)s it, gets a fresh one and calls
+    /// exactly once more. Returns the last call and whether there was a second.
+    pub async fn call_with_refresh<T, F, Fut>(&self, call: F) -> (Result<Call<T>, TokenError>, bool)
+    where
+        F: Fn(AccessToken) -> Fut,
+        Fut: std::future::Future<Output = Call<T>>,
+    {
+        let token = match self.get().await {
+            Ok(t) => t,
+            Err(e) => return (Err(e), false),
+        };
+        let first = call(token.clone()).await;
+        if errcode::answer(&first.result) != Answer::TokenInvalid {
+            return (Ok(first), false);
+        }
+        if let Err(e) = self.invalidate(&token).await {
+            return (Err(e), false);
+        }
+        match self.get().await {
+            Ok(fresh) => (Ok(call(fresh).await), true),
+            Err(e) => (Err(e), true),
+        }
     }
 }

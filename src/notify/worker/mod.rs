@@ -412,14 +412,11 @@ impl NotifyWorker {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<Call<serde_json::Value>, TokenError> {
-        let token = self.tokens.get().await?;
-        let call = self.post(path, &token, body).await;
-        if classify(NotifyKind::Subscribe, &call.result) != Outcome::TokenInvalid {
-            return Ok(call);
-        }
-        self.tokens.invalidate(&token).await?;
-        let fresh = self.tokens.get().await?;
-        Ok(self.post(path, &fresh, body).await)
+        let (call, _) = self
+            .tokens
+            .call_with_refresh(|t| async move { self.post(path, &t, body).await })
+            .await;
+        call
     }
 
     async fn post(

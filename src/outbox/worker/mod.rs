@@ -357,7 +357,8 @@ impl Worker {
                 let started = now_ms();
                 let (client, p) = (&self.client, phone.as_str());
                 let (call, _) = self
-                    .with_token(|t| async move { client.userquery(&t.token, p).await })
+                    .tokens
+                    .call_with_refresh(|t| async move { client.userquery(&t.token, p).await })
                     .await;
                 match call {
                     Err(e) => {
@@ -418,7 +419,8 @@ impl Worker {
         let started = now_ms();
         let (client, b) = (&self.client, &body);
         let (call, _) = self
-            .with_token(|t| async move { client.pathnotify(&t.token, b).await })
+            .tokens
+            .call_with_refresh(|t| async move { client.pathnotify(&t.token, b).await })
             .await;
         let call = match call {
             Ok(c) => c,

@@ -9,7 +9,6 @@ use crate::store::{
     BindingWrite, Completion, NewAttempt, OutboxEntry, PushStep, PushWrites, SkipReason, StoreError,
 };
 use crate::wechat::client::Call;
-use crate::wechat::token::{AccessToken, TokenError};
 
 use super::{Carry, Worker};
 
@@ -89,30 +88,6 @@ impl Worker {
             Err(StoreError::Database(_) | StoreError::GroupCommit(_) | StoreError::WriterStopped)
         );
         settled.map(|_| ())
-    }
-
-    /// Call with a token; on 40001/40014/42001 invalidate it (if still current), get a fresh
-    /// one and retry exactly once. Returns the last call and whether a token retry happened.
-    pub(super) async fn with_token<T, F, Fut>(&self, f: F) -> (Result<Call<T>, TokenError>, bool)
-    where
-        F: Fn(AccessToken) -> Fut,
-        Fut: std::future::Future<Output = Call<T>>,
-    {
-        let token = match self.tokens.get().await {
-            Ok(t) => t,
-            Err(e) => return (Err(e), false),
-        };
-        let call = f(token.clone()).await;
-        if classify(&call.result) != Class::TokenInvalid {
-            return (Ok(call), false);
-        }
-        if let Err(e) = self.tokens.invalidate(&token).await {
-            return (Err(e), false);
-        }
-        match self.tokens.get().await {
-            Ok(fresh) => (Ok(f(fresh).await), true),
-            Err(e) => (Err(e), true),
-        }
     }
 
     pub(super) async fn fail(
