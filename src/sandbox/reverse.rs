@@ -16,7 +16,7 @@ use super::state::Shared;
 use super::verdict::{classify_open_error, judge, Expected};
 use super::wire::{PathNotify, EVENT, WECHAT_TEAM_OPENID};
 use crate::domain::mask_phone_str;
-use crate::wechat::envelope::{self, Document, MessageFormat, MessageMode};
+use crate::wechat::envelope::{self, Document, MessageFormat};
 
 /// Re-sends of a reverse query whose connection failed (crypto spec §5: up to three).
 const CONNECTION_RETRIES: u32 = 3;
@@ -55,8 +55,8 @@ pub async fn query(shared: &Shared, push: &PathNotify) -> Result<(), i64> {
         action_type: push.node.action_type,
         action_time: push.node.action_time,
         callback_url: url.split('?').next().unwrap_or_default().to_string(),
-        message_mode: mode_name(shared.settings.message_mode).into(),
-        message_format: format_name(shared.settings.message_format).into(),
+        message_mode: shared.settings.message_mode.as_str().into(),
+        message_format: shared.settings.message_format.as_str().into(),
         http_status,
         latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         verdict,
@@ -247,21 +247,6 @@ pub fn request_document(original_id: &str, now: i64, push: &PathNotify) -> Docum
     );
     doc.insert("ReceiverPhone".into(), json!(push.receiver_phone));
     doc
-}
-
-pub fn mode_name(m: MessageMode) -> &'static str {
-    match m {
-        MessageMode::Plaintext => "plaintext",
-        MessageMode::Compatible => "compatible",
-        MessageMode::Secure => "secure",
-    }
-}
-
-pub fn format_name(f: MessageFormat) -> &'static str {
-    match f {
-        MessageFormat::Json => "json",
-        MessageFormat::Xml => "xml",
-    }
 }
 
 #[cfg(test)]

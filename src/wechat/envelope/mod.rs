@@ -51,7 +51,8 @@ pub enum MessageMode {
 }
 
 impl MessageFormat {
-    fn as_str(self) -> &'static str {
+    /// The name the configuration and WeChat's console use.
+    pub fn as_str(self) -> &'static str {
         match self {
             MessageFormat::Json => "json",
             MessageFormat::Xml => "xml",
@@ -60,7 +61,8 @@ impl MessageFormat {
 }
 
 impl MessageMode {
-    fn as_str(self) -> &'static str {
+    /// The name the configuration and WeChat's console use.
+    pub fn as_str(self) -> &'static str {
         match self {
             MessageMode::Plaintext => "plaintext",
             MessageMode::Compatible => "compatible",
