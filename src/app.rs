@@ -50,6 +50,8 @@ pub struct Application {
     sandbox: Option<Sandbox>,
     /// Where the in-process sandbox listens.
     sandbox_addr: Option<SocketAddr>,
+    /// Stops the in-process sandbox's server, once the workers drained.
+    sandbox_server: Option<actix_web::dev::ServerHandle>,
     grace: Duration,
     shutdown: (watch::Sender<bool>, watch::Receiver<bool>),
 }
@@ -87,44 +89,15 @@ impl Application {
         )
         .map_err(|e| AppError::Config(format!("wechat crypto: {e}")))?;
 
-        // No credentials and no api_base: play WeChat in-process. No credentials but an
-        // api_base: a sandbox running elsewhere (`wxexpress sandbox`), with its default secret.
-        let (sandbox, sandbox_addr, api_base, secret) = if settings.sandbox_mode()
-            && w.api_base.is_none()
-        {
-            let callback = settings
-                .sandbox
-                .callback_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{addr}/wechat/callback"));
-            let sb = Sandbox::new(sandbox_settings(
-                &settings,
-                &callback,
-                &format!("http://{addr}/wechat/waybill"),
-            ));
-            let running = sb.start(TcpListener::bind("127.0.0.1:0")?)?;
-            tracing::warn!(sandbox = %running.addr, "in-process WeChat sandbox started: pushes go to the emulator, not to WeChat");
-            // The secret the sandbox was given (`serve --sandbox` keeps a configured one).
-            let secret = Secret::new(sb.settings().secret.clone());
-            (
-                Some(sb),
-                Some(running.addr),
-                format!("http://{}", running.addr),
-                secret,
-            )
-        } else {
-            let base = w
-                .api_base
-                .clone()
-                .ok_or_else(|| AppError::Config("wechat.api_base is not set".into()))?;
-            let secret = w
-                .secret
-                .clone()
-                .unwrap_or_else(|| Secret::new(sandbox_defaults::SECRET));
-            if settings.sandbox_mode() {
-                tracing::warn!(api_base = %base, "no WeChat credentials: talking to the sandbox at wechat.api_base");
-            }
-            (None, None, base, secret)
+        let WechatSide {
+            in_process,
+            api_base,
+            secret,
+        } = wechat_side(&settings, addr)?;
+        let sandbox_addr = in_process.as_ref().map(|(_, running)| running.addr);
+        let (sandbox, sandbox_server) = match in_process {
+            Some((sb, running)) => (Some(sb), Some(running.handle)),
+            None => (None, None),
         };
         let o = &settings.outbox;
         let client = WechatClient::new(&api_base, Duration::from_millis(o.call_timeout_ms));
@@ -143,18 +116,7 @@ impl Application {
             &owner,
         );
         let worker = o.enabled.then(|| {
-            let ws = WorkerSettings {
-                concurrency: o.concurrency,
-                batch_size: o.batch_size,
-                poll_interval: Duration::from_millis(o.poll_interval_ms),
-                lease: Duration::from_secs(o.lease_secs as u64),
-                schedule: settings.retry_schedule.clone(),
-                coalesce: o.coalesce,
-                binding_ttl_bound: Duration::from_secs(o.binding_ttl_bound_secs as u64),
-                binding_ttl_unbound: Duration::from_secs(o.binding_ttl_unbound_secs as u64),
-                pathnotify_rate: o.pathnotify_rate,
-                userquery_rate: o.userquery_rate,
-            };
+            let ws = push_worker_settings(&settings);
             Worker::new(
                 store.clone(),
                 client.clone(),
@@ -207,6 +169,7 @@ impl Application {
             tokens,
             sandbox,
             sandbox_addr,
+            sandbox_server,
             grace,
             shutdown: watch::channel(false),
         })
@@ -263,6 +226,7 @@ impl Application {
             notify_worker,
             grace,
             shutdown: (tx, mut rx),
+            sandbox_server,
             ..
         } = self;
         let handle = server.handle();
@@ -287,9 +251,83 @@ impl Application {
             }
         }
         handle.stop(true).await;
+        if let Some(sandbox) = sandbox_server {
+            sandbox.stop(true).await;
+        }
         server_task
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Who plays WeChat for this gateway, and how to reach it.
+struct WechatSide {
+    /// The in-process sandbox and its running server, when it plays WeChat.
+    in_process: Option<(Sandbox, crate::sandbox::RunningSandbox)>,
+    api_base: String,
+    secret: Secret,
+}
+
+/// No credentials and no api_base: play WeChat in-process, its callback this gateway at
+/// `addr`. No credentials but an api_base: a sandbox running elsewhere (`wxexpress
+/// sandbox`), with its default secret. Else WeChat itself.
+fn wechat_side(settings: &Settings, addr: SocketAddr) -> Result<WechatSide, AppError> {
+    let w = &settings.wechat;
+    if settings.sandbox_mode() && w.api_base.is_none() {
+        let callback = settings
+            .sandbox
+            .callback_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}/wechat/callback"));
+        let sb = Sandbox::new(sandbox_settings(
+            settings,
+            &callback,
+            &format!("http://{addr}/wechat/waybill"),
+        ));
+        let running = sb.start(TcpListener::bind("127.0.0.1:0")?)?;
+        tracing::warn!(sandbox = %running.addr, "in-process WeChat sandbox started: pushes go to the emulator, not to WeChat");
+        // The secret the sandbox was given (`serve --sandbox` keeps a configured one).
+        let secret = Secret::new(sb.settings().secret.clone());
+        let base = format!("http://{}", running.addr);
+        Ok(WechatSide {
+            in_process: Some((sb, running)),
+            api_base: base,
+            secret,
+        })
+    } else {
+        let base = w
+            .api_base
+            .clone()
+            .ok_or_else(|| AppError::Config("wechat.api_base is not set".into()))?;
+        let secret = w
+            .secret
+            .clone()
+            .unwrap_or_else(|| Secret::new(sandbox_defaults::SECRET));
+        if settings.sandbox_mode() {
+            tracing::warn!(api_base = %base, "no WeChat credentials: talking to the sandbox at wechat.api_base");
+        }
+        Ok(WechatSide {
+            in_process: None,
+            api_base: base,
+            secret,
+        })
+    }
+}
+
+/// The push worker's settings from `[outbox]` and the parsed retry schedule.
+fn push_worker_settings(settings: &Settings) -> WorkerSettings {
+    let o = &settings.outbox;
+    WorkerSettings {
+        concurrency: o.concurrency,
+        batch_size: o.batch_size,
+        poll_interval: Duration::from_millis(o.poll_interval_ms),
+        lease: Duration::from_secs(o.lease_secs as u64),
+        schedule: settings.retry_schedule.clone(),
+        coalesce: o.coalesce,
+        binding_ttl_bound: Duration::from_secs(o.binding_ttl_bound_secs as u64),
+        binding_ttl_unbound: Duration::from_secs(o.binding_ttl_unbound_secs as u64),
+        pathnotify_rate: o.pathnotify_rate,
+        userquery_rate: o.userquery_rate,
     }
 }
 

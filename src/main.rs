@@ -1,10 +1,10 @@
 //! The `wxexpress` command line. Everything it runs lives in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use wxexpress::config::{self, Settings};
+use wxexpress::config;
 
 #[derive(Parser)]
 #[command(
@@ -130,18 +130,30 @@ enum ConfigCommand {
     },
 }
 
-fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
-    load_as(path, false)
-}
-
-/// `sandbox`: `serve --sandbox`, and `wxexpress sandbox` (which plays WeChat itself).
-fn load_as(path: Option<&PathBuf>, sandbox: bool) -> Result<Settings, ExitCode> {
-    config::load(path.map(PathBuf::as_path), sandbox).map_err(|e| {
-        for line in &e.0 {
-            eprintln!("configuration error: {line}");
+impl Command {
+    /// The configuration a command runs with: `Some((--config, sandbox mode))`, or `None`
+    /// for the commands that need none (the demo and the bench build their own).
+    /// `wxexpress sandbox` plays WeChat itself, so it loads in sandbox mode.
+    fn configured(&self) -> Option<(Option<&Path>, bool)> {
+        fn path(c: &Option<PathBuf>) -> Option<&Path> {
+            c.as_deref()
         }
-        ExitCode::from(2)
-    })
+        match self {
+            Command::Serve { config, sandbox } => Some((path(config), *sandbox)),
+            Command::Sandbox { config, .. } => Some((path(config), true)),
+            Command::Migrate { config }
+            | Command::Outbox {
+                command: OutboxCommand::Redrive { config, .. } | OutboxCommand::Stats { config },
+            }
+            | Command::Wechat {
+                command: WechatCommand::Rid { config, .. },
+            }
+            | Command::Config {
+                command: ConfigCommand::Check { config },
+            } => Some((path(config), false)),
+            Command::Demo { .. } | Command::Bench { .. } | Command::BenchLoad { .. } => None,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -167,32 +179,36 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Loaded once, for every command that runs with a configuration; one line per problem.
+    let loaded = match cli.command.configured() {
+        None => None,
+        Some((path, sandbox)) => match config::load(path, sandbox) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                for line in &e.0 {
+                    eprintln!("configuration error: {line}");
+                }
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
     match cli.command {
-        Command::Serve { config, sandbox } => {
-            let settings = match load_as(config.as_ref(), sandbox) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+        Command::Serve { .. } => {
+            let settings = loaded.expect("Command::configured loads it");
             wxexpress::app::serve(settings).await?;
         }
-        Command::Migrate { config } => {
-            let settings = match load(config.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+        Command::Migrate { .. } => {
+            let settings = loaded.expect("Command::configured loads it");
             let store = wxexpress::app::connect_store(&settings).await?;
             store.migrate().await?;
             tracing::info!(database = %config::redact_url(&settings.database.url), "migrations applied");
         }
         Command::Sandbox {
             listen,
-            config,
             allow_remote,
+            ..
         } => {
-            let settings = match load_as(config.as_ref(), true) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+            let settings = loaded.expect("Command::configured loads it");
             wxexpress::app::run_sandbox(&settings, listen.as_deref(), allow_remote).await?;
         }
         Command::Demo {
@@ -215,12 +231,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Outbox {
-            command: OutboxCommand::Redrive { waybill, config },
+            command: OutboxCommand::Redrive { waybill, .. },
         } => {
-            let settings = match load(config.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+            let settings = loaded.expect("Command::configured loads it");
             let store = wxexpress::app::connect_store(&settings).await?;
             let n = store
                 .redrive_dead(waybill.as_deref(), wxexpress::clock::now_ms())
@@ -231,12 +244,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Outbox {
-            command: OutboxCommand::Stats { config },
+            command: OutboxCommand::Stats { .. },
         } => {
-            let settings = match load(config.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+            let settings = loaded.expect("Command::configured loads it");
             let store = wxexpress::app::connect_store(&settings).await?;
             for (state, reason, n) in store.outbox_counts().await? {
                 println!("{state:<10} {:<10} {n}", reason.map_or("", |r| r.as_str()));
@@ -261,12 +271,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", wxexpress::bench::render(&backend, &opts, &rows));
         }
         Command::Wechat {
-            command: WechatCommand::Rid { rid, config },
+            command: WechatCommand::Rid { rid, .. },
         } => {
-            let settings = match load(config.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+            let settings = loaded.expect("Command::configured loads it");
             match wxexpress::app::wechat_rid(&settings, &rid).await {
                 Ok(text) => print!("{text}"),
                 Err(e) => {
@@ -276,12 +283,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Config {
-            command: ConfigCommand::Check { config },
+            command: ConfigCommand::Check { .. },
         } => {
-            let settings = match load(config.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+            let settings = loaded.expect("Command::configured loads it");
             for n in &settings.notices {
                 println!("# {n}");
             }

@@ -38,7 +38,9 @@ pub fn wechat_routes(cfg: &mut web::ServiceConfig) {
         .route("/cgi-bin/openapi/rid/get", web::post().to(rid::rid_get));
 }
 
-/// Binds the server to `listener` and spawns it on the current tokio runtime.
+/// Binds the server to `listener` and spawns it on the current tokio runtime. It does not
+/// listen for signals: whoever started it stops it through the handle (the gateway after its
+/// workers drained the pushes addressed to it; `wxexpress sandbox` on SIGTERM or Ctrl-C).
 pub fn start(shared: web::Data<Shared>, listener: TcpListener) -> std::io::Result<RunningSandbox> {
     let addr = listener.local_addr()?;
     let server = HttpServer::new(move || {
@@ -52,6 +54,7 @@ pub fn start(shared: web::Data<Shared>, listener: TcpListener) -> std::io::Resul
     })
     // Short: an in-flight pathnotify waits at most the callback timeout.
     .shutdown_timeout(6)
+    .disable_signals()
     .listen(listener)?
     .run();
     let handle = server.handle();
