@@ -10,15 +10,15 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::notify::{NotifySettings, NotifyStats, NotifyWorker};
-use crate::outbox::worker::{Worker, WorkerSettings, WorkerStats};
+use crate::outbox::worker::{PushSettings, PushStats, PushWorker};
 use crate::privacy::Privacy;
 use crate::sandbox::defaults as sandbox_defaults;
 use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::secret::Secret;
 use crate::store::Store;
+use crate::wechat::access_token::{TokenManager, TokenSettings};
 use crate::wechat::client::WechatClient;
 use crate::wechat::crypto::MessageCrypto;
-use crate::wechat::token::{TokenManager, TokenSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -43,7 +43,7 @@ pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
     store: Store,
-    worker: Option<Arc<Worker>>,
+    worker: Option<Arc<PushWorker>>,
     /// Shipping notifications (`[notifications]`), beside the push worker.
     notify_worker: Option<Arc<NotifyWorker>>,
     tokens: Arc<TokenManager>,
@@ -117,7 +117,7 @@ impl Application {
         );
         let worker = o.enabled.then(|| {
             let ws = push_worker_settings(&settings);
-            Worker::new(
+            PushWorker::new(
                 store.clone(),
                 client.clone(),
                 tokens.clone(),
@@ -197,7 +197,7 @@ impl Application {
         self.sandbox_addr
     }
 
-    pub fn worker_stats(&self) -> Option<Arc<WorkerStats>> {
+    pub fn worker_stats(&self) -> Option<Arc<PushStats>> {
         self.worker.as_ref().map(|w| w.stats())
     }
 
@@ -315,9 +315,9 @@ fn wechat_side(settings: &Settings, addr: SocketAddr) -> Result<WechatSide, AppE
 }
 
 /// The push worker's settings from `[outbox]` and the parsed retry schedule.
-fn push_worker_settings(settings: &Settings) -> WorkerSettings {
+fn push_worker_settings(settings: &Settings) -> PushSettings {
     let o = &settings.outbox;
-    WorkerSettings {
+    PushSettings {
         concurrency: o.concurrency,
         batch_size: o.batch_size,
         poll_interval: Duration::from_millis(o.poll_interval_ms),

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::express::is_mobile;
 use super::faults::Faults;
-use super::notify::{Credential, CredentialKind, Template, TemplateKind};
+use super::messages::{Credential, CredentialKind, Template, TemplateKind};
 use super::state::Shared;
 use super::values::KeywordType;
 

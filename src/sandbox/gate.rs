@@ -89,7 +89,7 @@ pub fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// `access_token` of a business API call: missing -> 41001, else [`super::token::TokenBook::check`].
+/// `access_token` of a business API call: missing -> 41001, else [`super::token_book::TokenBook::check`].
 pub fn check_token(shared: &Shared, req: &HttpRequest) -> Result<(), WxError> {
     match query_param(req, "access_token") {
         Some(t) if !t.is_empty() => shared.tokens.check(&t, shared.clock.now()),

@@ -6,22 +6,28 @@
 //! # Layout
 //!
 //! - [`api`]: WeChat error codes, the `{errcode, errmsg}` shape, the API names.
-//! - [`token`] / `token_api`: access_token issuing and checking (`/cgi-bin/token`,
+//! - [`token_book`] / `access_token_api`: access_token issuing and checking (`/cgi-bin/token`,
 //!   `/cgi-bin/stable_token`).
 //! - [`express`]: `userquery` and `pathnotify` (validation, bindings, inboxes).
 //! - [`reverse`], [`verdict`]: the `waybill_notify_query` reverse query, and the verdict on
 //!   its reply.
-//! - [`notify`] / `notify_api`, [`templates`], [`values`]: subscribe and legacy template
+//! - [`messages`] / `message_api`, [`templates`], [`values`]: subscribe and legacy template
 //!   messages.
 //! - [`control`]: the `/sandbox/` control routes.
 //! - [`landing`]: WeChat's waybill page, emulated: a signed JSONP `<script>` to the gateway.
 //! - [`faults`], [`clock`], [`stats`], [`exchanges`]: fault injection, time travel,
 //!   counters, the exchange log.
-//! - `state`, `gate`, `server`: shared state, HTTP plumbing, the server.
+//! - [`wire`]: the wire types every other file reads (path nodes, the validated push, inbox
+//!   nodes, the reverse query's event names).
+//! - [`defaults`]: what a sandbox and a gateway without credentials agree on.
+//! - [`section`]: `[sandbox]` of the configuration.
+//! - `state`, `gate`, `server`, `rid` / `rid_log`: shared state, HTTP plumbing, the server,
+//!   WeChat's request log by rid.
 //!
 //! It must not: hold a lock across an `.await` (pathnotify awaits the carrier's callback),
 //! take a lock around all state on the hot path, or log a phone, token or key.
 
+mod access_token_api;
 pub mod api;
 pub mod clock;
 pub mod control;
@@ -31,8 +37,8 @@ pub mod express;
 pub mod faults;
 mod gate;
 pub mod landing;
-pub mod notify;
-mod notify_api;
+mod message_api;
+pub mod messages;
 pub mod reverse;
 mod rid;
 mod rid_log;
@@ -41,8 +47,7 @@ mod server;
 mod state;
 pub mod stats;
 pub mod templates;
-pub mod token;
-mod token_api;
+pub mod token_book;
 pub mod values;
 pub mod verdict;
 pub mod wire;
@@ -54,7 +59,7 @@ use actix_web::web;
 
 pub use exchanges::{ExchangeLogEntry, Verdict};
 pub use faults::{ApiFault, CallbackFault, Faults};
-pub use notify::{Credential, CredentialKind, Template, TemplateKind};
+pub use messages::{Credential, CredentialKind, Template, TemplateKind};
 pub use stats::SandboxStats;
 pub use wire::InboxNode;
 

@@ -6,18 +6,18 @@ use std::net::TcpListener;
 use actix_web::{web, App, HttpServer};
 
 use super::state::Shared;
-use super::{control, express, landing, notify_api, rid, token_api, RunningSandbox};
+use super::{access_token_api, control, express, landing, message_api, rid, RunningSandbox};
 
 /// WeChat's paths (contract: "The WeChat sandbox").
 pub fn wechat_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/cgi-bin/token", web::get().to(token_api::token))
+    cfg.route("/cgi-bin/token", web::get().to(access_token_api::token))
         .route(
             "/cgi-bin/stable_token",
-            web::post().to(token_api::stable_token),
+            web::post().to(access_token_api::stable_token),
         )
         .route(
             "/cgi-bin/stable_token",
-            web::get().to(token_api::stable_token_get),
+            web::get().to(access_token_api::stable_token_get),
         )
         .route(
             "/cgi-bin/express/delivery/userquery",
@@ -29,11 +29,11 @@ pub fn wechat_routes(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/cgi-bin/message/subscribe/send",
-            web::post().to(notify_api::subscribe_send),
+            web::post().to(message_api::subscribe_send),
         )
         .route(
             "/cgi-bin/message/wxopen/template/send",
-            web::post().to(notify_api::template_send),
+            web::post().to(message_api::template_send),
         )
         .route("/cgi-bin/openapi/rid/get", web::post().to(rid::rid_get));
 }

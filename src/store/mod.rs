@@ -40,6 +40,7 @@
 //!   blob nor prints the database URL (it may hold a password).
 //! - Depends on nothing else in the crate: callers convert to and from domain types.
 
+mod access_tokens;
 mod attempts;
 mod baseline;
 mod bindings;
@@ -63,7 +64,6 @@ mod records;
 pub mod section;
 mod settle;
 mod states;
-mod tokens;
 mod waybills;
 mod wechat_events;
 

@@ -1,5 +1,6 @@
 //! Everything that speaks WeChat's protocol: message crypto (pure), envelopes, replies.
 
+pub mod access_token;
 pub mod client;
 pub mod crypto;
 pub mod envelope;
@@ -7,4 +8,3 @@ pub mod errcode;
 pub mod push;
 pub mod reverse_query;
 pub mod section;
-pub mod token;

@@ -22,7 +22,7 @@ pub struct TestApp {
     /// The in-process WeChat sandbox (sandbox-mode apps only).
     pub sandbox: Option<wxexpress::sandbox::Sandbox>,
     #[allow(dead_code)]
-    pub stats: Option<std::sync::Arc<wxexpress::outbox::worker::WorkerStats>>,
+    pub stats: Option<std::sync::Arc<wxexpress::outbox::worker::PushStats>>,
     _dir: tempfile::TempDir,
 }
 

@@ -25,8 +25,8 @@ use crate::outbox::policy::Schedule;
 use crate::outbox::ratelimit::RateLimit;
 use crate::privacy::Privacy;
 use crate::store::{GrantTake, NotificationWork, NotifyKind, Store, StoreError};
+use crate::wechat::access_token::{AccessToken, TokenError, TokenManager};
 use crate::wechat::client::{ApiError, Call, WechatClient};
-use crate::wechat::token::{AccessToken, TokenError, TokenManager};
 
 /// API names used for pauses and in the attempt log.
 pub const SUBSCRIBE_SEND: &str = "subscribe_send";

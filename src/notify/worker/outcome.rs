@@ -5,8 +5,8 @@ use crate::clock::{now_ms, now_secs};
 use crate::notify::policy::{self, classify, Outcome};
 use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset};
 use crate::store::{Completion, NewAttempt, NotificationWork, NotifyKind, SkipReason, StoreError};
+use crate::wechat::access_token::TokenError;
 use crate::wechat::client::{ApiError, Call};
-use crate::wechat::token::TokenError;
 use std::sync::atomic::Ordering;
 
 use super::{NotifyWorker, SUBSCRIBE_SEND, TEMPLATE_SEND, USER_BUSY_DELAY};

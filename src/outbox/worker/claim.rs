@@ -9,9 +9,9 @@ use crate::codec;
 use crate::domain::Phone;
 use crate::store::{PushLoad, StoreError, WaybillRecord};
 
-use super::{Claimed, Worker};
+use super::{Claimed, PushWorker};
 
-impl Worker {
+impl PushWorker {
     /// Claims up to `limit` due waybills for `owner` and loads what their steps read.
     pub(super) async fn claim(&self, owner: &str, limit: i64) -> Result<Vec<Claimed>, StoreError> {
         let ids = self

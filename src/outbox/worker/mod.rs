@@ -28,9 +28,9 @@ use crate::store::{
     BindingWrite, Completion, EventRecord, OutboxEntry, PushLoad, PushStep, PushWrites, SkipReason,
     Store, StoreError,
 };
+use crate::wechat::access_token::TokenManager;
 use crate::wechat::client::{ApiError, ExistAnswer, WechatClient};
 use crate::wechat::push::pathnotify_body;
-use crate::wechat::token::TokenManager;
 
 /// API names used for pauses and rate limits.
 pub const PATHNOTIFY: &str = "pathnotify";
@@ -38,7 +38,7 @@ pub const USERQUERY: &str = "userquery";
 
 /// Tunables of a worker (from `[outbox]`).
 #[derive(Debug, Clone)]
-pub struct WorkerSettings {
+pub struct PushSettings {
     pub concurrency: usize,
     pub batch_size: i64,
     pub poll_interval: Duration,
@@ -53,7 +53,7 @@ pub struct WorkerSettings {
 
 /// Counters of this process, for the demo summary and logs.
 #[derive(Debug, Default)]
-pub struct WorkerStats {
+pub struct PushStats {
     pub delivered: AtomicU64,
     pub skipped_unbound: AtomicU64,
     pub skipped_stale: AtomicU64,
@@ -64,15 +64,15 @@ pub struct WorkerStats {
     pub receipts_recovered: AtomicU64,
 }
 
-pub struct Worker {
+pub struct PushWorker {
     store: Store,
     client: WechatClient,
     tokens: Arc<TokenManager>,
     privacy: Privacy,
-    settings: WorkerSettings,
+    settings: PushSettings,
     /// Each claim's lease token: the fence every completion is checked against.
     claims: ClaimTokens,
-    stats: Arc<WorkerStats>,
+    stats: Arc<PushStats>,
     pathnotify_limit: RateLimit,
     userquery_limit: RateLimit,
 }
@@ -130,16 +130,16 @@ enum StepError {
     LeaseLost,
 }
 
-impl Worker {
+impl PushWorker {
     pub fn new(
         store: Store,
         client: WechatClient,
         tokens: Arc<TokenManager>,
         privacy: Privacy,
-        settings: WorkerSettings,
+        settings: PushSettings,
         owner: &str,
-    ) -> Arc<Worker> {
-        Arc::new(Worker {
+    ) -> Arc<PushWorker> {
+        Arc::new(PushWorker {
             pathnotify_limit: RateLimit::new(settings.pathnotify_rate),
             userquery_limit: RateLimit::new(settings.userquery_rate),
             store,
@@ -148,11 +148,11 @@ impl Worker {
             privacy,
             settings,
             claims: ClaimTokens::new(owner),
-            stats: Arc::new(WorkerStats::default()),
+            stats: Arc::new(PushStats::default()),
         })
     }
 
-    pub fn stats(&self) -> Arc<WorkerStats> {
+    pub fn stats(&self) -> Arc<PushStats> {
         self.stats.clone()
     }
 

@@ -10,9 +10,9 @@ use crate::store::{
 };
 use crate::wechat::client::Call;
 
-use super::{Carry, Worker};
+use super::{Carry, PushWorker};
 
-impl Worker {
+impl PushWorker {
     /// [`Store::settle_push`], counting the skips it carried once they are written.
     pub(super) async fn settle(&self, writes: PushWrites) -> Result<bool, StoreError> {
         let count = |reason: SkipReason| -> u64 {

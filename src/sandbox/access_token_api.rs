@@ -1,5 +1,5 @@
 //! `GET /cgi-bin/token` and `POST /cgi-bin/stable_token` (spec `wechat-access-token.md` §1,
-//! §2): credential checks in WeChat's order, then [`super::token::TokenBook`].
+//! §2): credential checks in WeChat's order, then [`super::token_book::TokenBook`].
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::api::{errcode as ec, Api, WxError};
 use super::gate::{answer, fault, json_object, query_param};
 use super::state::Shared;
-use super::token::Issued;
+use super::token_book::Issued;
 
 const GRANT_TYPE: &str = "client_credential";
 

@@ -1,5 +1,5 @@
 //! `POST /cgi-bin/message/subscribe/send` and `POST /cgi-bin/message/wxopen/template/send`:
-//! the HTTP side of [`super::notify`].
+//! the HTTP side of [`super::messages`].
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
