@@ -3,18 +3,28 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: settings, layered loading (TOML + `WXEXPRESS_*` env), validation, secrets that never print.
+//! - [`config`]: loading (TOML + `WXEXPRESS_*` env), validation per section; each section's
+//!   type lives in the module it configures.
+//! - [`clock`], [`secret`], [`xml`]: the wall clock, secrets that never print, the one hardened
+//!   XML reader.
 //! - [`domain`]: waybills, tracking events, action types, phones and masking. No I/O.
 //! - [`privacy`]: phone numbers at rest (AES-256-GCM + HMAC-SHA256 lookup hash).
+//! - [`codec`]: domain values to sealed store records and back.
 //! - [`store`]: the only module with SQL; one `Store` over SQLite and PostgreSQL.
-//! - [`wechat`]: message crypto (pure), message envelopes (XML/JSON), the reverse-query reply.
-//! - [`http`]: actix routes; input is converted to domain types at the edge.
+//! - [`wechat`]: message crypto (pure), envelopes (XML/JSON), the reverse-query reply and push
+//!   bodies, the HTTP client, WeChat's shared errcodes, the access-token manager.
+//! - [`outbox`]: the push lane: claims, the worker, retry policy, the reverse query's answer.
 //! - [`notify`]: shipping notifications (rules, consent ledger, worker) and WeChat Pay v2
 //!   payment notifications.
+//! - [`http`]: actix routes; input is converted to domain types at the edge.
 //! - [`sandbox`]: an emulator of WeChat's side, used by `wxexpress sandbox`, the demo and tests.
 //! - [`app`]: builds everything and wires it together.
+//! - [`telemetry`]: logging setup.
+//! - [`demo`]: `wxexpress demo`, a synthetic day through the whole pipeline.
 //! - [`bench`]: `wxexpress bench`, the hot paths beside their baselines in one run.
 //! - [`fuzz`]: the untrusted-input entry points as fuzzing and the property tests drive them.
+//!
+//! `docs/ARCHITECTURE.md` draws the module map and the event's path.
 
 pub mod app;
 pub mod bench;

@@ -7,16 +7,20 @@
 //! - `migrate.rs`: the embedded migrations (`migrations/sqlite`, `migrations/postgres`) and
 //!   the readiness check.
 //! - `records.rs`: the rows read and written ([`WaybillRecord`], [`NewEvent`],
-//!   [`OutboxEntry`], …).
-//! - `waybills.rs`, `events.rs`, `exchanges.rs`, `meta.rs`: one table each.
-//! - The push pipeline, one table each: `outbox.rs` (notifications to send, written with
-//!   their event), `attempts.rs` (one row per try), `push_queue.rs` (per-waybill due time
-//!   and lease: at most one push in flight per waybill), `bindings.rs` (userquery cache),
-//!   `tokens.rs` (access token and its refresher's lease), `pauses.rs` (APIs paused by
-//!   WeChat's quota).
-//! - SQLite's writer: `group.rs` (one write connection, group commit), `ingest.rs` (batches,
-//!   set-based), `settle.rs` (the push worker's writes, set-based per group); what a claim
-//!   reads for all its waybills at once: `push_load.rs`.
+//!   [`OutboxEntry`], …); `states.rs`: the outbox's kind, state and skip reason as types.
+//! - `section.rs`: `[database]` of the configuration.
+//! - Tables and their use cases (a file may write a table another file also reads):
+//!   `waybills.rs`, `events.rs`, `exchanges.rs` (the reverse query's read and answers),
+//!   `meta.rs`, `cells.rs`.
+//! - The push pipeline: `outbox.rs` (entries to send, written with their event; completions,
+//!   receipts, skips, redrives), `attempts.rs` (one row per try), `push_queue.rs` (every
+//!   write of the per-waybill due time, lease and in-flight marker: at most one push in
+//!   flight per waybill), `bindings.rs` (userquery cache), `access_tokens.rs` (the access
+//!   token and its refresher's lease), `pauses.rs` (APIs paused by WeChat's quota).
+//! - SQLite's writer: `group.rs` (one write connection, group commit) and `deliver.rs` (a
+//!   write's outcome after its group's commit), `ingest.rs` (batches, set-based), `settle/`
+//!   (the push worker's writes as group commands, set-based per kind); what a claim reads for
+//!   all its waybills at once: `push_load.rs`.
 //! - `baseline.rs`: the raw inserts `wxexpress bench` measures ingest against (not used by
 //!   the gateway).
 //! - `wechat_events.rs`: WeChat events the gateway does not handle, kept sealed (bounded).
