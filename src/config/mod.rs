@@ -1,5 +1,6 @@
 //! Settings: a TOML file (`--config`, default `wxexpress.toml` when present) overlaid with
 //! `WXEXPRESS_<SECTION>__<KEY>` environment variables (env wins; lists comma-separated),
+//! layered by figment,
 //! validated in one pass so that every problem is reported on its own line.
 //!
 //! Secrets are [`Secret`]s (`crate::secret`): their `Debug` and `Serialize` print `<redacted>`.
@@ -7,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use figment::providers::{Format, Toml};
+use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod env;
@@ -141,26 +144,62 @@ pub fn load_with(
         None if default_path.exists() => Some(default_path.to_path_buf()),
         None => None,
     };
-    let mut table = match &file {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
+    let mut layers = Figment::new();
+    if let Some(p) = &file {
+        // Read once here: figment would take a missing file for an empty one.
+        std::fs::metadata(p)
+            .and_then(|_| std::fs::File::open(p))
+            .map_err(|e| {
                 ConfigErrors(vec![format!("--config {}: cannot read: {e}", p.display())])
             })?;
-            text.parse::<toml::Table>()
-                .map_err(|e| ConfigErrors(vec![format!("{}: {}", p.display(), e.message())]))?
-        }
-        None => toml::Table::new(),
-    };
+        layers = layers.merge(Toml::file_exact(p));
+    }
     let source = if file.is_some() {
         Source::File
     } else {
         Source::NoFile
     };
-    env::apply_env(&mut table, env)?;
-    let raw: RawSettings = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigErrors(vec![e.message().replace('\n', " ")]))?;
+    let raw: RawSettings = layers
+        .merge(env::EnvLayer::new(env)?)
+        .extract()
+        .map_err(|e| ConfigErrors(e.into_iter().map(|e| one_line(&e)).collect()))?;
     validate::validate(raw, source, opts)
+}
+
+/// A figment error as `key: problem (where)`, on one line.
+fn one_line(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let place = e
+        .metadata
+        .as_ref()
+        .map(|md| match &md.source {
+            Some(source) => format!(" (in {source})"),
+            None => format!(" (in the {})", md.name),
+        })
+        .unwrap_or_default();
+    // A TOML syntax error comes with a drawing of the line (`1 | [server` and a caret):
+    // keep its words.
+    let problem = e
+        .kind
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_drawing(l))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if key.is_empty() {
+        format!("{problem}{place}")
+    } else {
+        format!("{key}: {problem}{place}")
+    }
+}
+
+/// A line of the drawing a TOML syntax error comes with: `|`, `1 | [server`, `|   ^`.
+fn is_drawing(line: &str) -> bool {
+    line.starts_with('|')
+        || line
+            .split_once(" |")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A waybill-number pattern as given to WeChat, matched against the whole `orderid`

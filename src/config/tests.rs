@@ -304,3 +304,92 @@ fn a_cell_key_over_20_characters_stops_the_start_with_one_line() {
     assert_eq!(e.0.len(), 1, "{e}");
     assert_eq!(e.0[0], "cells[0].key: is longer than 20 characters");
 }
+
+#[test]
+fn values_are_typed_by_their_field_not_guessed_from_their_text() {
+    let f = file(GOOD);
+    let s = load_from(
+        Some(f.path()),
+        &env(&[
+            ("WXEXPRESS_WECHATPAY__MCH_ID", "1900000109"),
+            (
+                "WXEXPRESS_WECHATPAY__API_KEY",
+                "192006250b4c09247ec02edce69f6a2d",
+            ),
+            ("WXEXPRESS_WECHAT__TOKEN", "12345"),
+            ("WXEXPRESS_OUTBOX__CONCURRENCY", " 64 "),
+            ("WXEXPRESS_OUTBOX__ENABLED", "0"),
+        ]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(s.wechatpay.mch_id.as_deref(), Some("1900000109"));
+    assert_eq!(s.wechat.token.expose(), "12345");
+    assert_eq!(s.outbox.concurrency, 64);
+    assert!(!s.outbox.enabled);
+}
+
+#[test]
+fn every_problem_of_the_file_and_the_environment_is_one_line_naming_its_key() {
+    let f = file(&format!("{GOOD}\n[outbox]\nconcurency = 4\n"));
+    let e = load_from(Some(f.path()), &env(&[]), false).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{:?}", e.0);
+    assert!(
+        e.0[0].starts_with("outbox.concurency: unknown field"),
+        "{}",
+        e.0[0]
+    );
+    assert!(
+        e.0[0].contains(&f.path().display().to_string()),
+        "{}",
+        e.0[0]
+    );
+
+    let f = file(&format!("{GOOD}\n[outbox]\nconcurrency = \"many\"\n"));
+    let e = load_from(Some(f.path()), &env(&[]), false).unwrap_err();
+    assert!(
+        e.0[0].starts_with("outbox.concurrency: invalid type"),
+        "{:?}",
+        e.0
+    );
+
+    let f = file("[server\nlisten = 1");
+    let e = load_from(Some(f.path()), &env(&[]), false).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{:?}", e.0);
+    assert!(!e.0[0].contains('\n'));
+
+    let f = file(GOOD);
+    let e = load_from(
+        Some(f.path()),
+        &env(&[
+            ("WXEXPRESS_OUTBOX__CONCURRENCY", "many"),
+            ("WXEXPRESS_OUTBOX__ENABLED", "yes"),
+            ("WXEXPRESS_NOSECTION", "x"),
+        ]),
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.0,
+        [
+            "WXEXPRESS_NOSECTION: expected WXEXPRESS_<SECTION>__<KEY>",
+            "outbox.concurrency (WXEXPRESS_OUTBOX__CONCURRENCY): expected an integer, got \"many\"",
+            "outbox.enabled (WXEXPRESS_OUTBOX__ENABLED): expected true or false, got \"yes\"",
+        ]
+    );
+
+    let e = load_from(
+        Some(f.path()),
+        &env(&[("WXEXPRESS_OUTBOX__NO_SUCH_KEY", "1")]),
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        e.0[0].starts_with("outbox.no_such_key: unknown field") && e.0[0].contains("WXEXPRESS_"),
+        "{:?}",
+        e.0
+    );
+    let missing = f.path().with_extension("missing");
+    let e = load_from(Some(&missing), &env(&[]), false).unwrap_err();
+    assert!(e.0[0].starts_with("--config "), "{:?}", e.0);
+}
