@@ -104,7 +104,9 @@ pub(super) async fn pushes_again(
         })
         .collect();
     for chunk in events.chunks(INGEST_BATCH_LINES) {
-        store.record_events_batch(chunk).await?;
+        store
+            .record_events_batch(chunk, &crate::store::NotificationPlan::default())
+            .await?;
     }
     let before = delivered(&store).await?;
     let started = Instant::now();

@@ -78,11 +78,7 @@ async fn post_event(
     let event = TrackingEvent::parse(&input, now_secs(), "").map_err(Problem::validation)?;
     let record = codec::new_event(&state.privacy, &id, &event, now_ms());
     let plan = state.settings.notifications.plan();
-    match state
-        .store
-        .record_event_with_notifications(None, &record, plan)
-        .await
-    {
+    match state.store.record_event(None, &record, plan).await {
         Ok(EventInsert::Inserted { id: event_id }) => {
             tracing::debug!(waybill_id = %id, action_type = event.action_type.code(), event_id, "event accepted");
             Ok(HttpResponse::Accepted()
@@ -138,7 +134,7 @@ async fn post_batch(
     } else {
         match state
             .store
-            .record_events_batch_with_notifications(&items, state.settings.notifications.plan())
+            .record_events_batch(&items, state.settings.notifications.plan())
             .await
         {
             Ok(outcomes) => outcomes,

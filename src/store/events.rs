@@ -6,41 +6,10 @@
 
 use sqlx::AnyConnection;
 
-use super::{outbox, push_queue, waybills};
+use super::{outbox, waybills};
 use super::{EventInsert, EventRecord, NewEvent, Store, StoreError, WaybillRecord};
 
 impl Store {
-    /// Records one event, in one transaction: upserts `waybill` if given, fails with
-    /// [`StoreError::UnknownWaybill`] (storing nothing) if the event's waybill then does not
-    /// exist, and inserts the event unless the same (waybill_id, action_type, action_time)
-    /// is already stored, in which case the stored row's id comes back as a duplicate.
-    ///
-    /// A new event also gets its `pathnotify` outbox entry (pending, due at `received_at`)
-    /// and makes its waybill due in `push_queue` by `received_at`.
-    pub async fn record_event(
-        &self,
-        waybill: Option<&WaybillRecord>,
-        event: &NewEvent,
-    ) -> Result<EventInsert, StoreError> {
-        if let Some(group) = &self.group {
-            return group
-                .event((waybill.cloned(), event.clone()), Vec::new())
-                .await;
-        }
-        let (waybill, event) = (waybill.cloned(), event.clone());
-        self.write(Box::new(move |mut tx| {
-            Box::pin(async move {
-                let outcome = record_in(&mut tx, waybill.as_ref(), &event).await?;
-                if let EventInsert::Inserted { .. } = outcome {
-                    push_queue::mark_due_in(&mut tx, &event.waybill_id, event.received_at).await?;
-                }
-                tx.commit().await?;
-                Ok(outcome)
-            })
-        }))
-        .await
-    }
-
     /// The waybill's path, newest first; events at the same time in insertion order reversed.
     pub async fn list_events(&self, waybill_id: &str) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query_as::<_, EventRecord>(

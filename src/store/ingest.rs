@@ -36,21 +36,14 @@ pub(super) type Item = (Option<WaybillRecord>, NewEvent);
 pub(super) type Outcomes = Vec<Result<EventInsert, StoreError>>;
 
 impl Store {
-    /// Records a batch, each item with its own outcome as [`Store::record_event`] would
-    /// give it, with no notifications. See [`Store::record_events_batch_with_notifications`].
-    pub async fn record_events_batch(&self, items: &[Item]) -> Result<Outcomes, StoreError> {
-        self.record_events_batch_with_notifications(items, &NotificationPlan::default())
-            .await
-    }
-
     /// Records a batch (one NDJSON request), each item with its own outcome as
-    /// [`Store::record_event_with_notifications`] would give it, storing the items in order.
+    /// [`Store::record_event`] would give it, storing the items in order.
     /// A failing item stores nothing and the others are kept.
     ///
     /// Up to [`CHUNK_LINES`] items are one transaction. An error means the batch stopped:
     /// [`StoreError::BatchInterrupted`] says how many items (the first ones) were stored
     /// before it; any other error, that nothing was.
-    pub async fn record_events_batch_with_notifications(
+    pub async fn record_events_batch(
         &self,
         items: &[Item],
         plan: &NotificationPlan,

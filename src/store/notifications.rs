@@ -123,11 +123,19 @@ pub struct NotificationWork {
 }
 
 impl Store {
-    /// [`Store::record_event`], plus the notifications `plan` asks for this event's action
-    /// type, all in one transaction: one outbox row (kind `subscribe`/`template`, recipient
-    /// the openid) per intent whose role has an openid on the waybill, at most one per
-    /// (openid, kind, template). A duplicate event writes nothing.
-    pub async fn record_event_with_notifications(
+    /// Records one event, in one transaction: upserts `waybill` if given, fails with
+    /// [`StoreError::UnknownWaybill`] (storing nothing) if the event's waybill then does not
+    /// exist, and inserts the event unless the same (waybill_id, action_type, action_time)
+    /// is already stored, in which case the stored row's id comes back as a duplicate.
+    ///
+    /// A new event also gets its `pathnotify` outbox entry (pending, due at `received_at`),
+    /// makes its waybill due in `push_queue` by `received_at`, and gets the notifications
+    /// `plan` asks for its action type: one outbox row (kind `subscribe`/`template`,
+    /// recipient the openid) per intent whose role has an openid on the waybill, at most one
+    /// per (openid, kind, template). A duplicate event writes nothing.
+    ///
+    /// The one way an event is written (a batch writes each line as this would).
+    pub async fn record_event(
         &self,
         waybill: Option<&WaybillRecord>,
         event: &NewEvent,

@@ -1,7 +1,8 @@
 //! Waybills, events, callback exchanges, meta, migrations and the committed schema.
 
 use wxexpress::store::{
-    Backend, EventInsert, ExchangeInsert, NewEvent, NewExchange, Store, StoreError, WaybillRecord,
+    Backend, EventInsert, ExchangeInsert, NewEvent, NewExchange, NotificationPlan, Store,
+    StoreError, WaybillRecord,
 };
 
 use crate::{event, exchange, migrated, waybill};
@@ -64,7 +65,11 @@ pub async fn a_duplicate_event_returns_the_same_id_and_is_stored_once(store: Sto
     let store = migrated(store).await;
     store.upsert_waybill(&waybill("SF1")).await.unwrap();
     let first = event("SF1", 100001, 1_700_000_000);
-    let EventInsert::Inserted { id } = store.record_event(None, &first).await.unwrap() else {
+    let EventInsert::Inserted { id } = store
+        .record_event(None, &first, &NotificationPlan::default())
+        .await
+        .unwrap()
+    else {
         panic!("first record is an insert");
     };
 
@@ -74,7 +79,10 @@ pub async fn a_duplicate_event_returns_the_same_id_and_is_stored_once(store: Sto
         ..first.clone()
     };
     assert_eq!(
-        store.record_event(None, &retry).await.unwrap(),
+        store
+            .record_event(None, &retry, &NotificationPlan::default())
+            .await
+            .unwrap(),
         EventInsert::Duplicate { id }
     );
     assert_eq!(store.count_events().await.unwrap(), 1);
@@ -88,7 +96,13 @@ pub async fn a_duplicate_event_returns_the_same_id_and_is_stored_once(store: Sto
 
 pub async fn an_event_for_an_unknown_waybill_stores_nothing(store: Store) {
     let store = migrated(store).await;
-    let outcome = store.record_event(None, &event("GHOST", 100001, 1)).await;
+    let outcome = store
+        .record_event(
+            None,
+            &event("GHOST", 100001, 1),
+            &NotificationPlan::default(),
+        )
+        .await;
     assert!(
         matches!(&outcome, Err(StoreError::UnknownWaybill(id)) if id == "GHOST"),
         "{outcome:?}"
@@ -101,7 +115,11 @@ pub async fn an_event_with_its_waybill_in_the_same_call_stores_both(store: Store
     let store = migrated(store).await;
     let w = waybill("SF2");
     let outcome = store
-        .record_event(Some(&w), &event("SF2", 100001, 1))
+        .record_event(
+            Some(&w),
+            &event("SF2", 100001, 1),
+            &NotificationPlan::default(),
+        )
         .await
         .unwrap();
     assert!(matches!(outcome, EventInsert::Inserted { .. }));
@@ -112,7 +130,11 @@ pub async fn an_event_with_its_waybill_in_the_same_call_stores_both(store: Store
 pub async fn an_event_with_the_record_of_another_waybill_stores_nothing(store: Store) {
     let store = migrated(store).await;
     let outcome = store
-        .record_event(Some(&waybill("SF3")), &event("SF4", 100001, 1))
+        .record_event(
+            Some(&waybill("SF3")),
+            &event("SF4", 100001, 1),
+            &NotificationPlan::default(),
+        )
         .await;
     assert!(
         matches!(outcome, Err(StoreError::WaybillMismatch { .. })),
@@ -128,7 +150,11 @@ pub async fn a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_way
     let store = migrated(store).await;
     store.upsert_waybill(&waybill("OLD")).await.unwrap();
     let EventInsert::Inserted { id: old_id } = store
-        .record_event(None, &event("OLD", 100001, 10))
+        .record_event(
+            None,
+            &event("OLD", 100001, 10),
+            &NotificationPlan::default(),
+        )
         .await
         .unwrap()
     else {
@@ -143,7 +169,10 @@ pub async fn a_batch_keeps_its_good_items_and_reports_duplicates_and_unknown_way
         (None, event("OLD", 100001, 10)),                 // duplicate of a stored event
         (Some(waybill("X")), event("Y", 100001, 50)),     // mismatched waybill record
     ];
-    let outcomes = store.record_events_batch(&items).await.expect("batch");
+    let outcomes = store
+        .record_events_batch(&items, &NotificationPlan::default())
+        .await
+        .expect("batch");
     assert_eq!(outcomes.len(), items.len());
 
     let new_id = match outcomes[0] {
@@ -183,7 +212,11 @@ pub async fn events_are_listed_newest_first_with_ties_broken_by_id(store: Store)
     let mut ids = Vec::new();
     for (action_type, action_time) in [(100001, 100), (200001, 300), (300002, 200), (300003, 300)] {
         let outcome = store
-            .record_event(None, &event("SF5", action_type, action_time))
+            .record_event(
+                None,
+                &event("SF5", action_type, action_time),
+                &NotificationPlan::default(),
+            )
             .await
             .unwrap();
         ids.push(outcome.id());
@@ -276,7 +309,9 @@ pub async fn twenty_concurrent_records_of_one_event_store_exactly_one_row(store:
             let (store, w, e) = (store.clone(), w.clone(), e.clone());
             tokio::spawn(async move {
                 let waybill = (i % 2 == 0).then_some(&w);
-                store.record_event(waybill, &e).await
+                store
+                    .record_event(waybill, &e, &NotificationPlan::default())
+                    .await
             })
         })
         .collect();
@@ -579,7 +614,11 @@ pub async fn concurrent_writers_each_get_their_own_outcome(store: Store) {
                 let waybill = if i % 3 == 0 { "NOPE" } else { "G" };
                 let time = if i % 5 == 0 { i - 1 } else { i };
                 let outcome = store
-                    .record_event(None, &event(waybill, 100001, time))
+                    .record_event(
+                        None,
+                        &event(waybill, 100001, time),
+                        &NotificationPlan::default(),
+                    )
                     .await;
                 (i, waybill, time, outcome)
             })
@@ -700,7 +739,10 @@ pub async fn a_line_the_database_refuses_fails_alone_when_its_chunk_falls_back(s
         (None, event("SFOK", 100001, 10)), // a duplicate of the first line
         (None, event("GHOST", 100001, 13)),
     ];
-    let outcomes = store.record_events_batch(&items).await.expect("batch");
+    let outcomes = store
+        .record_events_batch(&items, &NotificationPlan::default())
+        .await
+        .expect("batch");
     assert!(
         matches!(outcomes[0], Ok(EventInsert::Inserted { .. })),
         "{outcomes:?}"
@@ -754,7 +796,9 @@ pub async fn a_batch_stopped_part_way_says_how_many_lines_were_stored(store: Sto
         .map(|i| (None, event("SFOK", 100001, 1_000 + i)))
         .collect();
     items[255] = (None, event("SFBOOM", 100001, 5));
-    let stopped = store.record_events_batch(&items).await;
+    let stopped = store
+        .record_events_batch(&items, &NotificationPlan::default())
+        .await;
     assert!(
         matches!(
             stopped,
@@ -767,7 +811,10 @@ pub async fn a_batch_stopped_part_way_says_how_many_lines_were_stored(store: Sto
     // Sending it again (without the line that ends it) stores the rest; the first 250 come
     // back as duplicates.
     items.remove(255);
-    let again = store.record_events_batch(&items).await.expect("again");
+    let again = store
+        .record_events_batch(&items, &NotificationPlan::default())
+        .await
+        .expect("again");
     let duplicates = again
         .iter()
         .filter(|o| matches!(o, Ok(EventInsert::Duplicate { .. })))

@@ -11,7 +11,9 @@ mod outbox;
 mod queue;
 mod shared;
 
-use wxexpress::store::{EventInsert, NewEvent, NewExchange, Store, WaybillRecord};
+use wxexpress::store::{
+    EventInsert, NewEvent, NewExchange, NotificationPlan, Store, WaybillRecord,
+};
 
 /// Generates, for each test body `async fn module::name(store: Store)`, a `sqlite::name`
 /// and a `postgres::name` test that hand it a fresh, unmigrated store.
@@ -105,7 +107,7 @@ store_tests! {
 /// Records an event that must be new; its id.
 pub async fn new_event_id(store: &Store, waybill: Option<&WaybillRecord>, event: &NewEvent) -> i64 {
     match store
-        .record_event(waybill, event)
+        .record_event(waybill, event, &NotificationPlan::default())
         .await
         .expect("record_event")
     {

@@ -51,11 +51,7 @@ fn plan() -> NotificationPlan {
 
 /// Records a new event with the test plan; its id.
 async fn record(store: &Store, w: Option<&WaybillRecord>, e: &wxexpress::store::NewEvent) -> i64 {
-    match store
-        .record_event_with_notifications(w, e, &plan())
-        .await
-        .unwrap()
-    {
+    match store.record_event(w, e, &plan()).await.unwrap() {
         EventInsert::Inserted { id } => id,
         other => panic!("expected a new event, got {other:?}"),
     }
@@ -126,10 +122,7 @@ pub async fn an_event_enqueues_one_notification_per_recipient_in_its_transaction
 
     // A duplicate event writes nothing; an action type without rules only its path node; a
     // waybill without openids no notification.
-    let again = store
-        .record_event_with_notifications(None, &e, &plan())
-        .await
-        .unwrap();
+    let again = store.record_event(None, &e, &plan()).await.unwrap();
     assert_eq!(again, EventInsert::Duplicate { id: event_id });
     record(&store, None, &event("N1", 200001, 1_700_000_100)).await;
     assert_eq!(store.list_outbox("N1").await.unwrap().len(), 4);
@@ -143,7 +136,7 @@ pub async fn an_event_enqueues_one_notification_per_recipient_in_its_transaction
 
     // An unknown waybill stores nothing at all.
     let err = store
-        .record_event_with_notifications(None, &event("NOPE", 300003, 1), &plan())
+        .record_event(None, &event("NOPE", 300003, 1), &plan())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownWaybill(_)));
@@ -157,10 +150,7 @@ pub async fn a_batch_enqueues_notifications_for_its_good_new_items_only(store: S
         (None, event("B1", 300003, 1_700_000_000)),
         (None, event("UNKNOWN", 300003, 1_700_000_000)),
     ];
-    let outcomes = store
-        .record_events_batch_with_notifications(&items, &plan())
-        .await
-        .unwrap();
+    let outcomes = store.record_events_batch(&items, &plan()).await.unwrap();
     assert!(matches!(outcomes[0], Ok(EventInsert::Inserted { .. })));
     assert!(matches!(outcomes[1], Ok(EventInsert::Duplicate { .. })));
     assert!(matches!(outcomes[2], Err(StoreError::UnknownWaybill(_))));
@@ -782,24 +772,17 @@ pub async fn a_batch_stores_what_its_lines_stored_one_by_one_would(store: Store)
                 .await
                 .unwrap();
             store
-                .record_event_with_notifications(None, &event(&id, 300003, 1_700_000_005), &plan())
+                .record_event(None, &event(&id, 300003, 1_700_000_005), &plan())
                 .await
                 .unwrap();
         }
     }
     let batch: Vec<_> = lines.iter().map(|l| item("B", l)).collect();
-    let together = store
-        .record_events_batch_with_notifications(&batch, &plan())
-        .await
-        .unwrap();
+    let together = store.record_events_batch(&batch, &plan()).await.unwrap();
     let mut alone = Vec::new();
     for line in &lines {
         let (waybill, event) = item("S", line);
-        alone.push(
-            store
-                .record_event_with_notifications(waybill.as_ref(), &event, &plan())
-                .await,
-        );
+        alone.push(store.record_event(waybill.as_ref(), &event, &plan()).await);
     }
     // Outcomes, with ids replaced by the line that stored the event (or "before").
     let describe = |outcomes: &[Result<EventInsert, StoreError>]| {

@@ -1,8 +1,8 @@
 //! Outbox entries: written with their event, completed, skipped, receipted, redriven, counted.
 
 use wxexpress::store::{
-    AttemptRecord, Completion, EntryKind, EntryState, EventInsert, NewAttempt, OutboxEntry,
-    SkipReason, Store, StoreError,
+    AttemptRecord, Completion, EntryKind, EntryState, EventInsert, NewAttempt, NotificationPlan,
+    OutboxEntry, SkipReason, Store, StoreError,
 };
 
 use crate::{due_at, event, migrated, new_event_id, waybill};
@@ -87,7 +87,10 @@ pub async fn a_duplicate_event_creates_no_outbox_entry_and_leaves_the_queue_alon
         ..e.clone()
     };
     assert!(matches!(
-        store.record_event(None, &retry).await.unwrap(),
+        store
+            .record_event(None, &retry, &NotificationPlan::default())
+            .await
+            .unwrap(),
         EventInsert::Duplicate { .. }
     ));
     assert_eq!(store.list_outbox("SF2").await.unwrap().len(), 1);
@@ -110,7 +113,10 @@ pub async fn a_batch_creates_an_outbox_entry_for_each_new_event_only(store: Stor
         (None, event("OLD", 300002, 40)),                 // new
         (None, event("GHOST", 100001, 50)),               // unknown waybill
     ];
-    let outcomes = store.record_events_batch(&items).await.unwrap();
+    let outcomes = store
+        .record_events_batch(&items, &NotificationPlan::default())
+        .await
+        .unwrap();
     let inserted = outcomes
         .iter()
         .filter(|o| matches!(o, Ok(EventInsert::Inserted { .. })))

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use wxexpress::store::{Completion, EntryState, InFlight, NewEvent, Store};
+use wxexpress::store::{Completion, EntryState, InFlight, NewEvent, NotificationPlan, Store};
 
 use crate::{due_at, event, migrated, new_event_id, waybill};
 
@@ -16,7 +16,10 @@ pub async fn two_concurrent_claimers_never_get_the_same_waybill_while_its_lease_
             (Some(waybill(&id)), event(&id, 100001, 1_000 + i))
         })
         .collect();
-    let outcomes = store.record_events_batch(&items).await.unwrap();
+    let outcomes = store
+        .record_events_batch(&items, &NotificationPlan::default())
+        .await
+        .unwrap();
     assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
 
     let now = 10_000_000;
@@ -293,7 +296,11 @@ pub async fn an_event_recorded_while_its_waybill_is_released_keeps_it_due(store:
         };
         let recorder = {
             let store = store.clone();
-            tokio::spawn(async move { store.record_event(None, &e).await })
+            tokio::spawn(async move {
+                store
+                    .record_event(None, &e, &NotificationPlan::default())
+                    .await
+            })
         };
         let releaser = {
             let store = store.clone();
