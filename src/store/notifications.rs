@@ -304,50 +304,10 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let update = match completion {
-            Completion::Delivered => sqlx::query_scalar(
-                "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND kind IN ('subscribe', 'template') AND state = 'pending' \
-                 RETURNING recipient",
-            )
-            .bind(outbox_id)
-            .bind(now)
-            .bind(EntryState::Delivered.as_str()),
-            Completion::Retry {
-                next_attempt_at,
-                error,
-            } => sqlx::query_scalar(
-                "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
-                        last_error = $5, updated_at = $2 \
-                 WHERE id = $1 AND kind IN ('subscribe', 'template') AND state = 'pending' \
-                 RETURNING recipient",
-            )
-            .bind(outbox_id)
-            .bind(now)
-            .bind(EntryState::Pending.as_str())
-            .bind(*next_attempt_at)
-            .bind(error.as_str()),
-            Completion::Dead { error } => sqlx::query_scalar(
-                "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
-                        done_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND kind IN ('subscribe', 'template') AND state = 'pending' \
-                 RETURNING recipient",
-            )
-            .bind(outbox_id)
-            .bind(now)
-            .bind(EntryState::Dead.as_str())
-            .bind(error.as_str()),
-            Completion::Skipped { reason } => sqlx::query_scalar(
-                "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND kind IN ('subscribe', 'template') AND state = 'pending' \
-                 RETURNING recipient",
-            )
-            .bind(outbox_id)
-            .bind(now)
-            .bind(EntryState::Skipped.as_str())
-            .bind(reason.as_str()),
-        };
-        let found: Option<Option<String>> = update.fetch_optional(&mut *tx).await?;
+        let kinds = [EntryKind::Subscribe, EntryKind::Template];
+        let found = super::outbox::complete_in(&mut tx, outbox_id, now, completion, kinds)
+            .await?
+            .map(|c| c.recipient);
         let Some(recipient) = found else {
             return Err(
                 match super::outbox::not_pending(&mut tx, outbox_id).await? {
@@ -391,7 +351,11 @@ impl Store {
             .bind(outbox_id)
             .fetch_optional(&mut *conn)
             .await?;
-        Ok(kind.as_deref().and_then(NotifyKind::parse).is_some())
+        Ok(kind
+            .as_deref()
+            .and_then(EntryKind::parse)
+            .and_then(EntryKind::notify_kind)
+            .is_some())
     }
 
     /// Records a try that leaves the entry pending (a refused legacy credential: the next

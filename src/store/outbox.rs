@@ -54,50 +54,15 @@ impl Store {
         self.write(Box::new(move |mut tx| {
             Box::pin(async move {
                 let (owner, attempt, completion) = (owner.as_str(), attempt.as_ref(), &completion);
-                let update = match completion {
-                    Completion::Delivered => sqlx::query_as(
-                        "UPDATE outbox SET state = $3, done_at = $2, updated_at = $2 \
-                         WHERE id = $1 AND state = 'pending' \
-                         RETURNING waybill_id, action_time, event_id",
-                    )
-                    .bind(outbox_id)
-                    .bind(now)
-                    .bind(EntryState::Delivered.as_str()),
-                    Completion::Retry {
-                        next_attempt_at,
-                        error,
-                    } => sqlx::query_as(
-                        "UPDATE outbox SET state = $3, tries = tries + 1, next_attempt_at = $4, \
-                                last_error = $5, updated_at = $2, receipt_at = NULL \
-                         WHERE id = $1 AND state = 'pending' \
-                         RETURNING waybill_id, action_time, event_id",
-                    )
-                    .bind(outbox_id)
-                    .bind(now)
-                    .bind(EntryState::Pending.as_str())
-                    .bind(*next_attempt_at)
-                    .bind(error.as_str()),
-                    Completion::Dead { error } => sqlx::query_as(
-                        "UPDATE outbox SET state = $3, tries = tries + 1, last_error = $4, \
-                                done_at = $2, updated_at = $2 \
-                         WHERE id = $1 AND state = 'pending' \
-                         RETURNING waybill_id, action_time, event_id",
-                    )
-                    .bind(outbox_id)
-                    .bind(now)
-                    .bind(EntryState::Dead.as_str())
-                    .bind(error.as_str()),
-                    Completion::Skipped { reason } => sqlx::query_as(
-                        "UPDATE outbox SET state = $3, skip_reason = $4, done_at = $2, updated_at = $2 \
-                         WHERE id = $1 AND state = 'pending' \
-                         RETURNING waybill_id, action_time, event_id",
-                    )
-                    .bind(outbox_id)
-                    .bind(now)
-                    .bind(EntryState::Skipped.as_str())
-                    .bind(reason.as_str()),
-                };
-                let entry: Option<(String, i64, Option<i64>)> = update.fetch_optional(&mut *tx).await?;
+                let entry = complete_in(
+                    &mut tx,
+                    outbox_id,
+                    now,
+                    completion,
+                    [EntryKind::Pathnotify; 2],
+                )
+                .await?
+                .map(|c| (c.waybill_id, c.action_time, c.event_id));
                 // Dropping the transaction rolls it back.
                 let Some((waybill_id, action_time, event_id)) = entry else {
                     return Err(not_pending(&mut tx, outbox_id).await?);
@@ -117,7 +82,15 @@ impl Store {
                         )
                         .await?
                     }
-                    _ => push_queue::fenced_clear_inflight_in(&mut tx, &waybill_id, owner, &[outbox_id]).await?,
+                    _ => {
+                        push_queue::fenced_clear_inflight_in(
+                            &mut tx,
+                            &waybill_id,
+                            owner,
+                            &[outbox_id],
+                        )
+                        .await?
+                    }
                 };
                 if !held {
                     return Err(StoreError::Fenced(outbox_id));
@@ -351,6 +324,81 @@ pub(super) async fn insert_for_event_in(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// What [`complete_in`] changed.
+pub(super) struct CompletedEntry {
+    pub waybill_id: String,
+    pub action_time: i64,
+    pub event_id: Option<i64>,
+    pub recipient: Option<String>,
+}
+
+/// The outbox's one completion statement, for pushes and notifications alike: moves a
+/// pending entry of one of `kinds` as `completion` says, inside the caller's transaction. A
+/// retry counts the try, reschedules it and forgets the entry's receipt (it belonged to the
+/// try that just ended). `None`: no pending entry of that kind has this id.
+pub(super) async fn complete_in(
+    conn: &mut AnyConnection,
+    outbox_id: i64,
+    now: i64,
+    completion: &Completion,
+    kinds: [EntryKind; 2],
+) -> Result<Option<CompletedEntry>, sqlx::Error> {
+    // (state, skip_reason, counts as a try, next_attempt_at, last_error, done)
+    let (state, reason, tried, next, error, done) = match completion {
+        Completion::Delivered => (EntryState::Delivered, None, 0, None, None, true),
+        Completion::Retry {
+            next_attempt_at,
+            error,
+        } => (
+            EntryState::Pending,
+            None,
+            1,
+            Some(*next_attempt_at),
+            Some(error.as_str()),
+            false,
+        ),
+        Completion::Dead { error } => (EntryState::Dead, None, 1, None, Some(error.as_str()), true),
+        Completion::Skipped { reason } => (
+            EntryState::Skipped,
+            Some(reason.as_str()),
+            0,
+            None,
+            None,
+            true,
+        ),
+    };
+    let row: Option<(String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+        "UPDATE outbox SET state = $3, skip_reason = COALESCE($4, skip_reason), \
+                tries = tries + $5, next_attempt_at = COALESCE($6, next_attempt_at), \
+                last_error = COALESCE($7, last_error), done_at = COALESCE($8, done_at), \
+                updated_at = $2, \
+                receipt_at = CASE WHEN $3 = $10 THEN NULL ELSE receipt_at END \
+         WHERE id = $1 AND kind IN ($9, $11) AND state = $10 \
+         RETURNING waybill_id, action_time, event_id, recipient",
+    )
+    .bind(outbox_id)
+    .bind(now)
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(tried as i64)
+    .bind(next)
+    .bind(error)
+    .bind(done.then_some(now))
+    .bind(kinds[0].as_str())
+    .bind(EntryState::Pending.as_str())
+    .bind(kinds[1].as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(
+        |(waybill_id, action_time, event_id, recipient)| CompletedEntry {
+            waybill_id,
+            action_time,
+            event_id,
+            recipient,
+        },
+    ))
 }
 
 /// Why a fenced update of a pending entry found no row: [`StoreError::UnknownOutboxEntry`]
