@@ -16,7 +16,7 @@ use super::AppState;
 use crate::clock::{now_ms, now_secs};
 use crate::domain::FieldError;
 use crate::notify::ledger::{
-    self, Credential, CredentialInput, SubscriptionReport, SubscriptionReportInput,
+    self, Credential, CredentialInput, CredentialKind, SubscriptionReport, SubscriptionReportInput,
     CREDENTIAL_TTL_SECS,
 };
 use crate::store::{CredentialInsert, CredentialRow, ReportOutcome};
@@ -110,7 +110,7 @@ async fn post_credential(
         }
         CredentialInsert::Existing(row)
             if row.openid == credential.openid
-                && row.kind == credential.kind.as_str()
+                && CredentialKind::parse(&row.kind) == Some(credential.kind)
                 && row.issued_at == credential.issued_at =>
         {
             Ok(HttpResponse::Ok().json(credential_view(&row, true)))
