@@ -5,7 +5,7 @@
 use crate::domain::{Contacts, NodeText, TrackingEvent, Waybill, WaybillId};
 use crate::privacy::{Privacy, PrivacyError};
 use crate::store::{EventRecord, NewEvent, WaybillRecord};
-use crate::wechat::reverse_query::Node;
+use crate::wechat::reverse_query::PathNode;
 
 /// Seal a validated waybill for the store. `now_ms` becomes `created_at`/`updated_at`
 /// (the store keeps the original `created_at` on update).
@@ -40,9 +40,9 @@ pub fn new_event(privacy: &Privacy, id: &WaybillId, e: &TrackingEvent, now_ms: i
     }
 }
 
-pub fn open_node(privacy: &Privacy, r: &EventRecord) -> Result<Node, PrivacyError> {
+pub fn open_node(privacy: &Privacy, r: &EventRecord) -> Result<PathNode, PrivacyError> {
     let text: NodeText = privacy.open_json(&r.payload)?;
-    Ok(Node {
+    Ok(PathNode {
         action_type: r.action_type,
         action_time: r.action_time,
         text,

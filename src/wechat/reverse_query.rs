@@ -70,7 +70,7 @@ impl Query {
 
 /// One stored path node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
+pub struct PathNode {
     pub action_type: i64,
     pub action_time: i64,
     pub text: NodeText,
@@ -85,13 +85,13 @@ pub enum Lookup {
     /// `path` newest first.
     Found {
         create_time: i64,
-        path: Vec<Node>,
+        path: Vec<PathNode>,
     },
 }
 
 /// Build the reply document (before sealing).
 pub fn build_reply(query: &Query, our_original_id: &str, now: i64, lookup: &Lookup) -> Document {
-    let (code, msg, create_time, path): (i64, &str, i64, &[Node]) = match lookup {
+    let (code, msg, create_time, path): (i64, &str, i64, &[PathNode]) = match lookup {
         Lookup::UnknownWaybill => (result_code::UNKNOWN_WAYBILL, "waybill not found", 0, &[]),
         Lookup::PhoneMismatch => (
             result_code::PHONE_MISMATCH,
@@ -127,7 +127,7 @@ pub fn build_reply(query: &Query, our_original_id: &str, now: i64, lookup: &Look
     doc
 }
 
-fn node_value(n: &Node) -> Value {
+fn node_value(n: &PathNode) -> Value {
     let mut m = serde_json::Map::new();
     m.insert("ActionType".into(), json!(n.action_type));
     m.insert("ActionTime".into(), json!(n.action_time));
@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn found_waybill_lists_every_node_and_swaps_the_user_names() {
         let path = vec![
-            Node {
+            PathNode {
                 action_type: 300002,
                 action_time: 1600100000,
                 text: NodeText {
@@ -171,7 +171,7 @@ mod tests {
                     ..Default::default()
                 },
             },
-            Node {
+            PathNode {
                 action_type: 100001,
                 action_time: 1600000000,
                 text: NodeText {
