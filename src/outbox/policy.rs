@@ -99,7 +99,34 @@ impl Default for Schedule {
     }
 }
 
+/// What follows a failed try that may be retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again at this time (Unix ms).
+    RetryAt(i64),
+    /// The schedule is spent: the entry goes dead with this error.
+    Dead(String),
+}
+
 impl Schedule {
+    /// After a failed try whose entry had `tries` failed tries before it, its `detail` and
+    /// the time `now_ms`: the next try's time, or the error that ends the entry.
+    pub fn after_failure(
+        &self,
+        tries: i64,
+        detail: &str,
+        now_ms: i64,
+        rng: &mut impl Rng,
+    ) -> AfterFailure {
+        let tries_done = tries as u32 + 1;
+        match self.next_delay(tries_done, rng) {
+            Some(d) => AfterFailure::RetryAt(now_ms + d.as_millis() as i64),
+            None => AfterFailure::Dead(format!(
+                "retry schedule spent after {tries_done} tries; last: {detail}"
+            )),
+        }
+    }
+
     /// Delay before try number `tries_done + 1`, or `None` when the schedule is spent.
     pub fn next_delay(&self, tries_done: u32, rng: &mut impl Rng) -> Option<Duration> {
         let base = *self.delays.get(tries_done.checked_sub(1)? as usize)?;
@@ -219,5 +246,25 @@ mod tests {
         // 2024-01-01 15:59:59 UTC = 23:59:59 in Beijing.
         assert_eq!(secs_until_quota_reset(1_704_124_799), 1);
         assert_eq!(secs_until_next_minute(120), 60);
+    }
+
+    #[test]
+    fn after_a_failure_the_schedule_says_when_or_that_the_entry_is_dead() {
+        let s = Schedule::parse("1, 2.5", 0.0).unwrap();
+        let rng = &mut rand::thread_rng();
+        assert_eq!(
+            s.after_failure(0, "x", 1_000, rng),
+            AfterFailure::RetryAt(2_000)
+        );
+        assert_eq!(
+            s.after_failure(1, "x", 1_000, rng),
+            AfterFailure::RetryAt(3_500)
+        );
+        assert_eq!(
+            s.after_failure(2, "pathnotify: timed out", 1_000, rng),
+            AfterFailure::Dead(
+                "retry schedule spent after 3 tries; last: pathnotify: timed out".into()
+            )
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::clock::{now_ms, now_secs};
 use crate::notify::policy::{self, classify, Outcome};
+use crate::outbox::policy::AfterFailure;
 use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset};
 use crate::store::{Completion, NewAttempt, NotificationWork, NotifyKind, SkipReason, StoreError};
 use crate::wechat::access_token::TokenError;
@@ -200,27 +201,18 @@ impl NotifyWorker {
         owner: &str,
         attempt: NewAttempt,
     ) -> Result<(), StoreError> {
-        let tries_done = w.entry.tries as u32 + 1;
-        let delay = self
-            .settings
-            .schedule
-            .next_delay(tries_done, &mut rand::thread_rng());
-        match delay {
-            Some(d) => {
-                self.retry_at(
-                    w,
-                    owner,
-                    Some(attempt),
-                    now_ms() + d.as_millis() as i64,
-                    "transient",
-                )
-                .await
+        let next = self.settings.schedule.after_failure(
+            w.entry.tries,
+            &attempt.detail,
+            now_ms(),
+            &mut rand::thread_rng(),
+        );
+        match next {
+            AfterFailure::RetryAt(at) => {
+                self.retry_at(w, owner, Some(attempt), at, "transient")
+                    .await
             }
-            None => {
-                let error = format!(
-                    "retry schedule spent after {tries_done} tries; last: {}",
-                    attempt.detail
-                );
+            AfterFailure::Dead(error) => {
                 tracing::warn!(
                     outbox_id = w.entry.id,
                     "retry schedule spent: notification is dead"

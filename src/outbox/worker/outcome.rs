@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::clock::{now_ms, now_secs};
+use crate::outbox::policy::AfterFailure;
 use crate::outbox::policy::{self, classify, Class};
 use crate::store::{
     BindingWrite, Completion, NewAttempt, OutboxEntry, PushStep, PushWrites, SkipReason, StoreError,
@@ -152,28 +153,18 @@ impl PushWorker {
         attempt: NewAttempt,
         _class: Class,
     ) -> Result<(), StoreError> {
-        let tries_done = entry.tries as u32 + 1;
-        let delay = self
-            .settings
-            .schedule
-            .next_delay(tries_done, &mut rand::thread_rng());
-        match delay {
-            Some(d) => {
-                self.retry_at(
-                    carry,
-                    entry,
-                    owner,
-                    Some(attempt),
-                    now_ms() + d.as_millis() as i64,
-                    "transient",
-                )
-                .await
+        let next = self.settings.schedule.after_failure(
+            entry.tries,
+            &attempt.detail,
+            now_ms(),
+            &mut rand::thread_rng(),
+        );
+        match next {
+            AfterFailure::RetryAt(at) => {
+                self.retry_at(carry, entry, owner, Some(attempt), at, "transient")
+                    .await
             }
-            None => {
-                let error = format!(
-                    "retry schedule spent after {tries_done} tries; last: {}",
-                    attempt.detail
-                );
+            AfterFailure::Dead(error) => {
                 tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, "retry schedule spent: entry is dead");
                 self.dead(carry, entry, owner, Some(&attempt), error)
                     .await?;
