@@ -158,12 +158,10 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        // The demo draws a progress bar and the bench prints a table: only warnings.
-        Command::Demo { .. } | Command::Bench { .. } | Command::BenchLoad { .. } => {
-            wxexpress::telemetry::init_with("warn,sqlx=error,actix_http=off,actix_server=error")
-        }
-        _ => wxexpress::telemetry::init(),
+    // The demo draws a progress bar and the bench prints a table: only warnings. The other
+    // commands log as their configuration's `[log]` says, once it is loaded.
+    if cli.command.configured().is_none() {
+        wxexpress::telemetry::init_with("warn,sqlx=error,actix_http=off,actix_server=error");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -183,7 +181,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let loaded = match cli.command.configured() {
         None => None,
         Some((path, sandbox)) => match config::load(path, sandbox) {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                wxexpress::telemetry::init_from(&s.log);
+                Some(s)
+            }
             Err(e) => {
                 for line in &e.0 {
                     eprintln!("configuration error: {line}");

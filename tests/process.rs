@@ -799,3 +799,67 @@ fn bench_prints_each_path_beside_its_baseline_with_no_errors() {
     }
     assert!(table.contains("process RSS"), "{table}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_level_target_message_and_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sqlite_url(dir.path());
+    let out = cli_output(
+        dir.path(),
+        &["migrate"],
+        &[
+            ("WXEXPRESS_DATABASE__URL", db.as_str()),
+            ("WXEXPRESS_LOG__FORMAT", "json"),
+            ("WXEXPRESS_LOG__LEVEL", "info"),
+        ],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let applied = lines
+        .iter()
+        .find(|l| l["message"] == "migrations applied")
+        .unwrap_or_else(|| panic!("no migrations line: {text}"));
+    assert_eq!(applied["level"], "INFO");
+    assert!(applied["target"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("wxexpress")));
+    assert!(applied["timestamp"].is_string());
+    assert_eq!(applied["database"], db.as_str(), "fields are top-level");
+
+    // Text stays the default, and a bad [log] is one line naming the key.
+    let out = cli_output(
+        dir.path(),
+        &["migrate"],
+        &[("WXEXPRESS_DATABASE__URL", db.as_str())],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("migrations applied") && !text.contains("\"message\""),
+        "{text}"
+    );
+    let (code, err) = run_cli(
+        dir.path(),
+        &["migrate"],
+        &[
+            ("WXEXPRESS_DATABASE__URL", db.as_str()),
+            ("WXEXPRESS_LOG__FORMAT", "yaml"),
+            ("WXEXPRESS_LOG__LEVEL", "inof"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("configuration error: log.format: \"yaml\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("configuration error: log.level: \"inof\""),
+        "{err}"
+    );
+}

@@ -24,6 +24,7 @@ use crate::privacy::PrivacySettings;
 use crate::sandbox::section::SandboxSection;
 use crate::secret::Secret;
 use crate::store::section::DatabaseSettings;
+use crate::telemetry::LogSettings;
 use crate::wechat::section::{RawWechat, WechatSettings};
 
 /// The raw, untyped view of the configuration (what the file and env can say).
@@ -42,12 +43,14 @@ pub struct RawSettings {
     /// Landing-page cells (`[[cells]]`); a list set through `PUT /v1/cells` replaces these.
     pub cells: Vec<crate::domain::CellInput>,
     pub notifications: NotificationsSection,
+    pub log: LogSettings,
 }
 
 /// Validated settings: everything the app needs, typed.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub raw: RawSettings,
+    pub log: LogSettings,
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub wechat: WechatSettings,

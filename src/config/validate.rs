@@ -9,6 +9,7 @@ use crate::http::section::{JsonpSettings, ServerSettings};
 use crate::outbox::policy::Schedule;
 use crate::outbox::section::OutboxSettings;
 use crate::secret::Secret;
+use crate::telemetry::LogFormat;
 use crate::wechat::client::TokenEndpoint;
 
 pub(super) fn validate(
@@ -61,6 +62,7 @@ pub(super) fn validate(
         return Err(ConfigErrors(p));
     }
     Ok(Settings {
+        log: raw.log.clone(),
         server: raw.server.clone(),
         database: raw.database.clone(),
         wechat: wechat.settings,
@@ -99,8 +101,17 @@ fn server(s: &ServerSettings, p: &mut Vec<String>) {
     }
 }
 
-/// `[wechatpay]` and `[sandbox]`.
+/// `[wechatpay]`, `[sandbox]` and `[log]`.
 fn others(raw: &RawSettings, p: &mut Vec<String>) {
+    if LogFormat::parse(&raw.log.format).is_none() {
+        p.push(format!(
+            "log.format: {:?} is not one of text, json",
+            raw.log.format
+        ));
+    }
+    if let Err(e) = raw.log.filter() {
+        p.push(format!("log.level: {e}"));
+    }
     if raw.wechatpay.mch_id.is_some() != raw.wechatpay.api_key.is_some() {
         p.push("wechatpay: mch_id and api_key must be set together".into());
     }
