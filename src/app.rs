@@ -406,9 +406,31 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
         message_format = %settings.wechat.message_format,
         "starting wxexpress"
     );
+    let metrics_listen = settings.server.metrics_listen.clone();
+    if !metrics_listen.is_empty() {
+        // Before anything is counted: what is recorded earlier goes nowhere.
+        crate::prometheus::handle();
+    }
     let app = Application::build(settings).await?;
     tracing::info!(address = %app.addr(), "listening: backoffice API under /v1, WeChat callback at /wechat/callback");
+    let metrics = if metrics_listen.is_empty() {
+        None
+    } else {
+        let listener = TcpListener::bind(&metrics_listen).map_err(|source| AppError::Bind {
+            addr: metrics_listen.clone(),
+            source,
+        })?;
+        let sources = crate::prometheus::Sources {
+            store: app.store().clone(),
+            pushes: app.worker_stats(),
+            notifications: app.notification_stats(),
+        };
+        Some(crate::prometheus::spawn(listener, sources)?)
+    };
     app.run_until_stopped().await?;
+    if let Some(metrics) = metrics {
+        metrics.stop(true).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -19,7 +19,8 @@
 //! - [`http`]: actix routes; input is converted to domain types at the edge.
 //! - [`sandbox`]: an emulator of WeChat's side, used by `wxexpress sandbox`, the demo and tests.
 //! - [`app`]: builds everything and wires it together.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging setup; [`prometheus`]: metrics on `server.metrics_listen`, by
+//!   the names in [`series`].
 //! - [`demo`]: `wxexpress demo`, a synthetic day through the whole pipeline.
 //! - [`bench`]: `wxexpress bench`, the hot paths beside their baselines in one run.
 //! - [`fuzz`]: the untrusted-input entry points as fuzzing and the property tests drive them.
@@ -38,8 +39,10 @@ pub mod http;
 pub mod notify;
 pub mod outbox;
 pub mod privacy;
+pub mod prometheus;
 pub mod sandbox;
 pub mod secret;
+pub mod series;
 pub mod store;
 pub mod telemetry;
 pub mod wechat;

@@ -863,3 +863,91 @@ fn json_logs_are_one_object_per_line_with_level_target_message_and_fields() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_on_their_own_listener_only() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let metrics_port = free_port();
+    let sandbox = SandboxProc::start(dir.path(), &callback_url(port)).await;
+    const N: usize = 5;
+    bind_all(&sandbox, N).await;
+    let db = sqlite_url(dir.path());
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let mut gw = Gateway::new(
+        "gateway",
+        dir.path(),
+        port,
+        &db,
+        &sandbox.base,
+        &[("WXEXPRESS_SERVER__METRICS_LISTEN", metrics_listen.as_str())],
+    );
+    gw.start().await;
+    let store = Store::connect(&db)
+        .await
+        .expect("open the gateway's database");
+    gw.post_batch(&lines("M", 0..N, 2)).await;
+    drained(&store, Duration::from_secs(30)).await;
+
+    let http = reqwest::Client::new();
+    // A JSONP lookup without its callback: refused, and counted.
+    let refused = http
+        .get(format!("http://127.0.0.1:{port}/wechat/waybill"))
+        .send()
+        .await
+        .expect("the public listener answers");
+    assert_eq!(refused.status(), 400);
+    let resp = http
+        .get(format!("http://{metrics_listen}/metrics"))
+        .send()
+        .await
+        .expect("the metrics listener answers");
+    assert_eq!(resp.status(), 200);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain")));
+    let text = resp.text().await.expect("a body");
+    for series in wxexpress::series::SERIES {
+        assert!(
+            text.lines().any(|l| l.starts_with(series)),
+            "{series} missing:\n{text}"
+        );
+    }
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}:\n{text}"))
+    };
+    assert_eq!(
+        value("wxexpress_events_ingested_total{outcome=\"stored\"}"),
+        N as f64
+    );
+    assert!(value("wxexpress_wechat_calls_total{api=\"pathnotify\",errcode=\"0\"}") >= N as f64);
+    assert_eq!(
+        value("wxexpress_outbox_entries{kind=\"pathnotify\",state=\"pending\"}"),
+        0.0
+    );
+    assert!(value("wxexpress_callback_duration_seconds_count") >= N as f64);
+    assert_eq!(value("wxexpress_outbox_oldest_pending_seconds"), 0.0);
+    assert_eq!(
+        value("wxexpress_jsonp_requests_total{err_code=\"bad_callback\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("wxexpress_pushes_total{kind=\"pathnotify\",outcome=\"delivered\"}"),
+        N as f64
+    );
+
+    // Never on the public listener.
+    let public = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("the public listener answers");
+    assert_eq!(public.status(), 404);
+}

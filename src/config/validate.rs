@@ -87,6 +87,18 @@ pub(super) fn validate(
 
 /// `[server]`.
 fn server(s: &ServerSettings, p: &mut Vec<String>) {
+    if !s.metrics_listen.is_empty() {
+        match s.metrics_listen.parse::<std::net::SocketAddr>() {
+            Err(_) => p.push(format!(
+                "server.metrics_listen: {:?} is not an address like 127.0.0.1:9464 (\"\" turns metrics off)",
+                s.metrics_listen
+            )),
+            Ok(m) if m.port() != 0 && s.listen.parse::<std::net::SocketAddr>().ok() == Some(m) => {
+                p.push("server.metrics_listen: must not be server.listen (the public listener never serves metrics)".into())
+            }
+            Ok(_) => {}
+        }
+    }
     if s.listen.parse::<std::net::SocketAddr>().is_err() {
         p.push(format!(
             "server.listen: {:?} is not an address like 127.0.0.1:8080",

@@ -23,7 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/waybills/{waybill_id}", web::get().to(get_waybill))
         .route(
             "/v1/waybills/{waybill_id}/events",
-            web::post().to(post_event),
+            web::post().to(post_event_counted),
         )
         .route("/v1/events/batch", web::post().to(post_batch))
         .route(
@@ -63,6 +63,24 @@ async fn put_waybill(
         StatusCode::OK
     };
     Ok(HttpResponse::build(status).json(json!({ "waybill_id": waybill.id, "created": created })))
+}
+
+/// [`post_event`], counted by outcome (`stored`, `duplicate`, `rejected`, `failed`).
+async fn post_event_counted(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    let result = post_event(state, req, path, payload).await;
+    let outcome = match &result {
+        Ok(r) if r.status() == actix_web::http::StatusCode::ACCEPTED => "stored",
+        Ok(_) => "duplicate",
+        Err(p) if p.status < 500 => "rejected",
+        Err(_) => "failed",
+    };
+    metrics::counter!(crate::series::EVENTS_INGESTED, "outcome" => outcome).increment(1);
+    result
 }
 
 async fn post_event(
@@ -167,6 +185,13 @@ async fn post_batch(
         }
     }
     errors.sort_by_key(|e| e["line"].as_u64());
+    for (outcome, n) in [
+        ("stored", accepted),
+        ("duplicate", duplicates),
+        ("rejected", errors.len()),
+    ] {
+        metrics::counter!(crate::series::EVENTS_INGESTED, "outcome" => outcome).increment(n as u64);
+    }
     tracing::info!(
         lines,
         accepted,

@@ -23,7 +23,7 @@ use crate::wechat::reverse_query;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/wechat/callback", web::get().to(verify_url))
-        .route("/wechat/callback", web::post().to(message));
+        .route("/wechat/callback", web::post().to(message_measured));
 }
 
 /// URL verification: echo `echostr` when the signature over (token, timestamp, nonce) holds.
@@ -53,6 +53,21 @@ fn fresh(ts: &str, window: i64) -> bool {
     ts.parse::<i64>()
         .map(|t| clock::within_window(now_secs(), t, window))
         .unwrap_or(false)
+}
+
+/// [`message`], its duration and HTTP status recorded.
+async fn message_measured(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<CallbackQuery>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let started = Instant::now();
+    let resp = message(state, req, query, payload).await;
+    metrics::histogram!(crate::series::CALLBACK_DURATION).record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::series::CALLBACK_RESULTS, "status" => resp.status().as_str().to_string())
+        .increment(1);
+    resp
 }
 
 async fn message(

@@ -203,6 +203,7 @@ async fn waybill(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
             callback_chars = params.callback.as_deref().map(|c| c.chars().count()),
             "jsonp lookup refused: invalid or missing callback"
         );
+        metrics::counter!(crate::series::JSONP_REQUESTS, "err_code" => "bad_callback").increment(1);
         return HttpResponse::BadRequest()
             .content_type("text/plain; charset=utf-8")
             .insert_header(("X-Content-Type-Options", "nosniff"))
@@ -225,11 +226,14 @@ async fn waybill(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
             OrderInfo::error(e)
         }
     };
+    metrics::counter!(crate::series::JSONP_REQUESTS, "err_code" => info.err_code.to_string())
+        .increment(1);
     // A script that failed to load tells the page nothing, so errors are 200 with err_code.
     reply(StatusCode::OK, &callback, &info)
 }
 
 fn too_many(callback: &Callback) -> HttpResponse {
+    metrics::counter!(crate::series::JSONP_REQUESTS, "err_code" => "rate_limited").increment(1);
     let mut resp = reply(
         StatusCode::TOO_MANY_REQUESTS,
         callback,

@@ -50,6 +50,8 @@ impl Default for JsonpSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: String,
+    /// `GET /metrics` (Prometheus text) is served here and only here; `""` turns it off.
+    pub metrics_listen: String,
     /// Largest accepted JSON body on the backoffice API and the WeChat callback.
     pub body_limit_bytes: usize,
     /// Largest accepted NDJSON batch.
@@ -68,6 +70,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: "127.0.0.1:8080".into(),
+            metrics_listen: "127.0.0.1:9464".into(),
             body_limit_bytes: 64 * 1024,
             batch_limit_bytes: 16 * 1024 * 1024,
             batch_max_lines: 10_000,

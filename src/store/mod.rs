@@ -54,6 +54,7 @@ mod consent;
 mod deliver;
 mod events;
 mod exchanges;
+mod gauges;
 mod group;
 mod ingest;
 mod meta;

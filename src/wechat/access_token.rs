@@ -240,6 +240,7 @@ impl TokenManager {
             )
             .await?;
         tracing::info!(appid = %self.appid, expires_in = answer.expires_in, "access token refreshed");
+        metrics::counter!(crate::series::TOKEN_REFRESHES).increment(1);
         Ok(t)
     }
 

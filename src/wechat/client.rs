@@ -24,6 +24,18 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// What a metric calls this failure: WeChat's errcode, `http_503`, `timeout`, `network`,
+    /// `decode`.
+    pub fn label(&self) -> String {
+        match self {
+            ApiError::WeChat { errcode, .. } => errcode.to_string(),
+            ApiError::Http(s) => format!("http_{s}"),
+            ApiError::Timeout => "timeout".into(),
+            ApiError::Network(_) => "network".into(),
+            ApiError::Decode(_) => "decode".into(),
+        }
+    }
+
     pub fn errcode(&self) -> Option<i64> {
         match self {
             ApiError::WeChat { errcode, .. } => Some(*errcode),
@@ -173,7 +185,11 @@ impl WechatClient {
                 .get(format!("{}/cgi-bin/token", self.base))
                 .query(&[("grant_type", "client_credential"), ("appid", appid), ("secret", secret)]),
         };
-        self.send(req).await
+        let api = match endpoint {
+            TokenEndpoint::Stable => "stable_token",
+            TokenEndpoint::Classic => "token",
+        };
+        self.send(api, req).await
     }
 
     pub async fn userquery(&self, token: &str, phone: &str) -> Call<ExistAnswer> {
@@ -182,7 +198,7 @@ impl WechatClient {
             .post(format!("{}/cgi-bin/express/delivery/userquery", self.base))
             .query(&[("access_token", token)])
             .json(&serde_json::json!({ "phone": phone }));
-        self.send(req).await
+        self.send("userquery", req).await
     }
 
     pub async fn pathnotify(&self, token: &str, body: &serde_json::Value) -> Call<ExistAnswer> {
@@ -191,7 +207,7 @@ impl WechatClient {
             .post(format!("{}/cgi-bin/express/delivery/pathnotify", self.base))
             .query(&[("access_token", token)])
             .json(body);
-        self.send(req).await
+        self.send("pathnotify", req).await
     }
 
     /// What WeChat logged for the call whose errmsg carried `rid` (kept 7 days, same account).
@@ -201,7 +217,7 @@ impl WechatClient {
             .post(format!("{}/cgi-bin/openapi/rid/get", self.base))
             .query(&[("access_token", token)])
             .json(&serde_json::json!({ "rid": rid }));
-        self.send(req).await
+        self.send("rid_get", req).await
     }
 
     /// POST any JSON body to a WeChat path with the token (subscribe/template messages).
@@ -216,10 +232,17 @@ impl WechatClient {
             .post(format!("{}{}", self.base, path))
             .query(&[("access_token", token)])
             .json(body);
-        self.send(req).await
+        // `/cgi-bin/message/subscribe/send` is `message_subscribe_send`.
+        let api = path.trim_start_matches("/cgi-bin/").replace('/', "_");
+        self.send(&api, req).await
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Call<T> {
+    /// Sends `req` to WeChat's `api` and counts the call by its errcode.
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        api: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Call<T> {
         let started = std::time::Instant::now();
         let (result, http_status) = match req.send().await {
             Err(e) => (Err(transport_error(e)), None),
@@ -235,6 +258,12 @@ impl WechatClient {
                 }
             }
         };
+        let errcode = match &result {
+            Ok(_) => "0".to_string(),
+            Err(e) => e.label(),
+        };
+        metrics::counter!(crate::series::WECHAT_CALLS, "api" => api.to_string(), "errcode" => errcode)
+            .increment(1);
         Call {
             result,
             http_status,

@@ -313,6 +313,8 @@ impl Gateway {
         let listen = format!("127.0.0.1:{port}");
         for (k, v) in [
             ("WXEXPRESS_SERVER__LISTEN", listen.as_str()),
+            // Several gateways run at once: each its own metrics port.
+            ("WXEXPRESS_SERVER__METRICS_LISTEN", "127.0.0.1:0"),
             ("WXEXPRESS_SERVER__WORKERS", "2"),
             ("WXEXPRESS_DATABASE__URL", database_url),
             ("WXEXPRESS_OUTBOX__POLL_INTERVAL_MS", "20"),

@@ -1,0 +1,37 @@
+//! The names of the Prometheus series (`crate::prometheus` serves them): one list, so the
+//! code that records, the dashboard and its test agree.
+
+/// Events offered to the backoffice API, by outcome (`stored`, `duplicate`, `rejected`).
+pub const EVENTS_INGESTED: &str = "wxexpress_events_ingested_total";
+/// Pushes and notifications, by kind (`pathnotify`, `subscribe`, `template`) and outcome.
+pub const PUSHES: &str = "wxexpress_pushes_total";
+/// Calls to WeChat, by api and errcode (`0`, WeChat's code, `http_503`, `timeout`, …).
+pub const WECHAT_CALLS: &str = "wxexpress_wechat_calls_total";
+/// Outbox entries waiting or dead, by kind and state (scrape time).
+pub const OUTBOX_ENTRIES: &str = "wxexpress_outbox_entries";
+/// Age of the oldest pending outbox entry (scrape time; 0 when none).
+pub const OLDEST_PENDING: &str = "wxexpress_outbox_oldest_pending_seconds";
+/// WeChat's reverse queries and other pushes to the callback, answered: seconds.
+pub const CALLBACK_DURATION: &str = "wxexpress_callback_duration_seconds";
+/// The callback's answers, by HTTP status and reverse-query result code.
+pub const CALLBACK_RESULTS: &str = "wxexpress_callback_results_total";
+/// JSONP waybill lookups, by `err_code`.
+pub const JSONP_REQUESTS: &str = "wxexpress_jsonp_requests_total";
+/// access_token fetches from WeChat (this instance).
+pub const TOKEN_REFRESHES: &str = "wxexpress_token_refreshes_total";
+/// 1 while WeChat's quota has an API paused (what `/readyz` shows), by api.
+pub const API_PAUSED: &str = "wxexpress_api_paused";
+
+/// Every series a dashboard may query.
+pub const SERIES: &[&str] = &[
+    EVENTS_INGESTED,
+    PUSHES,
+    WECHAT_CALLS,
+    OUTBOX_ENTRIES,
+    OLDEST_PENDING,
+    CALLBACK_DURATION,
+    CALLBACK_RESULTS,
+    JSONP_REQUESTS,
+    TOKEN_REFRESHES,
+    API_PAUSED,
+];
