@@ -68,6 +68,8 @@ pub struct Row {
 
 /// Runs every measurement and returns the rows, in the order printed.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
+    // Measured as `serve` runs: with its metrics recorded.
+    crate::prometheus::handle();
     let dir = tempfile::tempdir()?;
     let db = opts
         .database_url
