@@ -1,55 +1,71 @@
-//! A per-API outbound rate limit: calls are spaced at least `1/rate` apart in this process.
-//! Reserving a slot takes a short lock with no `.await` inside; the wait happens outside it.
+//! A per-API outbound rate limit in this process, by `governor`: calls are spaced at least
+//! `1/rate` apart (a burst of one), and a caller over the rate waits for its turn.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-// tokio's clock, so a paused test clock governs the spacing too.
-use tokio::time::Instant;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 pub struct RateLimit {
-    interval: Option<Duration>,
-    next: Mutex<Instant>,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+/// One call every `1/per_sec` seconds, no burst; `None` for no limit (`per_sec` <= 0).
+pub(crate) fn quota(per_sec: f64) -> Option<Quota> {
+    if !(per_sec > 0.0 && per_sec.is_finite()) {
+        return None;
+    }
+    // At most one call a nanosecond: `with_period` refuses a zero period.
+    Quota::with_period(Duration::from_secs_f64(1.0 / per_sec).max(Duration::from_nanos(1)))
 }
 
 impl RateLimit {
     /// `per_sec` <= 0 means unlimited.
     pub fn new(per_sec: f64) -> RateLimit {
-        let interval = (per_sec > 0.0).then(|| Duration::from_secs_f64(1.0 / per_sec));
         RateLimit {
-            interval,
-            next: Mutex::new(Instant::now()),
+            limiter: quota(per_sec).map(RateLimiter::direct),
         }
     }
 
-    /// Wait for this call's slot.
+    /// Wait for this call's turn.
     pub async fn acquire(&self) {
-        let Some(interval) = self.interval else {
-            return;
-        };
-        let slot = {
-            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
-    #[tokio::test(start_paused = true)]
-    async fn calls_are_spaced_by_the_rate() {
-        let rl = RateLimit::new(10.0);
-        let start = tokio::time::Instant::now();
-        for _ in 0..5 {
+    #[test]
+    fn the_rate_spaces_calls_one_period_apart_with_no_burst() {
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::direct_with_clock(quota(10.0).unwrap(), clock.clone());
+        assert!(limiter.check().is_ok());
+        assert!(limiter.check().is_err(), "a second call at once waits");
+        clock.advance(Duration::from_millis(99));
+        assert!(limiter.check().is_err());
+        clock.advance(Duration::from_millis(1));
+        assert!(limiter.check().is_ok(), "one period later");
+        // Half a call a second: two seconds apart.
+        let slow = RateLimiter::direct_with_clock(quota(0.5).unwrap(), clock.clone());
+        assert!(slow.check().is_ok());
+        clock.advance(Duration::from_millis(1_999));
+        assert!(slow.check().is_err());
+        clock.advance(Duration::from_millis(1));
+        assert!(slow.check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn no_rate_is_no_limit() {
+        for per_sec in [0.0, -1.0, f64::NAN] {
+            assert!(quota(per_sec).is_none());
+        }
+        let rl = RateLimit::new(0.0);
+        for _ in 0..1_000 {
             rl.acquire().await;
         }
-        // Four intervals of 100 ms after the first call (paused clock: exact, not timed).
-        assert_eq!(start.elapsed(), Duration::from_millis(400));
     }
 }
