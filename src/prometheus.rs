@@ -16,8 +16,9 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::clock::now_ms;
+use crate::notify::worker::{SUBSCRIBE_SEND, TEMPLATE_SEND};
 use crate::notify::NotifyStats;
-use crate::outbox::worker::PushStats;
+use crate::outbox::worker::{PushStats, PATHNOTIFY, USERQUERY};
 use crate::series::*;
 use crate::store::Store;
 
@@ -71,7 +72,7 @@ pub async fn render(sources: &Sources) -> String {
         gauge!(OLDEST_PENDING).set(age as f64 / 1000.0);
     }
     if let Ok(pauses) = sources.store.list_pauses(now).await {
-        for api in ["pathnotify", "userquery", "subscribe_send", "template_send"] {
+        for api in [PATHNOTIFY, USERQUERY, SUBSCRIBE_SEND, TEMPLATE_SEND] {
             let paused = pauses.iter().any(|(name, _, _)| name == api);
             gauge!(API_PAUSED, "api" => api).set(if paused { 1.0 } else { 0.0 });
         }
