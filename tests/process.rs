@@ -891,6 +891,16 @@ async fn metrics_are_prometheus_text_on_their_own_listener_only() {
     drained(&store, Duration::from_secs(30)).await;
 
     let http = reqwest::Client::new();
+    // An event without the bearer key: refused, and counted as rejected.
+    let unauthenticated = http
+        .post(format!(
+            "http://127.0.0.1:{port}/v1/waybills/M00000000/events"
+        ))
+        .json(&json!({ "action_type": 100001, "action_time": 1_700_000_000 }))
+        .send()
+        .await
+        .expect("the public listener answers");
+    assert_eq!(unauthenticated.status(), 401);
     // A JSONP lookup without its callback: refused, and counted.
     let refused = http
         .get(format!("http://127.0.0.1:{port}/wechat/waybill"))
@@ -934,6 +944,10 @@ async fn metrics_are_prometheus_text_on_their_own_listener_only() {
     );
     assert!(value("wxexpress_callback_duration_seconds_count") >= N as f64);
     assert_eq!(value("wxexpress_outbox_oldest_pending_seconds"), 0.0);
+    assert_eq!(
+        value("wxexpress_events_ingested_total{outcome=\"rejected\"}"),
+        1.0
+    );
     assert_eq!(
         value("wxexpress_jsonp_requests_total{err_code=\"bad_callback\"}"),
         1.0

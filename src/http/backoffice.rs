@@ -21,9 +21,10 @@ use crate::store::{EntryState, EventInsert, StoreError};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/waybills/{waybill_id}", web::put().to(put_waybill))
         .route("/v1/waybills/{waybill_id}", web::get().to(get_waybill))
-        .route(
-            "/v1/waybills/{waybill_id}/events",
-            web::post().to(post_event_counted),
+        .service(
+            web::resource("/v1/waybills/{waybill_id}/events")
+                .wrap(actix_web::middleware::from_fn(counted))
+                .route(web::post().to(post_event)),
         )
         .route("/v1/events/batch", web::post().to(post_batch))
         .route(
@@ -65,22 +66,22 @@ async fn put_waybill(
     Ok(HttpResponse::build(status).json(json!({ "waybill_id": waybill.id, "created": created })))
 }
 
-/// [`post_event`], counted by outcome (`stored`, `duplicate`, `rejected`, `failed`).
-async fn post_event_counted(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, Problem> {
-    let result = post_event(state, req, path, payload).await;
-    let outcome = match &result {
-        Ok(r) if r.status() == actix_web::http::StatusCode::ACCEPTED => "stored",
-        Ok(_) => "duplicate",
-        Err(p) if p.status < 500 => "rejected",
-        Err(_) => "failed",
+/// Counts each single event by its outcome (`stored`, `duplicate`, `rejected`, `failed`),
+/// read from the status the handler answered with.
+async fn counted(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let resp = next.call(req).await?;
+    let status = resp.status();
+    let outcome = match status.as_u16() {
+        202 => "stored",
+        200 => "duplicate",
+        s if s < 500 => "rejected",
+        _ => "failed",
     };
     metrics::counter!(crate::series::EVENTS_INGESTED, "outcome" => outcome).increment(1);
-    result
+    Ok(resp)
 }
 
 async fn post_event(

@@ -22,8 +22,25 @@ use crate::wechat::envelope::{
 use crate::wechat::reverse_query;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/wechat/callback", web::get().to(verify_url))
-        .route("/wechat/callback", web::post().to(message_measured));
+    cfg.service(
+        web::resource("/wechat/callback")
+            .wrap(actix_web::middleware::from_fn(measured))
+            .route(web::get().to(verify_url))
+            .route(web::post().to(message)),
+    );
+}
+
+/// Records how long the callback took to answer WeChat and with which status.
+async fn measured(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let resp = next.call(req).await?;
+    metrics::histogram!(crate::series::CALLBACK_DURATION).record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::series::CALLBACK_RESULTS, "status" => resp.status().as_str().to_string())
+        .increment(1);
+    Ok(resp)
 }
 
 /// URL verification: echo `echostr` when the signature over (token, timestamp, nonce) holds.
@@ -53,21 +70,6 @@ fn fresh(ts: &str, window: i64) -> bool {
     ts.parse::<i64>()
         .map(|t| clock::within_window(now_secs(), t, window))
         .unwrap_or(false)
-}
-
-/// [`message`], its duration and HTTP status recorded.
-async fn message_measured(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    query: web::Query<CallbackQuery>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let started = Instant::now();
-    let resp = message(state, req, query, payload).await;
-    metrics::histogram!(crate::series::CALLBACK_DURATION).record(started.elapsed().as_secs_f64());
-    metrics::counter!(crate::series::CALLBACK_RESULTS, "status" => resp.status().as_str().to_string())
-        .increment(1);
-    resp
 }
 
 async fn message(
