@@ -13,6 +13,27 @@ use std::sync::atomic::Ordering;
 use super::{NotifyWorker, SUBSCRIBE_SEND, TEMPLATE_SEND, USER_BUSY_DELAY};
 
 impl NotifyWorker {
+    /// WeChat delivered the message: the entry is done, with the try that did it.
+    async fn delivered(
+        &self,
+        w: &NotificationWork,
+        owner: &str,
+        attempt: &NewAttempt,
+    ) -> Result<(), StoreError> {
+        self.store
+            .complete_notification(
+                w.entry.id,
+                owner,
+                Some(attempt),
+                &Completion::Delivered,
+                false,
+                now_ms(),
+            )
+            .await?;
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub(super) async fn conclude(
         &self,
         w: &NotificationWork,
@@ -33,20 +54,7 @@ impl NotifyWorker {
         let attempt = self.attempt_from_call(w, kind, started, &call, api);
         let now = now_secs();
         match outcome {
-            Outcome::Delivered => {
-                self.store
-                    .complete_notification(
-                        w.entry.id,
-                        owner,
-                        Some(&attempt),
-                        &Completion::Delivered,
-                        false,
-                        now_ms(),
-                    )
-                    .await?;
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+            Outcome::Delivered => self.delivered(w, owner, &attempt).await,
             Outcome::NoConsent if w.consent_held == 1 && self.last_try_unanswered(w).await? => {
                 // An earlier try got no answer but WeChat delivered it: that used the
                 // subscription, and this 43101 answers it (spec §2.5). Counting it delivered
@@ -58,18 +66,7 @@ impl NotifyWorker {
                     ),
                     ..attempt
                 };
-                self.store
-                    .complete_notification(
-                        w.entry.id,
-                        owner,
-                        Some(&attempt),
-                        &Completion::Delivered,
-                        false,
-                        now_ms(),
-                    )
-                    .await?;
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                self.delivered(w, owner, &attempt).await
             }
             Outcome::NoConsent => self.skip_no_consent(w, owner, Some(attempt), true).await,
             Outcome::UserBusy => {
