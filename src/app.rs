@@ -127,14 +127,15 @@ impl Application {
             )
         });
         let rules = &settings.notifications;
-        let notify_worker = rules.enabled.then(|| {
+        let section = &settings.raw.notifications;
+        let notify_worker = section.enabled.then(|| {
             NotifyWorker::new(
                 store.clone(),
                 client.clone(),
                 tokens.clone(),
                 privacy.clone(),
                 Arc::new(rules.clone()),
-                NotifySettings::from_rules(rules, settings.retry_schedule.clone()),
+                NotifySettings::from_section(section, settings.retry_schedule.clone()),
                 &owner,
             )
         });

@@ -56,16 +56,8 @@ pub struct Rules {
     plan: NotificationPlan,
     status_phrases: BTreeMap<i64, String>,
     sandbox_example: bool,
-    pub enabled: bool,
-    pub concurrency: usize,
-    pub batch_size: i64,
-    pub poll_interval_ms: u64,
-    pub lease_secs: i64,
-    pub subscribe_rate: f64,
-    pub template_rate: f64,
     pub miniprogram_state: String,
     pub lang: String,
-    pub credential_margin_secs: i64,
 }
 
 impl Default for Rules {
@@ -169,16 +161,8 @@ impl Rules {
             plan,
             status_phrases,
             sandbox_example,
-            enabled: s.enabled,
-            concurrency: s.concurrency,
-            batch_size: s.batch_size,
-            poll_interval_ms: s.poll_interval_ms,
-            lease_secs: s.lease_secs,
-            subscribe_rate: s.subscribe_rate,
-            template_rate: s.template_rate,
             miniprogram_state: s.miniprogram_state.clone(),
             lang: s.lang.clone(),
-            credential_margin_secs: s.credential_margin_secs,
         })
     }
 

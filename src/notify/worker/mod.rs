@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use super::policy::{classify, Outcome};
 use super::rules::{MessageContext, Rules};
+use super::section::NotificationsSection;
 use crate::clock::{now_ms, now_secs};
 use crate::codec;
 use crate::domain::ActionType;
@@ -56,16 +57,17 @@ pub struct NotifySettings {
 }
 
 impl NotifySettings {
-    pub fn from_rules(rules: &Rules, schedule: Schedule) -> NotifySettings {
+    /// The worker's part of `[notifications]` (checked by [`Rules::compile`]).
+    pub fn from_section(s: &NotificationsSection, schedule: Schedule) -> NotifySettings {
         NotifySettings {
-            concurrency: rules.concurrency,
-            batch_size: rules.batch_size,
-            poll_interval: Duration::from_millis(rules.poll_interval_ms),
-            lease: Duration::from_secs(rules.lease_secs.max(1) as u64),
+            concurrency: s.concurrency,
+            batch_size: s.batch_size,
+            poll_interval: Duration::from_millis(s.poll_interval_ms),
+            lease: Duration::from_secs(s.lease_secs.max(1) as u64),
             schedule,
-            subscribe_rate: rules.subscribe_rate,
-            template_rate: rules.template_rate,
-            credential_margin_secs: rules.credential_margin_secs,
+            subscribe_rate: s.subscribe_rate,
+            template_rate: s.template_rate,
+            credential_margin_secs: s.credential_margin_secs,
         }
     }
 }
