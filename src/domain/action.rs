@@ -75,6 +75,27 @@ pub const ACTION_TYPES: &[(i64, &str, &str)] = &[
 /// Codes accepted on input for a code of the table: (alias, documented code).
 pub const ACTION_TYPE_ALIASES: &[(i64, i64)] = &[(300001, 300002)];
 
+/// The schema of an `action_type` on input: every code of the table and every alias,
+/// in ascending order (for the OpenAPI document and `schemas/`).
+pub fn action_type_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{schema::Type, ObjectBuilder};
+    let mut codes: Vec<i64> = ACTION_TYPES.iter().map(|(c, _, _)| *c).collect();
+    codes.extend(ACTION_TYPE_ALIASES.iter().map(|(alias, _)| *alias));
+    codes.sort_unstable();
+    let aliases: Vec<String> = ACTION_TYPE_ALIASES
+        .iter()
+        .map(|(a, d)| format!("{a}, accepted as an alias of {d} (WeChat's own traffic uses it) and stored and pushed as {d}"))
+        .collect();
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .enum_values(Some(codes))
+        .description(Some(format!(
+            "WeChat's action_type table, and {}",
+            aliases.join("; ")
+        )))
+        .build()
+}
+
 impl ActionType {
     pub const AWAITING_PAYMENT: ActionType = ActionType(90010);
     pub const PAID: ActionType = ActionType(90011);

@@ -20,14 +20,20 @@ pub const MAX_CELLS: usize = 10;
 pub const PLACEHOLDERS: &[&str] = &["waybill_id", "openid"];
 
 /// A cell as written in the config file (`[[cells]]`) or sent to `PUT /v1/cells`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CellInput {
+    /// unique in the list
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, nullable = false, pattern = r"^[A-Za-z0-9_.-]{1,20}$")]
     pub key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 20)]
     pub name: Option<String>,
+    /// an absolute http(s) URL with a host; the placeholders `{waybill_id}` and `{openid}`,
+    /// allowed only after the host, are replaced by their URL-encoded values
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 1024)]
     pub link: Option<String>,
     /// Absent: the cell is always shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,7 +41,7 @@ pub struct CellInput {
 }
 
 /// When a cell applies. Every condition given must hold; none given means always.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CellCondition {
     /// The newest tracking step is one of these `action_type`s (for example `[90010]`:

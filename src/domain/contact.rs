@@ -5,17 +5,62 @@ use serde::{Deserialize, Serialize};
 use super::phone::Phone;
 use super::validation::{text, Errors};
 
-/// Input shape of a contact, as the backoffice sends it.
-#[derive(Debug, Clone, Default, Deserialize)]
+// The schema derived here is the sender's; `receiver_schema` requires `name` and `phone` too.
+/// A contact as the backoffice sends it.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
+    #[schema(max_length = 64)]
     pub name: Option<String>,
+    /// mainland mobile (11 digits, +86 allowed), landline with area code, either with an extension
+    #[schema(max_length = 32)]
     pub phone: Option<String>,
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 32)]
     pub province: Option<String>,
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 32)]
     pub city: Option<String>,
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 32)]
     pub area: Option<String>,
+    #[schema(max_length = 64)]
     pub street: Option<String>,
+    #[schema(max_length = 256)]
     pub address: Option<String>,
+}
+
+/// The receiver's contact: [`ContactInput`] with `name` and `phone` required too (WeChat
+/// finds the user by the phone).
+pub fn receiver_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{Schema, Type};
+    use utoipa::openapi::{ObjectBuilder, RefOr};
+    use utoipa::PartialSchema;
+    let RefOr::T(Schema::Object(mut o)) = ContactInput::schema() else {
+        unreachable!("a derived struct schema is an inline object")
+    };
+    for (name, max) in [("name", 64), ("phone", 32)] {
+        let description = match o.properties.get(name) {
+            Some(RefOr::T(Schema::Object(p))) => p.description.clone(),
+            _ => None,
+        };
+        o.properties.insert(
+            name.to_string(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(max))
+                .description(description)
+                .into(),
+        );
+    }
+    o.required = ["name", "phone", "province", "city", "area"]
+        .map(String::from)
+        .to_vec();
+    o.title = Some("ReceiverInput".into());
+    o.description = Some(
+        "The receiver: as a contact, and `name` and `phone` are required (WeChat finds the \
+         user by the phone)."
+            .into(),
+    );
+    o
 }
 
 /// A validated contact. Its phone is personal data: it is only ever stored encrypted.

@@ -6,16 +6,29 @@ use super::action::ActionType;
 use super::phone::Phone;
 use super::validation::{text, unix_time, Errors, FieldError};
 
-/// Body of `POST /v1/waybills/{id}/events` (and the `event` of a batch line).
-#[derive(Debug, Clone, Default, Deserialize)]
+// Every field is optional to serde so that one answer can name every missing field; the
+// schema (utoipa) says what `TrackingEvent::parse` requires.
+/// Body of `POST /v1/waybills/{waybill_id}/events` (and the `event` of a batch line).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(title = "POST /v1/waybills/{waybill_id}/events body")]
 pub struct EventInput {
+    #[schema(required = true, nullable = false, schema_with = super::action::action_type_schema)]
     pub action_type: Option<i64>,
+    /// Unix seconds; at most one day ahead
+    #[schema(required = true, nullable = false, minimum = 946_684_800)]
     pub action_time: Option<i64>,
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 256)]
     pub action_msg: Option<String>,
+    #[schema(max_length = 32)]
     pub pickup_courier_name: Option<String>,
+    /// a phone number, or an outlet's service number (5 to 20 digits and dashes)
+    #[schema(max_length = 32)]
     pub pickup_courier_phone: Option<String>,
+    #[schema(max_length = 32)]
     pub delivery_courier_name: Option<String>,
+    /// a phone number, or an outlet's service number (5 to 20 digits and dashes)
+    #[schema(max_length = 32)]
     pub delivery_courier_phone: Option<String>,
 }
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// One bad input field: a JSON-pointer-like path (`receiver.phone`) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -37,26 +37,42 @@ impl std::fmt::Display for WaybillId {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The mini program's users to notify of this waybill (shipping notifications).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenidsInput {
+    #[schema(pattern = r"^[A-Za-z0-9_-]{0,64}$")]
     pub sender: Option<String>,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{0,64}$")]
     pub receiver: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The freight, when it is paid through WeChat Pay.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentInput {
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = r"^[A-Za-z0-9_|*-]{1,32}$"
+    )]
     pub out_trade_no: Option<String>,
+    /// fen
+    #[schema(required = true, nullable = false, minimum = 1, maximum = 100_000_000)]
     pub total_fee: Option<i64>,
 }
 
-/// Body of `PUT /v1/waybills/{id}` (and the `waybill` of a batch line).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Body of `PUT /v1/waybills/{waybill_id}` (and the `waybill` of a batch line).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(title = "PUT /v1/waybills/{waybill_id} body")]
 pub struct WaybillInput {
+    /// Unix seconds; at most one day ahead
+    #[schema(required = true, nullable = false, minimum = 946_684_800)]
     pub create_time: Option<i64>,
+    #[schema(required = true, nullable = false)]
     pub sender: Option<ContactInput>,
+    #[schema(required = true, schema_with = super::contact::receiver_schema)]
     pub receiver: Option<ContactInput>,
     pub openids: Option<OpenidsInput>,
     pub payment: Option<PaymentInput>,

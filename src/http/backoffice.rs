@@ -1,10 +1,11 @@
-//! The carrier's backoffice API under `/v1`: waybills, events, NDJSON batches, read-back.
+//! The carrier's backoffice API under `/v1`: waybills, events, NDJSON batches, redrives
+//! (the read-back is `waybill_view`).
 //! Input becomes domain types at this edge; nothing is stored unless all of it is valid.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::require_bearer;
 use super::body::{media_type, parse_json, read_limited};
@@ -13,14 +14,12 @@ use super::AppState;
 use crate::clock::{now_ms, now_secs};
 use crate::codec;
 use crate::domain::{
-    mask_phone_str, mask_phones_in_text, Contact, EventInput, FieldError, TrackingEvent, Waybill,
-    WaybillId, WaybillInput,
+    mask_phones_in_text, EventInput, FieldError, TrackingEvent, Waybill, WaybillId, WaybillInput,
 };
 use crate::store::{EntryState, EventInsert, StoreError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/waybills/{waybill_id}", web::put().to(put_waybill))
-        .route("/v1/waybills/{waybill_id}", web::get().to(get_waybill))
         .service(
             web::resource("/v1/waybills/{waybill_id}/events")
                 .wrap(actix_web::middleware::from_fn(counted))
@@ -33,7 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-fn waybill_id(raw: &str) -> Result<WaybillId, Problem> {
+pub(crate) fn waybill_id(raw: &str) -> Result<WaybillId, Problem> {
     WaybillId::parse(raw).map_err(|m| {
         Problem::validation(vec![FieldError {
             field: "waybill_id".into(),
@@ -42,7 +41,64 @@ fn waybill_id(raw: &str) -> Result<WaybillId, Problem> {
     })
 }
 
-async fn put_waybill(
+/// Answer of `PUT /v1/waybills/{waybill_id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WaybillStored {
+    pub waybill_id: String,
+    /// `false`: an existing waybill was updated
+    pub created: bool,
+}
+
+/// Answer of `POST /v1/waybills/{waybill_id}/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventRecorded {
+    pub waybill_id: String,
+    /// the stored event's id; a duplicate answers the id stored first
+    pub event_id: i64,
+    pub duplicate: bool,
+}
+
+/// Answer of `POST /v1/events/batch`: counts, and each refused line with its errors.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    /// non-blank lines read
+    pub lines: usize,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    /// the refused lines, in line order; the other lines are stored
+    pub errors: Vec<LineErrors>,
+}
+
+/// A refused batch line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineErrors {
+    /// 1-based, counting blank lines
+    pub line: usize,
+    pub errors: Vec<FieldError>,
+}
+
+/// Answer of `POST /v1/notifications/{id}/retry`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationRetried {
+    pub id: i64,
+    pub state: EntryState,
+}
+
+/// Create a waybill, or update it (its events and notifications are kept).
+#[utoipa::path(
+    put,
+    path = "/v1/waybills/{waybill_id}",
+    tag = "waybills",
+    params(("waybill_id" = String, Path, description = "1 to 64 of [A-Za-z0-9_-]")),
+    request_body = WaybillInput,
+    responses(
+        (status = 201, description = "Created", body = WaybillStored),
+        (status = 200, description = "Updated", body = WaybillStored),
+        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn put_waybill(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -63,7 +119,10 @@ async fn put_waybill(
     } else {
         StatusCode::OK
     };
-    Ok(HttpResponse::build(status).json(json!({ "waybill_id": waybill.id, "created": created })))
+    Ok(HttpResponse::build(status).json(WaybillStored {
+        waybill_id: waybill.id.to_string(),
+        created,
+    }))
 }
 
 /// Counts each single event by its outcome (`stored`, `duplicate`, `rejected`, `failed`),
@@ -84,7 +143,21 @@ async fn counted(
     Ok(resp)
 }
 
-async fn post_event(
+/// Record one tracking event; a repeated (`action_type`, `action_time`) is a duplicate.
+#[utoipa::path(
+    post,
+    path = "/v1/waybills/{waybill_id}/events",
+    tag = "events",
+    params(("waybill_id" = String, Path, description = "1 to 64 of [A-Za-z0-9_-]")),
+    request_body = EventInput,
+    responses(
+        (status = 202, description = "Stored; it will be pushed", body = EventRecorded),
+        (status = 200, description = "Already recorded (`duplicate`: true)", body = EventRecorded),
+        (status = 404, description = "No such waybill", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn post_event(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -100,11 +173,17 @@ async fn post_event(
     match state.store.record_event(None, &record, plan).await {
         Ok(EventInsert::Inserted { id: event_id }) => {
             tracing::debug!(waybill_id = %id, action_type = event.action_type.code(), event_id, "event accepted");
-            Ok(HttpResponse::Accepted()
-                .json(json!({ "waybill_id": id, "event_id": event_id, "duplicate": false })))
+            Ok(HttpResponse::Accepted().json(EventRecorded {
+                waybill_id: id.to_string(),
+                event_id,
+                duplicate: false,
+            }))
         }
-        Ok(EventInsert::Duplicate { id: event_id }) => Ok(HttpResponse::Ok()
-            .json(json!({ "waybill_id": id, "event_id": event_id, "duplicate": true }))),
+        Ok(EventInsert::Duplicate { id: event_id }) => Ok(HttpResponse::Ok().json(EventRecorded {
+            waybill_id: id.to_string(),
+            event_id,
+            duplicate: true,
+        })),
         Err(StoreError::UnknownWaybill(_)) => Err(Problem::not_found(format!(
             "waybill {id} does not exist; create it with PUT /v1/waybills/{id} first"
         ))),
@@ -112,16 +191,36 @@ async fn post_event(
     }
 }
 
-/// One NDJSON line.
-#[derive(Debug, Deserialize)]
+/// One line of `POST /v1/events/batch` (`application/x-ndjson`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchLine {
-    waybill_id: Option<String>,
-    waybill: Option<WaybillInput>,
-    event: Option<EventInput>,
+#[schema(title = "One line of POST /v1/events/batch (application/x-ndjson)")]
+pub struct BatchLine {
+    #[schema(required = true, nullable = false, pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    pub waybill_id: Option<String>,
+    /// the waybill, created or updated before the event is recorded
+    pub waybill: Option<WaybillInput>,
+    #[schema(required = true, nullable = false)]
+    pub event: Option<EventInput>,
 }
 
-async fn post_batch(
+/// Record many events: one `BatchLine` per line. Good lines are stored even when others
+/// are refused; a line already recorded counts as a duplicate.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    tag = "events",
+    request_body(
+        content = String,
+        content_type = "application/x-ndjson",
+        description = "one JSON object per line, each a `BatchLine`",
+    ),
+    responses(
+        (status = 200, description = "Every line stored or refused", body = BatchResult),
+        (status = 503, description = "The database failed part-way: the lines it names were stored, the others were not; sending the batch again is safe", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn post_batch(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -181,11 +280,19 @@ async fn post_batch(
         match outcome {
             Ok(EventInsert::Inserted { .. }) => accepted += 1,
             Ok(EventInsert::Duplicate { .. }) => duplicates += 1,
-            Err(StoreError::UnknownWaybill(id)) => errors.push(json!({ "line": line, "errors": [FieldError { field: "waybill".into(), message: format!("waybill {id} does not exist; send it in this line's `waybill`") }] })),
+            Err(StoreError::UnknownWaybill(id)) => errors.push(LineErrors {
+                line,
+                errors: vec![FieldError {
+                    field: "waybill".into(),
+                    message: format!(
+                        "waybill {id} does not exist; send it in this line's `waybill`"
+                    ),
+                }],
+            }),
             Err(e) => return Err(e.into()),
         }
     }
-    errors.sort_by_key(|e| e["line"].as_u64());
+    errors.sort_by_key(|e| e.line);
     for (outcome, n) in [
         ("stored", accepted),
         ("duplicate", duplicates),
@@ -200,14 +307,20 @@ async fn post_batch(
         rejected = errors.len(),
         "batch stored"
     );
-    Ok(HttpResponse::Ok().json(json!({ "lines": lines, "accepted": accepted, "duplicates": duplicates, "rejected": errors.len(), "errors": errors })))
+    Ok(HttpResponse::Ok().json(BatchResult {
+        lines,
+        accepted,
+        duplicates,
+        rejected: errors.len(),
+        errors,
+    }))
 }
 
 /// A batch's lines, parsed: the good ones (with their line numbers) and the refused ones.
 struct ParsedBatch {
     items: Vec<(Option<crate::store::WaybillRecord>, crate::store::NewEvent)>,
     line_numbers: Vec<usize>,
-    errors: Vec<serde_json::Value>,
+    errors: Vec<LineErrors>,
     lines: usize,
 }
 
@@ -219,7 +332,7 @@ fn parse_batch(state: &AppState, body: &[u8]) -> Result<ParsedBatch, Problem> {
 
     let mut items = Vec::new();
     let mut line_numbers = Vec::new();
-    let mut errors: Vec<serde_json::Value> = Vec::new();
+    let mut errors = Vec::new();
     let mut lines = 0usize;
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -239,7 +352,10 @@ fn parse_batch(state: &AppState, body: &[u8]) -> Result<ParsedBatch, Problem> {
                 items.push(item);
                 line_numbers.push(i + 1);
             }
-            Err(errs) => errors.push(json!({ "line": i + 1, "errors": errs })),
+            Err(errs) => errors.push(LineErrors {
+                line: i + 1,
+                errors: errs,
+            }),
         }
     }
     Ok(ParsedBatch {
@@ -318,75 +434,20 @@ fn parse_line_fields(
     }
 }
 
-async fn get_waybill(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
-    require_bearer(&req, &state.settings.api_keys)?;
-    let id = waybill_id(&path)?;
-    let Some(record) = state.store.get_waybill(id.as_str()).await? else {
-        return Err(Problem::not_found(format!("waybill {id} does not exist")));
-    };
-    let contacts = codec::open_contacts(&state.privacy, &record).map_err(|e| {
-        tracing::error!(waybill_id = %id, error = %e, "cannot open stored contacts");
-        Problem::internal()
-    })?;
-    let mut path_view = Vec::new();
-    for ev in state.store.list_events(id.as_str()).await? {
-        let node = codec::open_node(&state.privacy, &ev).map_err(|_| Problem::internal())?;
-        let t = &node.text;
-        path_view.push(json!({
-            "event_id": ev.id,
-            "action_type": node.action_type,
-            "action_time": node.action_time,
-            "action_msg": mask_phones_in_text(&t.action_msg),
-            "pickup_courier_name": t.pickup_courier_name,
-            "pickup_courier_phone": t.pickup_courier_phone.as_deref().map(mask_phone_str),
-            "delivery_courier_name": t.delivery_courier_name,
-            "delivery_courier_phone": t.delivery_courier_phone.as_deref().map(mask_phone_str),
-            "received_at_ms": ev.received_at,
-        }));
-    }
-    let mut notifications = Vec::new();
-    for n in state.store.list_outbox(id.as_str()).await? {
-        let attempts: Vec<_> = state
-            .store
-            .list_attempts(n.id)
-            .await?
-            .into_iter()
-            .map(|a| json!({ "started_at_ms": a.started_at, "duration_ms": a.duration_ms, "http_status": a.http_status, "errcode": a.errcode, "rid": a.rid, "outcome": a.outcome, "detail": a.detail }))
-            .collect();
-        notifications.push(json!({
-            "id": n.id, "kind": n.kind, "event_id": n.event_id, "action_time": n.action_time, "state": n.state,
-            "skip_reason": n.skip_reason, "tries": n.tries, "next_attempt_at_ms": n.next_attempt_at, "last_error": n.last_error,
-            "created_at_ms": n.created_at, "done_at_ms": n.done_at, "attempts": attempts,
-        }));
-    }
-    let callbacks: Vec<_> = state
-        .store
-        .list_exchanges(id.as_str())
-        .await?
-        .into_iter()
-        .map(|x| json!({ "received_at_ms": x.received_at, "event": x.event, "result_code": x.result_code, "summary": x.summary, "duration_us": x.duration_us }))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "waybill_id": record.waybill_id,
-        "create_time": record.create_time,
-        "sender": contact_view(&contacts.sender),
-        "receiver": contact_view(&contacts.receiver),
-        "openids": { "sender": record.sender_openid, "receiver": record.receiver_openid },
-        "payment": record.payment_out_trade_no.as_ref().map(|n| json!({ "out_trade_no": n, "total_fee": record.payment_total_fee })),
-        "path": path_view,
-        "notifications": notifications,
-        "callbacks": callbacks,
-        "created_at_ms": record.created_at,
-        "updated_at_ms": record.updated_at,
-    })))
-}
-
 /// Bring one dead notification back: it is retried at once, its attempt history kept.
-async fn retry_notification(
+#[utoipa::path(
+    post,
+    path = "/v1/notifications/{id}/retry",
+    tag = "notifications",
+    params(("id" = String, Path, description = "a notification's `id`, as `GET /v1/waybills/{waybill_id}` lists it")),
+    responses(
+        (status = 202, description = "Pending again; tried at once", body = NotificationRetried),
+        (status = 404, description = "No such notification", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The notification is not dead", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn retry_notification(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -415,14 +476,10 @@ async fn retry_notification(
         ));
     }
     tracing::info!(outbox_id = id, waybill_id = %entry.waybill_id, "dead notification redriven");
-    Ok(HttpResponse::Accepted().json(json!({ "id": id, "state": EntryState::Pending })))
-}
-
-fn contact_view(c: &Contact) -> serde_json::Value {
-    json!({
-        "name": c.name, "phone": c.masked_phone(), "province": c.province, "city": c.city,
-        "area": c.area, "street": c.street, "address": c.address,
-    })
+    Ok(HttpResponse::Accepted().json(NotificationRetried {
+        id,
+        state: EntryState::Pending,
+    }))
 }
 
 impl Problem {

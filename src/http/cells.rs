@@ -7,8 +7,8 @@
 //! new list as soon as it is stored.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::require_bearer;
 use super::body::{media_type, read_limited};
@@ -26,10 +26,28 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Body of `PUT /v1/cells`: the whole new list, in display order.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CellsBody {
-    cells: Vec<CellInput>,
+pub struct CellsBody {
+    #[schema(max_items = 10)]
+    pub cells: Vec<CellInput>,
+}
+
+/// The cells in force and where they come from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CellsView {
+    pub source: CellsSource,
+    /// when the stored list was set (Unix ms); `null` for the configuration's
+    pub updated_at_ms: Option<i64>,
+    pub cells: Vec<CellInput>,
+}
+
+/// `database`: the list of the last `PUT`; `config`: `[[cells]]` of the configuration.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CellsSource {
+    Database,
+    Config,
 }
 
 /// The cells in force: the stored list if one was set, else the configuration's.
@@ -40,12 +58,24 @@ pub async fn cells_in_force(state: &AppState) -> Result<Vec<Cell>, StoreError> {
     })
 }
 
-async fn get_cells(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+/// The landing-page cells in force.
+#[utoipa::path(get, path = "/v1/cells", tag = "cells",
+    responses((status = 200, description = "The cells in force", body = CellsView)))]
+pub(crate) async fn get_cells(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     require_bearer(&req, &state.settings.api_keys)?;
     view(&state).await
 }
 
-async fn put_cells(
+/// Replace the whole list (an empty list shows no cells); every instance serves it at once.
+#[utoipa::path(put, path = "/v1/cells", tag = "cells", request_body = CellsBody,
+    responses(
+        (status = 200, description = "The new list, in force", body = CellsView),
+        (status = 422, description = "Invalid cells, each field named", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn put_cells(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -70,7 +100,10 @@ async fn put_cells(
     view(&state).await
 }
 
-async fn delete_cells(
+/// Forget the stored list: the configuration's `[[cells]]` apply again.
+#[utoipa::path(delete, path = "/v1/cells", tag = "cells",
+    responses((status = 200, description = "The configuration's cells, in force", body = CellsView)))]
+pub(crate) async fn delete_cells(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
@@ -86,15 +119,18 @@ async fn delete_cells(
 async fn view(state: &AppState) -> Result<HttpResponse, Problem> {
     let stored = state.store.get_cells().await?;
     let (source, updated_at, cells) = match stored {
-        Some(set) => ("database", Some(set.updated_at), from_records(&set.cells)),
-        None => ("config", None, state.settings.cells.clone()),
+        Some(set) => (
+            CellsSource::Database,
+            Some(set.updated_at),
+            from_records(&set.cells),
+        ),
+        None => (CellsSource::Config, None, state.settings.cells.clone()),
     };
-    let cells: Vec<CellInput> = cells.iter().map(Cell::to_input).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "source": source,
-        "updated_at_ms": updated_at,
-        "cells": cells,
-    })))
+    Ok(HttpResponse::Ok().json(CellsView {
+        source,
+        updated_at_ms: updated_at,
+        cells: cells.iter().map(Cell::to_input).collect(),
+    }))
 }
 
 fn to_records(cells: &[Cell]) -> Vec<CellRecord> {

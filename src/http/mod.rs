@@ -10,9 +10,11 @@ pub mod client_limit;
 pub mod health;
 pub mod jsonp;
 pub mod notifications;
+pub mod openapi;
 pub mod problem;
 pub mod section;
 pub mod signed_urls;
+pub mod waybill_view;
 pub mod wechat_events;
 pub mod wechatpay;
 
@@ -39,10 +41,12 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(health::routes)
         .configure(backoffice::routes)
+        .configure(waybill_view::routes)
         .configure(callback::routes)
         .configure(jsonp::routes)
         .configure(cells::routes)
         .configure(notifications::routes)
         .configure(wechatpay::routes)
-        .configure(wechat_events::routes);
+        .configure(wechat_events::routes)
+        .configure(openapi::routes);
 }

@@ -6,8 +6,9 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use super::auth::require_bearer;
 use super::body::{parse_json, read_limited};
@@ -42,7 +43,57 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
     }
 }
 
-async fn post_subscriptions(
+/// What `POST /v1/subscriptions` answers: the user's subscriptions after the report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionsView {
+    pub openid: String,
+    /// the same report was recorded before (same `Idempotency-Key` and body): nothing added
+    pub duplicate: bool,
+    pub subscriptions: Vec<SubscriptionView>,
+}
+
+/// One template the user subscribed to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    pub template_id: String,
+    /// one-time messages left
+    pub remaining: i64,
+    /// unlimited messages (`remaining` does not apply)
+    pub long_term: bool,
+}
+
+/// A registered legacy credential.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialView {
+    pub id: i64,
+    pub openid: String,
+    #[schema(schema_with = crate::notify::ledger::credential_kind_schema)]
+    pub kind: String,
+    /// Unix s
+    pub issued_at: i64,
+    /// Unix s
+    pub expires_at: i64,
+    pub uses_left: i64,
+    /// why WeChat refused it, if it did (it is never offered again)
+    pub discarded: Option<String>,
+    /// the value was registered before, with the same openid, kind and issue time
+    pub duplicate: bool,
+}
+
+/// Report what a user accepted in `wx.requestSubscribeMessage`. With an `Idempotency-Key`,
+/// a repeated report adds nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions",
+    tag = "notifications",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters; a report sent again with the same key and body adds nothing")),
+    request_body = SubscriptionReportInput,
+    responses(
+        (status = 200, description = "Recorded (or recorded before)", body = SubscriptionsView),
+        (status = 422, description = "Invalid fields, or the key was used for another report", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn post_subscriptions(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -79,18 +130,33 @@ async fn post_subscriptions(
         .subscriptions_of(&report.openid)
         .await?
         .into_iter()
-        .map(|s| {
-            json!({ "template_id": s.template_id, "remaining": s.remaining, "long_term": s.long_term == 1 })
+        .map(|s| SubscriptionView {
+            template_id: s.template_id,
+            remaining: s.remaining,
+            long_term: s.long_term == 1,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "openid": report.openid,
-        "duplicate": duplicate,
-        "subscriptions": subscriptions,
-    })))
+    Ok(HttpResponse::Ok().json(SubscriptionsView {
+        openid: report.openid,
+        duplicate,
+        subscriptions,
+    }))
 }
 
-async fn post_credential(
+/// Register a legacy form_id or prepay_id for an openid.
+#[utoipa::path(
+    post,
+    path = "/v1/credentials",
+    tag = "notifications",
+    request_body = CredentialInput,
+    responses(
+        (status = 201, description = "Registered", body = CredentialView),
+        (status = 200, description = "Registered before, the same (`duplicate`: true)", body = CredentialView),
+        (status = 409, description = "The value is registered with another openid, kind or issue time", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn post_credential(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -124,15 +190,15 @@ async fn post_credential(
     }
 }
 
-fn credential_view(row: &CredentialRow, duplicate: bool) -> serde_json::Value {
-    json!({
-        "id": row.id,
-        "openid": row.openid,
-        "kind": row.kind,
-        "issued_at": row.issued_at,
-        "expires_at": row.issued_at + CREDENTIAL_TTL_SECS,
-        "uses_left": (row.max_uses - row.uses).max(0),
-        "discarded": row.discarded,
-        "duplicate": duplicate,
-    })
+fn credential_view(row: &CredentialRow, duplicate: bool) -> CredentialView {
+    CredentialView {
+        id: row.id,
+        openid: row.openid.clone(),
+        kind: row.kind.clone(),
+        issued_at: row.issued_at,
+        expires_at: row.issued_at + CREDENTIAL_TTL_SECS,
+        uses_left: (row.max_uses - row.uses).max(0),
+        discarded: row.discarded.clone(),
+        duplicate,
+    }
 }

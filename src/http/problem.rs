@@ -7,7 +7,8 @@ use serde::Serialize;
 use crate::domain::{mask_phones_in_text, FieldError};
 
 /// An error response. `errors` names each bad field.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(title = "application/problem+json (RFC 9457) error body")]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

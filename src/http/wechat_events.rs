@@ -3,8 +3,8 @@
 //! masked; newest first, at most `limit` (default 100, at most 1,000).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::require_bearer;
 use super::problem::Problem;
@@ -15,14 +15,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/wechat/events", web::get().to(list_events));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// only events of this name (`Event` of the message)
     event: Option<String>,
+    /// at most this many, newest first
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<i64>,
 }
 
-async fn list_events(
+/// The kept events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WechatEventsView {
+    pub events: Vec<WechatEventView>,
+}
+
+/// One kept WeChat event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WechatEventView {
+    pub id: i64,
+    pub event: String,
+    pub received_at_ms: i64,
+    /// the message as received (decrypted), phone numbers masked
+    pub body: String,
+}
+
+/// WeChat events the gateway keeps but does not handle.
+#[utoipa::path(
+    get,
+    path = "/v1/wechat/events",
+    tag = "wechat",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "The kept events", body = WechatEventsView),
+        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn list_events(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
@@ -45,12 +76,12 @@ async fn list_events(
             );
             Problem::internal()
         })?;
-        events.push(json!({
-            "id": e.id,
-            "event": e.event,
-            "received_at_ms": e.received_at,
-            "body": mask_phones_in_text(&String::from_utf8_lossy(&body)),
-        }));
+        events.push(WechatEventView {
+            id: e.id,
+            event: e.event,
+            received_at_ms: e.received_at,
+            body: mask_phones_in_text(&String::from_utf8_lossy(&body)),
+        });
     }
-    Ok(HttpResponse::Ok().json(json!({ "events": events })))
+    Ok(HttpResponse::Ok().json(WechatEventsView { events }))
 }

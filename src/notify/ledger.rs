@@ -21,18 +21,24 @@ pub const MAX_COUNT_PER_REPORT: i64 = 100;
 pub const MAX_TEMPLATES_PER_REPORT: usize = 50;
 
 /// Body of `POST /v1/subscriptions`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionReportInput {
+    #[schema(required = true, nullable = false, pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub openid: Option<String>,
+    /// one entry per template, each template once
+    #[schema(required = true, nullable = false, min_items = 1, max_items = 50)]
     pub subscriptions: Option<Vec<GrantInput>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// What the user accepted for one template.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantInput {
+    #[schema(required = true, nullable = false, pattern = r"^[A-Za-z0-9_-]{1,128}$")]
     pub template_id: Option<String>,
     /// Accepted one-time subscriptions (default 1; 0 records nothing, as for a refusal).
+    #[schema(minimum = 0, maximum = 100)]
     pub count: Option<i64>,
     /// A long-term template: unlimited messages.
     pub long_term: Option<bool>,
@@ -95,14 +101,30 @@ impl SubscriptionReport {
 }
 
 /// Body of `POST /v1/credentials`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialInput {
+    #[schema(required = true, nullable = false, pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub openid: Option<String>,
+    #[schema(required = true, schema_with = credential_kind_schema)]
     pub kind: Option<String>,
+    /// the form_id or prepay_id itself
+    #[schema(required = true, nullable = false, pattern = r"^[A-Za-z0-9_-]{1,128}$")]
     pub value: Option<String>,
-    /// Unix s.
+    /// Unix seconds; not ahead by more than 5 minutes, and not expired (7 days)
+    #[schema(required = true, nullable = false, minimum = 946_684_800)]
     pub issued_at: Option<i64>,
+}
+
+/// `form_id` or `prepay_id`, from [`CredentialKind`] itself.
+pub fn credential_kind_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(
+            [CredentialKind::FormId, CredentialKind::PrepayId].map(CredentialKind::as_str),
+        ))
+        .description(Some("form_id: one message; prepay_id: three"))
+        .build()
 }
 
 /// The two legacy credentials.

@@ -5,5 +5,6 @@ mod callback;
 mod helpers;
 mod jsonp;
 mod notifications;
+mod openapi;
 mod peer;
 mod pipeline;
