@@ -36,7 +36,11 @@ pub struct CellInput {
     #[schema(required = true, nullable = false, min_length = 1, max_length = 1024)]
     pub link: Option<String>,
     /// Absent: the cell is always shown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::domain::strict::object"
+    )]
     pub when: Option<CellCondition>,
 }
 

@@ -11,12 +11,17 @@ use super::validation::{text, unix_time, Errors, FieldError};
 /// Body of `POST /v1/waybills/{waybill_id}/events` (and the `event` of a batch line).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(title = "POST /v1/waybills/{waybill_id}/events body")]
+#[schema(
+    title = "POST /v1/waybills/{waybill_id}/events body",
+    example = json!({ "action_type": 300002, "action_time": 1_700_003_600, "action_msg": "快件正在派送中，派件员：王五 13900000000", "delivery_courier_name": "王五", "delivery_courier_phone": "13900000000" })
+)]
 pub struct EventInput {
     #[schema(required = true, nullable = false, schema_with = super::action::action_type_schema)]
+    #[serde(default, deserialize_with = "crate::domain::strict::integer")]
     pub action_type: Option<i64>,
     /// Unix seconds; at most one day ahead
     #[schema(required = true, nullable = false, minimum = 946_684_800)]
+    #[serde(default, deserialize_with = "crate::domain::strict::integer")]
     pub action_time: Option<i64>,
     #[schema(required = true, nullable = false, min_length = 1, max_length = 256)]
     pub action_msg: Option<String>,

@@ -5,6 +5,7 @@ pub mod cell;
 pub mod contact;
 pub mod event;
 pub mod phone;
+pub mod strict;
 pub mod validation;
 pub mod waybill;
 

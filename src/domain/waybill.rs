@@ -59,22 +59,36 @@ pub struct PaymentInput {
     pub out_trade_no: Option<String>,
     /// fen
     #[schema(required = true, nullable = false, minimum = 1, maximum = 100_000_000)]
+    #[serde(default, deserialize_with = "crate::domain::strict::integer")]
     pub total_fee: Option<i64>,
 }
 
 /// Body of `PUT /v1/waybills/{waybill_id}` (and the `waybill` of a batch line).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(title = "PUT /v1/waybills/{waybill_id} body")]
+#[schema(
+    title = "PUT /v1/waybills/{waybill_id} body",
+    example = json!({
+        "create_time": 1_700_000_000,
+        "sender": { "name": "张三", "phone": "13800138001", "province": "浙江省", "city": "绍兴市", "area": "柯桥区", "address": "纺都路137号" },
+        "receiver": { "name": "李四", "phone": "13800138000", "province": "福建省", "city": "泉州市", "area": "晋江市", "address": "庄宅北区158-6" },
+        "openids": { "receiver": "oQ3Zs5d9s0aX6bSgxM6MVS5sPLbM" }
+    })
+)]
 pub struct WaybillInput {
     /// Unix seconds; at most one day ahead
     #[schema(required = true, nullable = false, minimum = 946_684_800)]
+    #[serde(default, deserialize_with = "crate::domain::strict::integer")]
     pub create_time: Option<i64>,
     #[schema(required = true, nullable = false)]
+    #[serde(default, deserialize_with = "crate::domain::strict::object")]
     pub sender: Option<ContactInput>,
     #[schema(required = true, schema_with = super::contact::receiver_schema)]
+    #[serde(default, deserialize_with = "crate::domain::strict::object")]
     pub receiver: Option<ContactInput>,
+    #[serde(default, deserialize_with = "crate::domain::strict::object")]
     pub openids: Option<OpenidsInput>,
+    #[serde(default, deserialize_with = "crate::domain::strict::object")]
     pub payment: Option<PaymentInput>,
 }
 

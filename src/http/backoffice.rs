@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::auth::require_bearer;
 use super::body::{media_type, parse_json, read_limited};
+use super::path::{waybill_id, WaybillPath};
 use super::problem::Problem;
 use super::AppState;
 use crate::clock::{now_ms, now_secs};
@@ -18,27 +19,22 @@ use crate::domain::{
 };
 use crate::store::{EntryState, EventInsert, StoreError};
 
+/// One resource per path, so that another method is answered 405 with `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/waybills/{waybill_id}", web::put().to(put_waybill))
-        .service(
-            web::resource("/v1/waybills/{waybill_id}/events")
-                .wrap(actix_web::middleware::from_fn(counted))
-                .route(web::post().to(post_event)),
-        )
-        .route("/v1/events/batch", web::post().to(post_batch))
-        .route(
-            "/v1/notifications/{id}/retry",
-            web::post().to(retry_notification),
-        );
-}
-
-pub(crate) fn waybill_id(raw: &str) -> Result<WaybillId, Problem> {
-    WaybillId::parse(raw).map_err(|m| {
-        Problem::validation(vec![FieldError {
-            field: "waybill_id".into(),
-            message: m,
-        }])
-    })
+    cfg.service(
+        web::resource("/v1/waybills/{waybill_id}")
+            .route(web::put().to(put_waybill))
+            .route(web::get().to(super::waybill_view::get_waybill)),
+    )
+    .service(
+        web::resource("/v1/waybills/{waybill_id}/events")
+            .wrap(actix_web::middleware::from_fn(counted))
+            .route(web::post().to(post_event)),
+    )
+    .service(web::resource("/v1/events/batch").route(web::post().to(post_batch)))
+    .service(
+        web::resource("/v1/notifications/{id}/retry").route(web::post().to(retry_notification)),
+    );
 }
 
 /// Answer of `PUT /v1/waybills/{waybill_id}`.
@@ -90,7 +86,7 @@ pub struct NotificationRetried {
     put,
     path = "/v1/waybills/{waybill_id}",
     tag = "waybills",
-    params(("waybill_id" = String, Path, description = "1 to 64 of [A-Za-z0-9_-]")),
+    params(WaybillPath),
     request_body = WaybillInput,
     responses(
         (status = 201, description = "Created", body = WaybillStored),
@@ -148,7 +144,7 @@ async fn counted(
     post,
     path = "/v1/waybills/{waybill_id}/events",
     tag = "events",
-    params(("waybill_id" = String, Path, description = "1 to 64 of [A-Za-z0-9_-]")),
+    params(WaybillPath),
     request_body = EventInput,
     responses(
         (status = 202, description = "Stored; it will be pushed", body = EventRecorded),
@@ -199,8 +195,10 @@ pub struct BatchLine {
     #[schema(required = true, nullable = false, pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub waybill_id: Option<String>,
     /// the waybill, created or updated before the event is recorded
+    #[serde(default, deserialize_with = "crate::domain::strict::object")]
     pub waybill: Option<WaybillInput>,
     #[schema(required = true, nullable = false)]
+    #[serde(default, deserialize_with = "crate::domain::strict::object")]
     pub event: Option<EventInput>,
 }
 
@@ -211,9 +209,10 @@ pub struct BatchLine {
     path = "/v1/events/batch",
     tag = "events",
     request_body(
-        content = String,
+        content = Vec<BatchLine>,
         content_type = "application/x-ndjson",
-        description = "one JSON object per line, each a `BatchLine`",
+        description = "one `BatchLine` per line (the schema is the list of lines; the body is \
+                       each of them as JSON, one per line, not a JSON array)",
     ),
     responses(
         (status = 200, description = "Every line stored or refused", body = BatchResult),
@@ -405,7 +404,8 @@ fn parse_line_fields(
             message,
         }]
     };
-    let l: BatchLine = serde_json::from_str(line)
+    let l = serde_json::from_str::<crate::domain::strict::Strict<BatchLine>>(line)
+        .map(|s| s.0)
         .map_err(|e| fe("", format!("not a JSON object of this endpoint: {e}")))?;
     let id = WaybillId::parse(l.waybill_id.as_deref().unwrap_or_default())
         .map_err(|m| fe("waybill_id", m))?;
@@ -439,7 +439,7 @@ fn parse_line_fields(
     post,
     path = "/v1/notifications/{id}/retry",
     tag = "notifications",
-    params(("id" = String, Path, description = "a notification's `id`, as `GET /v1/waybills/{waybill_id}` lists it")),
+    params(("id" = i64, Path, minimum = 1, description = "a notification's `id`, as `GET /v1/waybills/{waybill_id}` lists it")),
     responses(
         (status = 202, description = "Pending again; tried at once", body = NotificationRetried),
         (status = 404, description = "No such notification", body = Problem, content_type = "application/problem+json"),

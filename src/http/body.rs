@@ -4,6 +4,7 @@ use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 
 use super::problem::Problem;
+use crate::domain::strict::Strict;
 
 /// Read the whole body, refusing (413) as soon as it exceeds `limit` bytes — by
 /// `Content-Length` when present, else while streaming.
@@ -53,7 +54,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     if mt != "application/json" && !mt.ends_with("+json") {
         return Err(Problem::unsupported_media("application/json"));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        Problem::bad_request(format!("the body is not valid JSON for this endpoint: {e}"))
-    })
+    serde_json::from_slice::<Strict<T>>(body)
+        .map(|s| s.0)
+        .map_err(|e| {
+            Problem::bad_request(format!("the body is not valid JSON for this endpoint: {e}"))
+        })
 }

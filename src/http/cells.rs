@@ -16,20 +16,26 @@ use super::problem::Problem;
 use super::AppState;
 use crate::clock::now_ms;
 use crate::domain::cell::parse_cells;
+use crate::domain::strict::Strict;
 use crate::domain::{Cell, CellCondition, CellInput};
 use crate::store::{CellRecord, StoreError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/cells", web::get().to(get_cells))
-        .route("/v1/cells", web::put().to(put_cells))
-        .route("/v1/cells", web::delete().to(delete_cells));
+    cfg.service(
+        web::resource("/v1/cells")
+            .route(web::get().to(get_cells))
+            .route(web::put().to(put_cells))
+            .route(web::delete().to(delete_cells)),
+    );
 }
 
 /// Body of `PUT /v1/cells`: the whole new list, in display order.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "cells": [{ "key": "pay", "name": "支付运单", "link": "https://carrier.example/pay/{waybill_id}", "when": { "latest_action_in": [90010] } }] }))]
 pub struct CellsBody {
     #[schema(max_items = 10)]
+    #[serde(deserialize_with = "crate::domain::strict::list")]
     pub cells: Vec<CellInput>,
 }
 
@@ -86,11 +92,13 @@ pub(crate) async fn put_cells(
     if mt != "application/json" && !mt.ends_with("+json") {
         return Err(Problem::unsupported_media("application/json"));
     }
-    let input: CellsBody = serde_json::from_slice(&body).map_err(|e| {
-        Problem::bad_request(format!(
-            "the body is not a JSON object {{\"cells\": [...]}}: {e}"
-        ))
-    })?;
+    let input = serde_json::from_slice::<Strict<CellsBody>>(&body)
+        .map(|s| s.0)
+        .map_err(|e| {
+            Problem::bad_request(format!(
+                "the body is not a JSON object {{\"cells\": [...]}}: {e}"
+            ))
+        })?;
     let cells = parse_cells(&input.cells, "cells").map_err(Problem::validation)?;
     state
         .store

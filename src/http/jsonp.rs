@@ -14,7 +14,6 @@
 //! callback, or log an openid.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -211,7 +210,7 @@ async fn waybill(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
             .body("invalid or missing callback: expected a JavaScript identifier path of [A-Za-z0-9_$.], at most 64 characters\n");
     };
     let client = client_ip(&req, state.settings.jsonp.client_ip_header.as_deref());
-    if !state.jsonp.ip.allow(client, Instant::now()) {
+    if !state.jsonp.ip.allow(client) {
         tracing::warn!("jsonp lookup refused: client rate limit exceeded");
         return too_many(&callback);
     }
@@ -331,9 +330,7 @@ async fn lookup(state: &AppState, p: &Params) -> Result<OrderInfo, LookupError> 
         Binding::OtherWaybill => return Err(LookupError::UrlForAnotherWaybill),
         Binding::Full => return Err(LookupError::RateLimited),
     }
-    let at = Instant::now();
-    if !guard.url.allow(url_key, at)
-        || (!openid.is_empty() && !guard.openid.allow(openid.to_string(), at))
+    if !guard.url.allow(url_key) || (!openid.is_empty() && !guard.openid.allow(openid.to_string()))
     {
         return Err(LookupError::RateLimited);
     }

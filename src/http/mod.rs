@@ -11,6 +11,7 @@ pub mod health;
 pub mod jsonp;
 pub mod notifications;
 pub mod openapi;
+pub mod path;
 pub mod problem;
 pub mod section;
 pub mod signed_urls;
@@ -41,7 +42,6 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(health::routes)
         .configure(backoffice::routes)
-        .configure(waybill_view::routes)
         .configure(callback::routes)
         .configure(jsonp::routes)
         .configure(cells::routes)

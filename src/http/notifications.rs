@@ -23,8 +23,8 @@ use crate::notify::ledger::{
 use crate::store::{CredentialInsert, CredentialRow, ReportOutcome};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/subscriptions", web::post().to(post_subscriptions))
-        .route("/v1/credentials", web::post().to(post_credential));
+    cfg.service(web::resource("/v1/subscriptions").route(web::post().to(post_subscriptions)))
+        .service(web::resource("/v1/credentials").route(web::post().to(post_credential)));
 }
 
 /// The optional `Idempotency-Key` header: 1..=128 visible ASCII characters.

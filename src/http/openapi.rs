@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use actix_web::{web, HttpResponse};
 use serde_json::{Map, Value};
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, RefOr, Response, ResponseBuilder};
@@ -83,6 +84,74 @@ impl Modify for Shared {
             .flatten()
             {
                 add_shared_responses(op);
+                add_links(op);
+            }
+        }
+    }
+}
+
+/// Where an answer leads: `(from operation, its statuses, link, to operation, parameter,
+/// runtime expression)`. Clients (and schemathesis's stateful phase) follow them.
+const LINKS: &[Link] = &[
+    (
+        "put_waybill",
+        &["200", "201"],
+        "GetWaybill",
+        "get_waybill",
+        "waybill_id",
+        "$response.body#/waybill_id",
+    ),
+    (
+        "put_waybill",
+        &["200", "201"],
+        "PostEvent",
+        "post_event",
+        "waybill_id",
+        "$response.body#/waybill_id",
+    ),
+    (
+        "post_event",
+        &["200", "202"],
+        "GetWaybill",
+        "get_waybill",
+        "waybill_id",
+        "$response.body#/waybill_id",
+    ),
+    (
+        "get_waybill",
+        &["200"],
+        "RetryNotification",
+        "retry_notification",
+        "id",
+        "$response.body#/notifications/0/id",
+    ),
+];
+
+type Link = (
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+fn add_links(op: &mut Operation) {
+    for (from, statuses, name, to, param, expression) in LINKS {
+        if op.operation_id.as_deref() != Some(*from) {
+            continue;
+        }
+        for status in *statuses {
+            if let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) {
+                response.links.insert(
+                    name.to_string(),
+                    RefOr::T(
+                        LinkBuilder::new()
+                            .operation_id(*to)
+                            .parameter(*param, *expression)
+                            .build(),
+                    ),
+                );
             }
         }
     }
@@ -153,10 +222,35 @@ fn unauthorized() -> Response {
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
-            .expect("the OpenAPI document serialises")
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+        camel_case_links(&mut doc);
+        serde_json::to_string_pretty(&doc).expect("the document serialises")
     })
+}
+
+/// utoipa 5 writes a Link's `operationId` as `operation_id`, which OpenAPI readers ignore
+/// (schemathesis refuses the link); renamed here, in every response's links.
+fn camel_case_links(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    let links = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op["responses"].as_object_mut())
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links").and_then(Value::as_object_mut))
+        .flat_map(|links| links.values_mut())
+        .filter_map(Value::as_object_mut);
+    for link in links {
+        if let Some(id) = link.remove("operation_id") {
+            link.insert("operationId".into(), id);
+        }
+        if let Some(r) = link.remove("operation_ref") {
+            link.insert("operationRef".into(), r);
+        }
+    }
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -7,16 +7,12 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::require_bearer;
-use super::backoffice::waybill_id;
+use super::path::{waybill_id, WaybillPath};
 use super::problem::Problem;
 use super::AppState;
 use crate::codec;
 use crate::domain::{mask_phone_str, mask_phones_in_text, Contact};
 use crate::store::{AttemptRecord, EntryKind, EntryState, ExchangeRecord, OutboxEntry, SkipReason};
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/waybills/{waybill_id}", web::get().to(get_waybill));
-}
 
 /// A waybill as stored, phones masked.
 #[derive(Debug, Serialize, ToSchema)]
@@ -125,7 +121,7 @@ pub struct CallbackView {
     get,
     path = "/v1/waybills/{waybill_id}",
     tag = "waybills",
-    params(("waybill_id" = String, Path, description = "1 to 64 of [A-Za-z0-9_-]")),
+    params(WaybillPath),
     responses(
         (status = 200, description = "The waybill", body = WaybillView),
         (status = 404, description = "No such waybill", body = Problem, content_type = "application/problem+json"),

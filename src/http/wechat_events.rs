@@ -12,7 +12,7 @@ use super::AppState;
 use crate::domain::mask_phones_in_text;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/wechat/events", web::get().to(list_events));
+    cfg.service(web::resource("/v1/wechat/events").route(web::get().to(list_events)));
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

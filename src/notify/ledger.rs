@@ -23,11 +23,13 @@ pub const MAX_TEMPLATES_PER_REPORT: usize = 50;
 /// Body of `POST /v1/subscriptions`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "openid": "oQ3Zs5d9s0aX6bSgxM6MVS5sPLbM", "subscriptions": [{ "template_id": "TPL_shipped_0001", "count": 2 }] }))]
 pub struct SubscriptionReportInput {
     #[schema(required = true, nullable = false, pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub openid: Option<String>,
     /// one entry per template, each template once
     #[schema(required = true, nullable = false, min_items = 1, max_items = 50)]
+    #[serde(default, deserialize_with = "crate::domain::strict::objects")]
     pub subscriptions: Option<Vec<GrantInput>>,
 }
 
@@ -39,6 +41,7 @@ pub struct GrantInput {
     pub template_id: Option<String>,
     /// Accepted one-time subscriptions (default 1; 0 records nothing, as for a refusal).
     #[schema(minimum = 0, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::domain::strict::integer")]
     pub count: Option<i64>,
     /// A long-term template: unlimited messages.
     pub long_term: Option<bool>,
@@ -103,6 +106,7 @@ impl SubscriptionReport {
 /// Body of `POST /v1/credentials`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "openid": "oQ3Zs5d9s0aX6bSgxM6MVS5sPLbM", "kind": "prepay_id", "value": "wx201410272009395522657a690389285100", "issued_at": 1_700_000_000 }))]
 pub struct CredentialInput {
     #[schema(required = true, nullable = false, pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub openid: Option<String>,
@@ -113,6 +117,7 @@ pub struct CredentialInput {
     pub value: Option<String>,
     /// Unix seconds; not ahead by more than 5 minutes, and not expired (7 days)
     #[schema(required = true, nullable = false, minimum = 946_684_800)]
+    #[serde(default, deserialize_with = "crate::domain::strict::integer")]
     pub issued_at: Option<i64>,
 }
 

@@ -360,3 +360,56 @@ async fn a_batch_the_database_stops_part_way_is_a_503_naming_the_last_stored_lin
     assert_eq!(r.status(), 200);
     assert_eq!(app.store.list_events("SFOK").await.unwrap().len(), 299);
 }
+
+#[tokio::test]
+async fn objects_must_be_objects_and_an_integral_number_may_carry_a_fraction() {
+    let app = spawn_app().await;
+    // serde would read an array as a struct's fields in order; the API does not.
+    let mut positional = waybill_body();
+    positional["sender"] = json!([
+        "张三",
+        "13800138001",
+        "浙江省",
+        "绍兴市",
+        "柯桥区",
+        null,
+        "x"
+    ]);
+    for body in [json!([1_700_000_000, null, null]), positional] {
+        let r = app.put_waybill("SF1010", &body).await;
+        assert_eq!(r.status(), 400, "{body}");
+        let p: Value = r.json().await.unwrap();
+        assert!(
+            p["detail"].as_str().unwrap().contains("a JSON object"),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        app.get_waybill("SF1010").await.status(),
+        404,
+        "nothing stored"
+    );
+    // JSON Schema's integer: 1700000000.0 is 1700000000; 1.5 is not an integer.
+    let mut fractional = waybill_body();
+    fractional["create_time"] = json!(1_700_000_000.0);
+    assert_eq!(app.put_waybill("SF1010", &fractional).await.status(), 201);
+    let ev =
+        json!({ "action_type": 100001.0, "action_time": 1_700_000_100.0, "action_msg": "已揽件" });
+    assert_eq!(app.post_event("SF1010", &ev).await.status(), 202);
+    let half = json!({ "action_type": 100001, "action_time": 1.5, "action_msg": "已揽件" });
+    assert_eq!(app.post_event("SF1010", &half).await.status(), 400);
+    let w: Value = app.get_waybill("SF1010").await.json().await.unwrap();
+    assert_eq!(w["create_time"], 1_700_000_000);
+    assert_eq!(w["path"][0]["action_time"], 1_700_000_100);
+    // A batch line that is not an object is refused on its own.
+    let lines = format!(
+        "{}\n[\"SF1010\"]\n",
+        json!({ "waybill_id": "SF1010", "event": event_body(200001, 1_700_000_200, "运输中") })
+    );
+    let b: Value = app.post_batch(lines).await.json().await.unwrap();
+    assert_eq!(
+        (b["accepted"].clone(), b["rejected"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(b["errors"][0]["line"], 2);
+}

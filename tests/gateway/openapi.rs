@@ -91,21 +91,26 @@ impl Described {
     }
 }
 
-/// `(path, method)` of every `/v1` route registered in `src/http/`.
+/// `(path, method)` of every `/v1` route registered in `src/http/`: each is a
+/// `web::resource("/v1/…")` with its `.route(web::METHOD()…)`s (a bare `cfg.route` would
+/// answer another method 404 instead of 405, and is refused here).
 fn registered_routes() -> BTreeSet<(String, String)> {
     let dir = format!("{}/src/http", env!("CARGO_MANIFEST_DIR"));
-    let route = regex::Regex::new(r#"\.route\(\s*"(/v1/[^"]+)",\s*web::(\w+)\(\)"#).unwrap();
-    let resource =
-        regex::Regex::new(r#"(?s)web::resource\("(/v1/[^"]+)"\)(.*?)\.route\(web::(\w+)\(\)"#)
-            .unwrap();
+    let bare = regex::Regex::new(r#"\.route\(\s*"/v1/"#).unwrap();
+    let path = regex::Regex::new(r#"^\s*"(/v1/[^"]+)"\)"#).unwrap();
+    let method = regex::Regex::new(r#"\.route\(\s*web::(\w+)\(\)"#).unwrap();
     let mut out = BTreeSet::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for c in route.captures_iter(&text) {
-            out.insert((c[1].to_string(), c[2].to_string()));
-        }
-        for c in resource.captures_iter(&text) {
-            out.insert((c[1].to_string(), c[3].to_string()));
+        assert!(!bare.is_match(&text), "a /v1 route outside a resource");
+        for chunk in text.split("web::resource(").skip(1) {
+            let Some(p) = path.captures(chunk) else {
+                continue;
+            };
+            let end = chunk.find(';').unwrap_or(chunk.len());
+            for m in method.captures_iter(&chunk[..end]) {
+                out.insert((p[1].to_string(), m[1].to_string()));
+            }
         }
     }
     out
