@@ -91,7 +91,7 @@ pub struct NotificationRetried {
     responses(
         (status = 201, description = "Created", body = WaybillStored),
         (status = 200, description = "Updated", body = WaybillStored),
-        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named"),
     )
 )]
 pub(crate) async fn put_waybill(
@@ -149,8 +149,8 @@ async fn counted(
     responses(
         (status = 202, description = "Stored; it will be pushed", body = EventRecorded),
         (status = 200, description = "Already recorded (`duplicate`: true)", body = EventRecorded),
-        (status = 404, description = "No such waybill", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such waybill"),
+        (status = 422, description = "Invalid fields, each named"),
     )
 )]
 pub(crate) async fn post_event(
@@ -216,7 +216,7 @@ pub struct BatchLine {
     ),
     responses(
         (status = 200, description = "Every line stored or refused", body = BatchResult),
-        (status = 503, description = "The database failed part-way: the lines it names were stored, the others were not; sending the batch again is safe", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database failed part-way: the lines it names were stored, the others were not; sending the batch again is safe"),
     )
 )]
 pub(crate) async fn post_batch(
@@ -442,9 +442,9 @@ fn parse_line_fields(
     params(("id" = i64, Path, minimum = 1, description = "a notification's `id`, as `GET /v1/waybills/{waybill_id}` lists it")),
     responses(
         (status = 202, description = "Pending again; tried at once", body = NotificationRetried),
-        (status = 404, description = "No such notification", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The notification is not dead", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such notification"),
+        (status = 409, description = "The notification is not dead"),
+        (status = 422, description = "The id is not a number"),
     )
 )]
 pub(crate) async fn retry_notification(

@@ -79,7 +79,7 @@ pub(crate) async fn get_cells(
 #[utoipa::path(put, path = "/v1/cells", tag = "cells", request_body = CellsBody,
     responses(
         (status = 200, description = "The new list, in force", body = CellsView),
-        (status = 422, description = "Invalid cells, each field named", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid cells, each field named"),
     ))]
 pub(crate) async fn put_cells(
     state: web::Data<AppState>,

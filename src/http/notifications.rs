@@ -90,7 +90,7 @@ pub struct CredentialView {
     request_body = SubscriptionReportInput,
     responses(
         (status = 200, description = "Recorded (or recorded before)", body = SubscriptionsView),
-        (status = 422, description = "Invalid fields, or the key was used for another report", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or the key was used for another report"),
     )
 )]
 pub(crate) async fn post_subscriptions(
@@ -152,8 +152,8 @@ pub(crate) async fn post_subscriptions(
     responses(
         (status = 201, description = "Registered", body = CredentialView),
         (status = 200, description = "Registered before, the same (`duplicate`: true)", body = CredentialView),
-        (status = 409, description = "The value is registered with another openid, kind or issue time", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The value is registered with another openid, kind or issue time"),
+        (status = 422, description = "Invalid fields, each named"),
     )
 )]
 pub(crate) async fn post_credential(

@@ -3,7 +3,8 @@
 //! (utoipa), and the JSON Schemas of `schemas/`, generated from the same types.
 //!
 //! Responses every route shares are added here once ([`Shared`]): 401 (every route takes
-//! the bearer key), 500, and for routes with a body 400, 413 and 415.
+//! the bearer key), 500, and for routes with a body 400, 413 and 415; and every error status
+//! a handler names is given its body here, `application/problem+json`.
 
 use std::sync::OnceLock;
 
@@ -183,6 +184,17 @@ fn add_shared_responses(op: &mut Operation) {
             .responses
             .entry(status.to_string())
             .or_insert(RefOr::T(response));
+    }
+    // Every error is a problem: the handlers' annotations name the status and what it means.
+    for (status, response) in op.responses.responses.iter_mut() {
+        if let RefOr::T(response) = response {
+            let error = status.parse::<u16>().is_ok_and(|s| s >= 400);
+            if error && response.content.is_empty() {
+                response
+                    .content
+                    .insert("application/problem+json".into(), problem_content());
+            }
+        }
     }
 }
 

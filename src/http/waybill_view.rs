@@ -124,8 +124,8 @@ pub struct CallbackView {
     params(WaybillPath),
     responses(
         (status = 200, description = "The waybill", body = WaybillView),
-        (status = 404, description = "No such waybill", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The waybill id is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such waybill"),
+        (status = 422, description = "The waybill id is invalid"),
     )
 )]
 pub(crate) async fn get_waybill(

@@ -50,7 +50,7 @@ pub struct WechatEventView {
     params(EventsQuery),
     responses(
         (status = 200, description = "The kept events", body = WechatEventsView),
-        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A query parameter is invalid"),
     )
 )]
 pub(crate) async fn list_events(
