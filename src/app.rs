@@ -414,26 +414,34 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     }
     let app = Application::build(settings).await?;
     tracing::info!(address = %app.addr(), "listening: backoffice API under /v1, WeChat callback at /wechat/callback");
-    let metrics = if metrics_listen.is_empty() {
-        None
-    } else {
-        let listener = TcpListener::bind(&metrics_listen).map_err(|source| AppError::Bind {
-            addr: metrics_listen.clone(),
-            source,
-        })?;
-        let sources = crate::prometheus::Sources {
-            store: app.store().clone(),
-            pushes: app.worker_stats(),
-            notifications: app.notification_stats(),
-        };
-        Some(crate::prometheus::spawn(listener, sources)?)
-    };
+    let metrics = serve_metrics(&app, &metrics_listen)?;
     app.run_until_stopped().await?;
     if let Some(metrics) = metrics {
         metrics.stop(true).await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `GET /metrics` of `app` on `listen` (`""`: none). Call [`crate::prometheus::handle`]
+/// before the app is built, or what it counts first goes nowhere.
+pub fn serve_metrics(
+    app: &Application,
+    listen: &str,
+) -> Result<Option<actix_web::dev::ServerHandle>, AppError> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let listener = TcpListener::bind(listen).map_err(|source| AppError::Bind {
+        addr: listen.to_string(),
+        source,
+    })?;
+    let sources = crate::prometheus::Sources {
+        store: app.store().clone(),
+        pushes: app.worker_stats(),
+        notifications: app.notification_stats(),
+    };
+    Ok(Some(crate::prometheus::spawn(listener, sources)?))
 }
 
 /// `wxexpress sandbox`: WeChat's side, emulated, on its own.

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Renders the dashboard's panels from a live gateway's metrics, as a picture for the docs.
 
-Starts `wxexpress serve` in sandbox mode (no configuration: an in-process WeChat sandbox,
-metrics on 127.0.0.1:9464) in a temporary directory, binds receivers in the sandbox, sends
-tracking events for a minute, scrapes `GET /metrics` every two seconds, computes the same
-expressions the Grafana dashboard uses (rates over the scrapes, the callback histogram's
-quantiles), draws them as SVG, and has headless Chromium take the screenshot.
+Runs `wxexpress demo` (a synthetic day through the whole pipeline, WeChat faults included)
+with its metrics on 127.0.0.1:19464, scrapes `GET /metrics` every two seconds while it runs,
+computes the same expressions the Grafana dashboard uses (rates over the scrapes, the
+callback histogram's quantiles), draws them as SVG, and has headless Chromium take the
+screenshot.
 
     cargo build --release
     python3 docs/grafana/render.py target/release/wxexpress docs/grafana/dashboard.png
+
+With `--serve` instead, it starts `wxexpress serve` in sandbox mode and sends tracking events
+for `RENDER_SECONDS` (60) itself: steady traffic, no faults.
 
 Python 3 standard library and `chromium` only.
 """
@@ -23,7 +26,9 @@ import time
 import urllib.request
 
 BINARY, OUT = sys.argv[1], sys.argv[2]
+SERVE = "--serve" in sys.argv[3:]
 SECONDS = int(os.environ.get("RENDER_SECONDS", "60"))
+WAYBILLS = os.environ.get("RENDER_WAYBILLS", "3000")
 GATEWAY = "http://127.0.0.1:18080"
 METRICS = "http://127.0.0.1:19464/metrics"
 
@@ -77,8 +82,30 @@ def quantile(q, buckets):
     return prev_le
 
 
-def main():
-    work = tempfile.mkdtemp(prefix="wxexpress-render-")
+def demo_run(work):
+    """`wxexpress demo`, scraped every two seconds until it ends."""
+    env = dict(os.environ, WXEXPRESS_SERVER__METRICS_LISTEN="127.0.0.1:19464")
+    log = open(os.path.join(work, "demo.log"), "w")
+    proc = subprocess.Popen([os.path.abspath(BINARY), "demo", "--waybills", WAYBILLS], cwd=work, env=env,
+                            stdout=log, stderr=log)
+    samples, started = [], time.time()
+    try:
+        while proc.poll() is None:
+            time.sleep(max(0.0, 2.0 - (time.time() - started) % 2.0))
+            try:
+                samples.append((time.time() - started, scrape()))
+            except OSError:
+                pass  # not listening yet, or already stopped
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
+    if proc.returncode != 0:
+        sys.exit(f"the demo failed; see {log.name}")
+    return samples, f"a wxexpress demo run ({WAYBILLS} waybills, WeChat faults injected)"
+
+
+def serve_run(work):
     env = {"PATH": os.environ.get("PATH", ""), "WXEXPRESS_SERVER__LISTEN": "127.0.0.1:18080",
            "WXEXPRESS_SERVER__METRICS_LISTEN": "127.0.0.1:19464"}
     log = open(os.path.join(work, "serve.log"), "w")
@@ -117,6 +144,14 @@ def main():
         proc.terminate()
         proc.wait(timeout=30)
 
+    return samples, f"{SECONDS} s of a sandbox run, {n} events"
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="wxexpress-render-")
+    samples, what = serve_run(work) if SERVE else demo_run(work)
+    events = total(samples[-1][1], "wxexpress_events_ingested_total") if samples else 0
+
     def rate_series(f):
         out = []
         for (t0, a), (t1, b) in zip(samples, samples[1:]):
@@ -127,6 +162,8 @@ def main():
         ("Ingest rate (events/s) by outcome", rate_series(lambda s: grouped(s, "wxexpress_events_ingested_total", "outcome"))),
         ("Push rate (/s) by outcome", rate_series(lambda s: grouped(s, "wxexpress_pushes_total", "outcome", kind="pathnotify"))),
         ("WeChat calls (/s) by api", rate_series(lambda s: grouped(s, "wxexpress_wechat_calls_total", "api"))),
+        ("WeChat errcodes (/s) by api and errcode", rate_series(lambda s: {f'{l["api"]} {l["errcode"]}': v for l, v in s.get("wxexpress_wechat_calls_total", []) if l.get("errcode") != "0"})),
+        ("Notifications (/s) by kind and outcome", rate_series(lambda s: {f'{l["kind"]} {l["outcome"]}': v for l, v in s.get("wxexpress_pushes_total", []) if l.get("kind") != "pathnotify"})),
         ("Backlog: pending path nodes", [(t, {"pending": total(s, "wxexpress_outbox_entries", kind="pathnotify", state="pending")}) for t, s in samples]),
         ("Oldest pending (s)", [(t, {"age": total(s, "wxexpress_outbox_oldest_pending_seconds")}) for t, s in samples]),
         ("Callback latency (ms) against WeChat's 5 s", [
@@ -152,17 +189,20 @@ def main():
             legend.append(f'<span style="color:{c}">■</span> {k or "-"} <b>{last:.3g}</b>')
         grid = "".join(f'<line x1="40" x2="{w - 10}" y1="{h - 25 - f * (h - 40):.1f}" y2="{h - 25 - f * (h - 40):.1f}" stroke="#2c3235"/>'
                        f'<text x="2" y="{h - 21 - f * (h - 40):.1f}" fill="#8e8e8e" font-size="10">{ymax * f:.3g}</text>' for f in (0, .25, .5, .75, 1))
+        if not any(v for _, d in points for v in d.values()):
+            grid = f'<text x="{w / 2 - 60}" y="{h / 2}" fill="#8e8e8e" font-size="13">none in this run</text>'
+            paths = []
         cards.append(f'<div class="card"><h3>{title}</h3><svg width="{w}" height="{h}">{grid}{"".join(paths)}</svg><div class="legend">{" &nbsp; ".join(legend)}</div></div>')
     html = ('<html><head><meta charset="utf-8"><style>body{background:#111217;color:#ccccdc;font-family:sans-serif;margin:12px}'
             '.grid{display:grid;grid-template-columns:repeat(2,590px);gap:10px}.card{background:#181b1f;border:1px solid #2c3235;padding:8px}'
             'h3{font-size:13px;margin:0 0 4px}.legend{font-size:11px}h1{font-size:16px}</style></head><body>'
-            f'<h1>wxexpress — {SECONDS} s of a sandbox run, {n} events, from GET /metrics</h1><div class="grid">{"".join(cards)}</div></body></html>')
+            f'<h1>wxexpress — {what}: {events:.0f} events, from GET /metrics</h1><div class="grid">{"".join(cards)}</div></body></html>')
     page = os.path.join(work, "dashboard.html")
     open(page, "w").write(html)
     subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={os.path.abspath(OUT)}", "--window-size=1220,1130", "file://" + page],
+                    f"--screenshot={os.path.abspath(OUT)}", "--window-size=1220,1400", "file://" + page],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    print(f"{OUT}: {n} events over {SECONDS} s, {len(samples)} scrapes")
+    print(f"{OUT}: {what}, {events:.0f} events, {len(samples)} scrapes")
 
 
 main()

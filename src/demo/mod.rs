@@ -4,6 +4,7 @@
 //! faults, a live progress bar, and a summary. Exits 0 only if every notification that
 //! should have arrived is in the sandbox inbox, exactly once, in order.
 
+mod setup;
 pub mod synth;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use crate::app::Application;
 use crate::clock::now_secs;
 use crate::sandbox::{ApiFault, CallbackFault, Faults, Sandbox};
 use crate::store::{EntryState, SkipReason};
+use setup::API_KEY;
 
 /// Options of a run.
 #[derive(Debug, Clone)]
@@ -47,74 +49,18 @@ pub struct DemoReport {
     pub problems: Vec<String>,
 }
 
-const API_KEY: &str = "demo-api-key-0123456789";
-
-/// Shipping notifications of the demo: senders hear about pickup and delivery, through a
-/// subscribe message when they accepted one in the mini program, else through a legacy
-/// template message when the carrier holds a prepay_id of theirs.
-const DEMO_TOML: &str = r#"
-[notifications]
-poll_interval_ms = 10
-concurrency = 16
-
-[[notifications.rules]]
-name = "status_subscribe"
-action_types = [100001, 300003]
-recipients = ["sender"]
-api = "subscribe"
-template_id = "sandbox-shipping-status"
-page = "pages/waybill/detail?waybill_id={waybill_id}"
-[notifications.rules.data]
-character_string1 = "{waybill_id}"
-phrase2 = "{status}"
-thing3 = "{action_msg}"
-time4 = "{action_time}"
-
-[[notifications.rules]]
-name = "status_legacy"
-action_types = [100001, 300003]
-recipients = ["sender"]
-api = "template"
-template_id = "sandbox-legacy-shipping"
-page = "pages/waybill/detail?waybill_id={waybill_id}"
-[notifications.rules.data]
-keyword1 = "{waybill_id}"
-keyword2 = "{status}"
-keyword3 = "{action_time}"
-keyword4 = "{action_msg}"
-"#;
-
 /// Run the demo; `Err` only for setup failures (a failed check is `ok: false`).
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let dir = tempfile::tempdir()?;
-    let env: BTreeMap<String, String> = [
-        ("WXEXPRESS_SERVER__LISTEN", "127.0.0.1:0".to_string()),
-        (
-            "WXEXPRESS_DATABASE__URL",
-            format!("sqlite://{}/demo.db", dir.path().display()),
-        ),
-        ("WXEXPRESS_BACKOFFICE__API_KEYS", API_KEY.to_string()),
-        (
-            "WXEXPRESS_PRIVACY__DATA_KEY",
-            crate::privacy::Privacy::generate_key_base64(),
-        ),
-        ("WXEXPRESS_OUTBOX__POLL_INTERVAL_MS", "10".to_string()),
-        ("WXEXPRESS_OUTBOX__CONCURRENCY", "32".to_string()),
-        // A compressed day: retries after fractions of a second instead of minutes.
-        (
-            "WXEXPRESS_OUTBOX__RETRY_SCHEDULE",
-            "0.1,0.3,0.6,1,2,3,5".to_string(),
-        ),
-        ("WXEXPRESS_OUTBOX__LEASE_SECS", "15".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config_path = dir.path().join("demo.toml");
-    std::fs::write(&config_path, DEMO_TOML)?;
-    let settings = crate::config::load_from(Some(&config_path), &env, false)
-        .map_err(|e| anyhow::anyhow!("demo settings: {e}"))?;
+    let settings = setup::settings(dir.path())?;
+    // With `WXEXPRESS_SERVER__METRICS_LISTEN` set, the run's metrics are served there while
+    // it lasts (docs/grafana/render.py draws the dashboard from them).
+    let metrics_listen = std::env::var("WXEXPRESS_SERVER__METRICS_LISTEN").unwrap_or_default();
+    if !metrics_listen.is_empty() {
+        crate::prometheus::handle();
+    }
     let app = Application::build(settings).await?;
+    let metrics = crate::app::serve_metrics(&app, &metrics_listen)?;
     let base = format!("http://{}", app.addr());
     let sandbox = app
         .sandbox()
@@ -389,6 +335,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     ];
     let _ = stop.send(true);
     let _ = server.await;
+    if let Some(metrics) = metrics {
+        metrics.stop(true).await;
+    }
     Ok(DemoReport {
         ok: problems.is_empty() && delivered as usize == expected_total,
         lines,
