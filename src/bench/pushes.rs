@@ -28,15 +28,7 @@ pub(super) async fn pushes(db: &str, data_key: &str, waybills: usize) -> anyhow:
     let stop = app.shutdown_trigger();
     let started = Instant::now();
     let task = tokio::spawn(app.run_until_stopped());
-    let deadline = started + Duration::from_secs(600);
-    while store.any_pending().await? {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "pushes did not finish in 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = drained(&store, started).await?;
     let _ = stop.send(true);
     let _ = task.await;
     let pushed = delivered(&store).await? - before;
@@ -117,15 +109,7 @@ pub(super) async fn pushes_again(
             tokio::spawn(app.run_until_stopped()),
         ));
     }
-    let deadline = started + Duration::from_secs(600);
-    while store.any_pending().await? {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "pushes did not finish in 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = drained(&store, started).await?;
     // The second node first: the first's sandbox and callback serve it.
     for (stop, task) in running.into_iter().rev() {
         let _ = stop.send(true);
@@ -154,4 +138,17 @@ pub(super) async fn delivered(store: &crate::store::Store) -> anyhow::Result<i64
         .filter(|(s, _, _)| *s == EntryState::Delivered)
         .map(|(_, _, n)| n)
         .sum())
+}
+
+/// Seconds from `started` until no entry is pending (at most 10 minutes).
+async fn drained(store: &crate::store::Store, started: Instant) -> anyhow::Result<f64> {
+    let deadline = started + Duration::from_secs(600);
+    while store.any_pending().await? {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pushes did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
