@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::notify::{NotifySettings, NotifyStats, NotifyWorker};
 use crate::outbox::worker::{PushSettings, PushStats, PushWorker};
+use crate::outcomes::{WebhookStats, WebhookWorker};
 use crate::privacy::Privacy;
 use crate::sandbox::defaults as sandbox_defaults;
 use crate::sandbox::{Sandbox, SandboxSettings};
@@ -46,6 +47,8 @@ pub struct Application {
     worker: Option<Arc<PushWorker>>,
     /// Shipping notifications (`[notifications]`), beside the push worker.
     notify_worker: Option<Arc<NotifyWorker>>,
+    /// The outcome webhook's deliverer and the outcomes' retention (always runs).
+    webhook: Arc<WebhookWorker>,
     tokens: Arc<TokenManager>,
     sandbox: Option<Sandbox>,
     /// Where the in-process sandbox listens.
@@ -140,6 +143,12 @@ impl Application {
             )
         });
 
+        let webhook = WebhookWorker::new(
+            store.clone(),
+            settings.outcomes.clone(),
+            settings.outcome_schedule.clone(),
+            &owner,
+        );
         let server_settings = settings.server.clone();
         let grace = Duration::from_secs(o.shutdown_grace_secs);
         let jsonp = http::jsonp::JsonpGuard::new(&settings.jsonp);
@@ -167,6 +176,7 @@ impl Application {
             store,
             worker,
             notify_worker,
+            webhook,
             tokens,
             sandbox,
             sandbox_addr,
@@ -208,6 +218,16 @@ impl Application {
         self.notify_worker.as_ref().map(|w| w.stats())
     }
 
+    /// The outcome webhook's counters of this process.
+    pub fn webhook_stats(&self) -> Arc<WebhookStats> {
+        self.webhook.stats()
+    }
+
+    /// The outcome webhook's deliverer (tests drive its rounds).
+    pub fn webhook(&self) -> Arc<WebhookWorker> {
+        self.webhook.clone()
+    }
+
     pub fn tokens(&self) -> Arc<TokenManager> {
         self.tokens.clone()
     }
@@ -225,6 +245,7 @@ impl Application {
             server,
             worker,
             notify_worker,
+            webhook,
             grace,
             shutdown: (tx, mut rx),
             sandbox_server,
@@ -234,6 +255,7 @@ impl Application {
         let mut server_task = tokio::spawn(server);
         let worker_task = worker.map(|w| tokio::spawn(w.run(rx.clone())));
         let notify_task = notify_worker.map(|w| tokio::spawn(w.run(rx.clone())));
+        let webhook_task = tokio::spawn(webhook.run(rx.clone()));
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("shutdown requested: finishing in-flight pushes"),
             _ = rx.wait_for(|stop| *stop) => tracing::info!("shutdown triggered: finishing in-flight pushes"),
@@ -250,6 +272,10 @@ impl Application {
             if tokio::time::timeout(grace, task).await.is_err() {
                 tracing::warn!(grace_secs = grace.as_secs(), "in-flight notification sends did not finish within the grace period; their leases will lapse");
             }
+        }
+        // The webhook stops between requests; an unfinished one is sent again by the next run.
+        if tokio::time::timeout(grace, webhook_task).await.is_err() {
+            tracing::warn!("the outcome webhook did not stop within the grace period; its leased deliveries are sent again later");
         }
         handle.stop(true).await;
         if let Some(sandbox) = sandbox_server {
@@ -329,6 +355,7 @@ fn push_worker_settings(settings: &Settings) -> PushSettings {
         binding_ttl_unbound: Duration::from_secs(o.binding_ttl_unbound_secs as u64),
         pathnotify_rate: o.pathnotify_rate,
         userquery_rate: o.userquery_rate,
+        deadline: (o.deadline_secs > 0).then(|| Duration::from_secs(o.deadline_secs)),
     }
 }
 
@@ -440,6 +467,7 @@ pub fn serve_metrics(
         store: app.store().clone(),
         pushes: app.worker_stats(),
         notifications: app.notification_stats(),
+        webhook: Some(app.webhook_stats()),
     };
     Ok(Some(crate::prometheus::spawn(listener, sources)?))
 }
@@ -535,6 +563,83 @@ pub async fn wechat_rid(settings: &Settings, rid: &str) -> Result<String, AppErr
         ))),
         Err(e) => Err(AppError::WeChat(format!("asking WeChat failed: {e}"))),
     }
+}
+
+/// What `wxexpress outcomes replay` was asked.
+pub struct ReplayArgs<'a> {
+    pub since: &'a str,
+    pub until: Option<&'a str>,
+    pub outcome: Option<&'a str>,
+}
+
+/// A time on the command line: Unix seconds or RFC 3339; Unix ms.
+fn cli_time(flag: &str, v: &str) -> Result<i64, AppError> {
+    if let Ok(secs) = v.trim().parse::<i64>() {
+        return Ok(secs.saturating_mul(1000));
+    }
+    chrono::DateTime::parse_from_rfc3339(v.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            AppError::Config(format!(
+                "{flag}: {v:?} is not Unix seconds or an RFC 3339 time (2026-12-07T08:00:00+08:00)"
+            ))
+        })
+}
+
+/// `wxexpress outcomes replay`: queues the range's items as new deliveries, then sends what
+/// is due; prints progress and what is left for the gateway's retries.
+pub async fn outcomes_replay(settings: &Settings, args: ReplayArgs<'_>) -> Result<(), AppError> {
+    use crate::store::{Outcome, OutcomeFilter};
+    let o = &settings.outcomes;
+    if o.webhook_url.is_empty() {
+        return Err(AppError::Config(
+            "outcomes.webhook_url: is not set; there is no webhook to replay to (the feed, GET /v1/outcomes, holds every item)".into(),
+        ));
+    }
+    let since = cli_time("--since", args.since)?;
+    let until = match args.until {
+        Some(u) => cli_time("--until", u)?,
+        None => crate::clock::now_ms() + 1,
+    };
+    if until <= since {
+        return Err(AppError::Config("--until: must be after --since".into()));
+    }
+    let outcomes = match args.outcome {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|s| {
+                Outcome::parse(s.trim()).ok_or_else(|| {
+                    AppError::Config(format!(
+                        "--outcome: {s:?} is not one of delivered, unbound, dead, coalesced, stale"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let filter = OutcomeFilter {
+        outcomes,
+        kind: None,
+    };
+    let store = connect_store(settings).await?;
+    store.migrate().await?;
+    let queued = crate::outcomes::replay::queue(&store, since, until, &filter, o.batch_max, |p| {
+        eprint!("\rqueued {} items in {} deliveries", p.items, p.deliveries);
+    })
+    .await?;
+    eprintln!();
+    let worker = WebhookWorker::new(
+        store,
+        o.clone(),
+        settings.outcome_schedule.clone(),
+        &instance_id(),
+    );
+    let sent = worker.drain().await?;
+    println!(
+        "replayed {} items in {} deliveries (new webhook-ids); {sent} requests answered 2xx, the rest stay queued for the gateway's retries",
+        queued.items, queued.deliveries
+    );
+    Ok(())
 }
 
 /// One line per error of `rid/get` (spec §11.6).

@@ -37,6 +37,7 @@ pub fn new_event(privacy: &Privacy, id: &WaybillId, e: &TrackingEvent, now_ms: i
         action_time: e.action_time,
         payload: privacy.seal_json(&e.text),
         received_at: now_ms,
+        carrier_ref: e.carrier_ref.clone(),
     }
 }
 

@@ -16,6 +16,8 @@
 //! - [`outbox`]: the push lane: claims, the worker, retry policy, the reverse query's answer.
 //! - [`notify`]: shipping notifications (rules, consent ledger, worker) and WeChat Pay v2
 //!   payment notifications.
+//! - [`outcomes`]: outcomes back to the carrier: the item, the feed's cursor, the signed
+//!   webhook (Standard Webhooks), replays, retention.
 //! - [`http`]: actix routes; input is converted to domain types at the edge.
 //! - [`sandbox`]: an emulator of WeChat's side, used by `wxexpress sandbox`, the demo and tests.
 //! - [`app`]: builds everything and wires it together.
@@ -38,6 +40,7 @@ pub mod fuzz;
 pub mod http;
 pub mod notify;
 pub mod outbox;
+pub mod outcomes;
 pub mod privacy;
 pub mod prometheus;
 pub mod sandbox;

@@ -60,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// The outcome feed and webhook.
+    Outcomes {
+        #[command(subcommand)]
+        command: OutcomesCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -122,6 +127,25 @@ enum OutboxCommand {
 }
 
 #[derive(Subcommand)]
+enum OutcomesCommand {
+    /// Send the outcomes decided in a time range to the webhook again: the same item ids,
+    /// new webhook-ids. Queued durably, then sent; what fails stays for the gateway's retries.
+    Replay {
+        /// From this time: Unix seconds or RFC 3339 (`2026-12-07T08:00:00+08:00`).
+        #[arg(long)]
+        since: String,
+        /// Until this time (excluded); default: now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only these outcomes, comma-separated (`unbound,dead`).
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate the configuration and print the effective settings, secrets redacted.
     Check {
@@ -147,6 +171,9 @@ impl Command {
             }
             | Command::Wechat {
                 command: WechatCommand::Rid { config, .. },
+            }
+            | Command::Outcomes {
+                command: OutcomesCommand::Replay { config, .. },
             }
             | Command::Config {
                 command: ConfigCommand::Check { config },
@@ -281,6 +308,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{e}");
                     return Ok(ExitCode::FAILURE);
                 }
+            }
+        }
+        Command::Outcomes {
+            command:
+                OutcomesCommand::Replay {
+                    since,
+                    until,
+                    outcome,
+                    ..
+                },
+        } => {
+            let settings = loaded.expect("Command::configured loads it");
+            let args = wxexpress::app::ReplayArgs {
+                since: &since,
+                until: until.as_deref(),
+                outcome: outcome.as_deref(),
+            };
+            if let Err(e) = wxexpress::app::outcomes_replay(&settings, args).await {
+                eprintln!("{e}");
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Config {

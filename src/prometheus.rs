@@ -8,7 +8,7 @@
 //! scrapes, so the hot paths pay nothing for them.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -19,6 +19,7 @@ use crate::clock::now_ms;
 use crate::notify::worker::{SUBSCRIBE_SEND, TEMPLATE_SEND};
 use crate::notify::NotifyStats;
 use crate::outbox::worker::{PushStats, PATHNOTIFY, USERQUERY};
+use crate::outcomes::WebhookStats;
 use crate::series::*;
 use crate::store::Store;
 
@@ -45,6 +46,10 @@ pub fn handle() -> &'static PrometheusHandle {
                 counter!(EVENTS_INGESTED, "outcome" => outcome).increment(0);
             }
             counter!(TOKEN_REFRESHES).increment(0);
+            for status in ["410", "429", "500", "503", "timeout", "network"] {
+                counter!(WEBHOOK_FAILURES, "status" => status).increment(0);
+            }
+            gauge!(WEBHOOK_GONE).set(0.0);
         }
         handle.clone()
     })
@@ -56,6 +61,7 @@ pub struct Sources {
     pub store: Store,
     pub pushes: Option<Arc<PushStats>>,
     pub notifications: Option<Arc<NotifyStats>>,
+    pub webhook: Option<Arc<WebhookStats>>,
 }
 
 /// The text Prometheus scrapes: the store's and the workers' figures set first.
@@ -77,6 +83,16 @@ pub async fn render(sources: &Sources) -> String {
             gauge!(API_PAUSED, "api" => api).set(if paused { 1.0 } else { 0.0 });
         }
     }
+    if let Ok(w) = sources.store.webhook_gauges().await {
+        let lag = w
+            .oldest_undelivered_at
+            .map_or(0, |t| now.saturating_sub(t).max(0));
+        gauge!(WEBHOOK_LAG).set(lag as f64 / 1000.0);
+    }
+    if let Some(w) = &sources.webhook {
+        counter!(WEBHOOK_DELIVERED).absolute(w.delivered.load(Ordering::Relaxed));
+    }
+    outcome_counters(sources);
     if let Some(s) = &sources.pushes {
         let kind = "pathnotify";
         for (outcome, n) in [
@@ -106,6 +122,43 @@ pub async fn render(sources: &Sources) -> String {
     let handle = handle();
     handle.run_upkeep();
     handle.render()
+}
+
+/// `wxexpress_outcomes_total` and `wxexpress_sms_fallbacks_total` from the workers' own
+/// counters of what they settled (every final outcome is one of them).
+fn outcome_counters(sources: &Sources) {
+    let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let mut rows: Vec<(&str, &str, u64)> = Vec::new();
+    if let Some(s) = &sources.pushes {
+        rows.extend([
+            ("push", "delivered", load(&s.delivered)),
+            ("push", "unbound", load(&s.skipped_unbound)),
+            ("push", "dead", load(&s.dead)),
+            ("push", "coalesced", load(&s.skipped_coalesced)),
+            ("push", "stale", load(&s.skipped_stale)),
+        ]);
+    }
+    if let Some(s) = &sources.notifications {
+        rows.extend([
+            ("notification", "delivered", load(&s.sent)),
+            (
+                "notification",
+                "dead",
+                load(&s.failed) + load(&s.skipped_no_consent),
+            ),
+        ]);
+    }
+    let mut fallbacks: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (kind, outcome, n) in rows {
+        counter!(OUTCOMES, "kind" => kind, "outcome" => outcome).absolute(n);
+        let f = fallbacks.entry(kind).or_default();
+        if matches!(outcome, "unbound" | "dead") {
+            *f += n;
+        }
+    }
+    for (kind, n) in fallbacks {
+        counter!(SMS_FALLBACKS, "kind" => kind).absolute(n);
+    }
 }
 
 /// Serves metrics from `sources` on `listener` from now on; stop it through the handle.

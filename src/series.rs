@@ -21,6 +21,19 @@ pub const JSONP_REQUESTS: &str = "wxexpress_jsonp_requests_total";
 pub const TOKEN_REFRESHES: &str = "wxexpress_token_refreshes_total";
 /// 1 while WeChat's quota has an API paused (what `/readyz` shows), by api.
 pub const API_PAUSED: &str = "wxexpress_api_paused";
+/// Final outcomes this instance decided, by kind (`push`, `notification`) and outcome
+/// (`delivered`, `unbound`, `dead`, `coalesced`, `stale`).
+pub const OUTCOMES: &str = "wxexpress_outcomes_total";
+/// Outcomes that tell the carrier to send its SMS (`unbound` and `dead`), by kind.
+pub const SMS_FALLBACKS: &str = "wxexpress_sms_fallbacks_total";
+/// How old the oldest outcome is that the webhook has not delivered (scrape time; 0 when none).
+pub const WEBHOOK_LAG: &str = "wxexpress_outcome_webhook_lag_seconds";
+/// Webhook requests that failed, by HTTP status (`timeout`, `network` without one).
+pub const WEBHOOK_FAILURES: &str = "wxexpress_outcome_webhook_failures_total";
+/// Webhook requests answered 2xx (this instance).
+pub const WEBHOOK_DELIVERED: &str = "wxexpress_outcome_webhook_deliveries_total";
+/// 1 while delivery is stopped because the endpoint answered 410 Gone: an alert.
+pub const WEBHOOK_GONE: &str = "wxexpress_outcome_webhook_gone";
 
 /// Every series a dashboard may query.
 pub const SERIES: &[&str] = &[
@@ -34,4 +47,10 @@ pub const SERIES: &[&str] = &[
     JSONP_REQUESTS,
     TOKEN_REFRESHES,
     API_PAUSED,
+    OUTCOMES,
+    SMS_FALLBACKS,
+    WEBHOOK_LAG,
+    WEBHOOK_FAILURES,
+    WEBHOOK_DELIVERED,
+    WEBHOOK_GONE,
 ];

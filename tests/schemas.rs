@@ -65,7 +65,7 @@ fn required(s: &Value) -> Vec<String> {
 const NOW: i64 = 1_800_000_000;
 
 fn event_doc() -> Value {
-    json!({ "action_type": 300002, "action_time": 1_700_000_000, "action_msg": "派送中", "pickup_courier_name": "王五", "pickup_courier_phone": "13900000000", "delivery_courier_name": "张三", "delivery_courier_phone": "13800000000" })
+    json!({ "action_type": 300002, "action_time": 1_700_000_000, "action_msg": "派送中", "pickup_courier_name": "王五", "pickup_courier_phone": "13900000000", "delivery_courier_name": "张三", "delivery_courier_phone": "13800000000", "ref": "sms-job-42" })
 }
 
 fn waybill_doc() -> Value {

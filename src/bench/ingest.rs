@@ -97,6 +97,7 @@ pub(super) async fn ingest(
                 ..Default::default()
             }),
             received_at: now_ms,
+            carrier_ref: None,
         })
         .collect();
     let started = Instant::now();

@@ -91,6 +91,7 @@ pub(super) async fn pushes_again(
                 action_time: now - 600 + nodes as i64,
                 payload: payload.clone(),
                 received_at: now_ms,
+                carrier_ref: None,
             };
             (None, event)
         })

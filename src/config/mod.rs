@@ -20,6 +20,7 @@ mod wechat;
 use crate::http::section::{BackofficeSettings, JsonpSettings, ServerSettings};
 use crate::notify::section::{NotificationsSection, WechatPaySettings};
 use crate::outbox::section::OutboxSettings;
+use crate::outcomes::OutcomesSettings;
 use crate::privacy::PrivacySettings;
 use crate::sandbox::section::SandboxSection;
 use crate::secret::Secret;
@@ -39,6 +40,7 @@ pub struct RawSettings {
     pub wechatpay: WechatPaySettings,
     pub sandbox: SandboxSection,
     pub outbox: OutboxSettings,
+    pub outcomes: OutcomesSettings,
     pub jsonp: JsonpSettings,
     /// Landing-page cells (`[[cells]]`); a list set through `PUT /v1/cells` replaces these.
     pub cells: Vec<crate::domain::CellInput>,
@@ -59,6 +61,9 @@ pub struct Settings {
     pub wechatpay: WechatPaySettings,
     pub sandbox: SandboxSection,
     pub outbox: OutboxSettings,
+    pub outcomes: OutcomesSettings,
+    /// The parsed `outcomes.retry_schedule` (no jitter beyond the outbox's).
+    pub outcome_schedule: crate::outbox::policy::Schedule,
     pub jsonp: JsonpSettings,
     /// The token that signs JSONP lookup URLs: `jsonp.token`, else `wechat.token`.
     pub jsonp_token: Secret,

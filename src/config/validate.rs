@@ -40,6 +40,7 @@ pub(super) fn validate(
         keys::check(&raw, source, opts.generate, &data_dir, &mut p, &mut notices);
     others(&raw, &mut p);
     let (retry_schedule, token_endpoint) = outbox(&raw.outbox, &mut p);
+    let outcome_schedule = outcomes(&raw.outcomes, &mut p);
     let (jsonp_token, waybill_pattern) = jsonp(&raw.jsonp, &wechat.settings.token, &mut p);
     let cells = crate::domain::cell::parse_cells(&raw.cells, "cells").map_err(|errs| {
         p.extend(
@@ -71,6 +72,8 @@ pub(super) fn validate(
         wechatpay: raw.wechatpay.clone(),
         sandbox: raw.sandbox.clone(),
         outbox: raw.outbox.clone(),
+        outcomes: raw.outcomes.clone(),
+        outcome_schedule: outcome_schedule.expect("checked"),
         jsonp: raw.jsonp.clone(),
         jsonp_token,
         waybill_pattern,
@@ -165,6 +168,54 @@ fn outbox(
         }
     };
     (retry_schedule, token_endpoint)
+}
+
+/// `[outcomes]`: the webhook's URL and secrets, its retry schedule parsed.
+fn outcomes(o: &crate::outcomes::OutcomesSettings, p: &mut Vec<String>) -> Result<Schedule, ()> {
+    use crate::outcomes::signature::secret_key;
+    let schedule = Schedule::parse(&o.retry_schedule, 0.1)
+        .map_err(|e| p.push(format!("outcomes.retry_schedule: {e}")));
+    if !o.webhook_url.is_empty() {
+        match url::Url::parse(&o.webhook_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => p.push(
+                "outcomes.webhook_url: must be an http:// or https:// URL (\"\" = the feed only)"
+                    .into(),
+            ),
+        }
+        match &o.webhook_secret {
+            None => p.push(
+                "outcomes.webhook_secret: is required when outcomes.webhook_url is set".into(),
+            ),
+            Some(s) => {
+                if let Err(e) = secret_key(s.expose()) {
+                    p.push(format!("outcomes.webhook_secret: {e}"));
+                }
+            }
+        }
+    }
+    if let Some(s) = o
+        .previous_webhook_secret
+        .as_ref()
+        .filter(|s| !s.expose().is_empty())
+    {
+        if let Err(e) = secret_key(s.expose()) {
+            p.push(format!("outcomes.previous_webhook_secret: {e}"));
+        }
+    }
+    if !(1..=1000).contains(&o.batch_max) {
+        p.push("outcomes.batch_max: must be 1..=1000".into());
+    }
+    if o.retention_days < 1 {
+        p.push("outcomes.retention_days: must be at least 1".into());
+    }
+    if o.concurrency == 0 || o.concurrency > 64 {
+        p.push("outcomes.concurrency: must be 1..=64".into());
+    }
+    if o.timeout_ms < 100 {
+        p.push("outcomes.timeout_ms: must be at least 100".into());
+    }
+    schedule
 }
 
 /// `[jsonp]`: the token that signs lookup URLs (`jsonp.token`, else `wechat_token`) and the

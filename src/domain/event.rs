@@ -35,6 +35,11 @@ pub struct EventInput {
     /// a phone number, or an outlet's service number (5 to 20 digits and dashes)
     #[schema(max_length = 32)]
     pub delivery_courier_phone: Option<String>,
+    /// the carrier's own id for the event (an SMS job, a scan id), kept and echoed on the
+    /// event's outcome
+    #[serde(rename = "ref")]
+    #[schema(rename = "ref", max_length = 64)]
+    pub carrier_ref: Option<String>,
 }
 
 /// The text part of a node: what is sent to WeChat byte for byte and stored encrypted
@@ -66,7 +71,12 @@ pub struct TrackingEvent {
     pub action_type: ActionType,
     pub action_time: i64,
     pub text: NodeText,
+    /// The carrier's `ref` (not sent to WeChat, not sealed: it names the carrier's own job).
+    pub carrier_ref: Option<String>,
 }
+
+/// A `ref` is at most this long.
+pub const REF_MAX_CHARS: usize = 64;
 
 /// `action_msg` is shown on WeChat's track page; 256 characters is far above any real scan text.
 pub const ACTION_MSG_MAX_CHARS: usize = 256;
@@ -127,10 +137,18 @@ impl TrackingEvent {
             &f("delivery_courier_phone"),
             input.delivery_courier_phone.as_deref(),
         );
+        let carrier_ref = text(
+            &mut e,
+            &f("ref"),
+            input.carrier_ref.as_deref(),
+            REF_MAX_CHARS,
+            false,
+        );
         if !e.is_empty() {
             return Err(e.into_vec());
         }
         Ok(TrackingEvent {
+            carrier_ref,
             action_type: action_type.expect("checked"),
             action_time: action_time.expect("checked"),
             text: NodeText {

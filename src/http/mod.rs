@@ -11,6 +11,7 @@ pub mod health;
 pub mod jsonp;
 pub mod notifications;
 pub mod openapi;
+pub mod outcomes;
 pub mod path;
 pub mod problem;
 pub mod section;
@@ -48,5 +49,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(notifications::routes)
         .configure(wechatpay::routes)
         .configure(wechat_events::routes)
+        .configure(outcomes::routes)
         .configure(openapi::routes);
 }

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::backoffice::{self, BatchLine};
 use super::problem::Problem;
-use super::{cells, notifications, waybill_view, wechat_events};
+use super::{cells, notifications, outcomes, waybill_view, wechat_events};
 
 /// The name of the bearer-key security scheme.
 const BEARER: &str = "api_key";
@@ -44,6 +44,7 @@ const BEARER: &str = "api_key";
         notifications::post_subscriptions,
         notifications::post_credential,
         wechat_events::list_events,
+        outcomes::list_outcomes,
     ),
     components(schemas(BatchLine, Problem)),
     modifiers(&Shared),
@@ -54,6 +55,7 @@ const BEARER: &str = "api_key";
         (name = "notifications", description = "Shipping notifications: consent, credentials, redrives"),
         (name = "cells", description = "The landing page's cells"),
         (name = "wechat", description = "WeChat events the gateway keeps but does not handle"),
+        (name = "outcomes", description = "Every accepted event's final outcome: which receivers WeChat reached, so the SMS goes only to the rest"),
     )
 )]
 pub struct ApiDoc;

@@ -166,6 +166,7 @@ async fn handle(state: &AppState, body: &[u8]) -> Result<&'static str, Reject> {
             action_msg: format!("运费已支付{}", format_amount(total_fee)),
             ..NodeText::default()
         },
+        carrier_ref: None,
     };
     let received_at = now_ms();
     let new_event = codec::new_event(&state.privacy, &id, &event, received_at);

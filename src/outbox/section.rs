@@ -35,6 +35,10 @@ pub struct OutboxSettings {
     pub token_endpoint: String,
     /// How long SIGTERM waits for in-flight pushes before stopping, seconds.
     pub shutdown_grace_secs: u64,
+    /// A path node not delivered this long after it was accepted is dead (reason
+    /// `deadline`) and never pushed after that, so the carrier's SMS is not followed by a
+    /// late WeChat message about the same step; seconds, 0 = no deadline.
+    pub deadline_secs: u64,
 }
 
 impl Default for OutboxSettings {
@@ -57,6 +61,7 @@ impl Default for OutboxSettings {
             call_timeout_ms: 8_000,
             token_endpoint: "stable".into(),
             shutdown_grace_secs: 20,
+            deadline_secs: 3_600,
         }
     }
 }

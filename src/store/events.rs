@@ -58,8 +58,9 @@ pub(super) async fn record_in(
     // ON CONFLICT DO NOTHING, then read the winner: under concurrency the loser waits for
     // the winner's commit (PostgreSQL) or for the write lock (SQLite), so the row is there.
     let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO events (waybill_id, action_type, action_time, payload, received_at) \
-         VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO events (waybill_id, action_type, action_time, payload, received_at, \
+                             carrier_ref) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (waybill_id, action_type, action_time) DO NOTHING \
          RETURNING id",
     )
@@ -68,6 +69,7 @@ pub(super) async fn record_in(
     .bind(event.action_time)
     .bind(&event.payload)
     .bind(event.received_at)
+    .bind(&event.carrier_ref)
     .fetch_optional(&mut *conn)
     .await?;
 

@@ -188,10 +188,11 @@ async fn set_based_in(
     let mut inserted: HashMap<usize, i64> = HashMap::new();
     for chunk in firsts.chunks(ROWS) {
         let sql = format!(
-            "INSERT INTO events (waybill_id, action_type, action_time, payload, received_at) \
+            "INSERT INTO events (waybill_id, action_type, action_time, payload, received_at, \
+                                 carrier_ref) \
              VALUES {} ON CONFLICT (waybill_id, action_type, action_time) DO NOTHING \
              RETURNING id, waybill_id, action_type, action_time",
-            values(chunk.len(), 5)
+            values(chunk.len(), 6)
         );
         let mut q = sqlx::query_as::<_, (i64, String, i64, i64)>(&sql);
         for &i in chunk {
@@ -201,7 +202,8 @@ async fn set_based_in(
                 .bind(e.action_type)
                 .bind(e.action_time)
                 .bind(&e.payload)
-                .bind(e.received_at);
+                .bind(e.received_at)
+                .bind(&e.carrier_ref);
         }
         for (id, waybill_id, action_type, action_time) in q.fetch_all(&mut *conn).await? {
             if let Some(&i) = first_of.get(&(waybill_id.as_str(), action_type, action_time)) {

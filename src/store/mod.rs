@@ -23,6 +23,9 @@
 //!   all its waybills at once: `push_load.rs`.
 //! - `baseline.rs`: the raw inserts `wxexpress bench` measures ingest against (not used by
 //!   the gateway).
+//! - Outcomes back to the carrier: `outcomes.rs` (one row per settled entry, written in the
+//!   settling transaction; the feed and its commit watermark), `webhooks.rs` (the webhook's
+//!   durable deliveries, cut from the feed).
 //! - `wechat_events.rs`: WeChat events the gateway does not handle, kept sealed (bounded).
 //! - Shipping notifications: `notifications.rs` (outbox rows of kind `subscribe`/`template`
 //!   written with their event, the per-openid lease, completion), `consent.rs` (the
@@ -61,6 +64,7 @@ mod meta;
 mod migrate;
 mod notifications;
 mod outbox;
+mod outcomes;
 mod pauses;
 mod payments;
 mod push_load;
@@ -70,6 +74,7 @@ pub mod section;
 mod settle;
 mod states;
 mod waybills;
+mod webhooks;
 mod wechat_events;
 
 use std::fmt;
@@ -79,8 +84,10 @@ use sqlx::{Any, AnyPool, Transaction};
 pub use cells::{CellRecord, CellSet};
 pub use connect::SqliteTarget;
 pub use exchanges::{answer_key, AnswerReceipt, ReverseQueryView, StoredAnswer};
+pub use outcomes::{FeedPosition, OutcomeFilter, OutcomePage, OutcomeRecord};
 pub use push_load::PushLoad;
-pub use states::{EntryKind, EntryState, SkipReason};
+pub use states::{DeadReason, EntryKind, EntryState, Outcome, OutcomeKind, SkipReason};
+pub use webhooks::{DeliveryRecord, DeliveryResult, DeliveryRow, NewDelivery, WebhookGauges};
 
 pub use records::{
     AttemptRecord, BindingWrite, Completion, EventInsert, EventRecord, ExchangeInsert,

@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 
 use super::records::OUTBOX_COLUMNS;
 use super::states::{Column, EntryKind, EntryState, SkipReason};
-use super::{attempts, placeholders, push_queue, IDS_PER_STATEMENT};
+use super::{attempts, outcomes, placeholders, push_queue, IDS_PER_STATEMENT};
 use super::{
     Completion, NewAttempt, NewEvent, OutboxEntry, PushStep, PushWrites, Store, StoreError,
 };
@@ -98,6 +98,7 @@ impl Store {
                 if let Some(attempt) = attempt {
                     attempts::insert_in(&mut tx, attempt).await?;
                 }
+                outcomes::record_in(&mut tx, &[outbox_id]).await?;
                 tx.commit().await?;
                 Ok(())
             })
@@ -171,6 +172,8 @@ impl Store {
                     let rows: Vec<(String, i64)> = query.fetch_all(&mut *tx).await?;
                     skipped.extend(rows);
                 }
+                let ids: Vec<i64> = skipped.iter().map(|(_, id)| *id).collect();
+                outcomes::record_in(&mut tx, &ids).await?;
                 // Waybill order: the lock order on push_queue rows.
                 skipped.sort();
                 for group in skipped.chunk_by(|a, b| a.0 == b.0) {
@@ -215,7 +218,8 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let set = "UPDATE outbox SET state = $1, next_attempt_at = $2, tries = 0, \
-                   done_at = NULL, receipt_at = NULL, updated_at = $2 WHERE state = $3";
+                   done_at = NULL, receipt_at = NULL, dead_reason = NULL, updated_at = $2 \
+                   WHERE state = $3";
         let waybills: Vec<String> = match waybill_id {
             Some(w) => {
                 sqlx::query_scalar(&format!("{set} AND waybill_id = $4 RETURNING waybill_id"))
@@ -249,7 +253,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let waybill_id: Option<String> = sqlx::query_scalar(
             "UPDATE outbox SET state = $1, next_attempt_at = $2, tries = 0, \
-                    done_at = NULL, receipt_at = NULL, updated_at = $2 \
+                    done_at = NULL, receipt_at = NULL, dead_reason = NULL, updated_at = $2 \
              WHERE id = $3 AND state = $4 RETURNING waybill_id",
         )
         .bind(EntryState::Pending.as_str())
@@ -345,9 +349,9 @@ pub(super) async fn complete_in(
     completion: &Completion,
     kinds: [EntryKind; 2],
 ) -> Result<Option<CompletedEntry>, sqlx::Error> {
-    // (state, skip_reason, counts as a try, next_attempt_at, last_error, done)
-    let (state, reason, tried, next, error, done) = match completion {
-        Completion::Delivered => (EntryState::Delivered, None, 0, None, None, true),
+    // (state, skip_reason, counts as a try, next_attempt_at, last_error, done, dead_reason)
+    let (state, reason, tried, next, error, done, dead) = match completion {
+        Completion::Delivered => (EntryState::Delivered, None, 0, None, None, true, None),
         Completion::Retry {
             next_attempt_at,
             error,
@@ -358,8 +362,17 @@ pub(super) async fn complete_in(
             Some(*next_attempt_at),
             Some(error.as_str()),
             false,
+            None,
         ),
-        Completion::Dead { error } => (EntryState::Dead, None, 1, None, Some(error.as_str()), true),
+        Completion::Dead { error, reason } => (
+            EntryState::Dead,
+            None,
+            1,
+            None,
+            Some(error.as_str()),
+            true,
+            Some(reason.as_str()),
+        ),
         Completion::Skipped { reason } => (
             EntryState::Skipped,
             Some(reason.as_str()),
@@ -367,13 +380,14 @@ pub(super) async fn complete_in(
             None,
             None,
             true,
+            None,
         ),
     };
     let row: Option<(String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
         "UPDATE outbox SET state = $3, skip_reason = COALESCE($4, skip_reason), \
                 tries = tries + $5, next_attempt_at = COALESCE($6, next_attempt_at), \
                 last_error = COALESCE($7, last_error), done_at = COALESCE($8, done_at), \
-                updated_at = $2, \
+                dead_reason = COALESCE($12, dead_reason), updated_at = $2, \
                 receipt_at = CASE WHEN $3 = $10 THEN NULL ELSE receipt_at END \
          WHERE id = $1 AND kind IN ($9, $11) AND state = $10 \
          RETURNING waybill_id, action_time, event_id, recipient",
@@ -389,6 +403,7 @@ pub(super) async fn complete_in(
     .bind(kinds[0].as_str())
     .bind(EntryState::Pending.as_str())
     .bind(kinds[1].as_str())
+    .bind(dead)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(

@@ -10,7 +10,7 @@ use std::fmt;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::states::{Column, EntryKind, EntryState, SkipReason};
+use super::states::{Column, DeadReason, EntryKind, EntryState, SkipReason};
 
 /// A waybill as stored. `PUT /v1/waybills/{id}` replaces every field but `created_at`.
 #[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -45,6 +45,8 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
     /// Unix ms.
     pub received_at: i64,
+    /// The carrier's own id for the event (at most 64 characters), echoed on its outcome.
+    pub carrier_ref: Option<String>,
 }
 
 /// A stored tracking event.
@@ -237,8 +239,8 @@ pub enum Completion {
     Delivered,
     /// Transient failure: stays pending, tried again at `next_attempt_at` (Unix ms).
     Retry { next_attempt_at: i64, error: String },
-    /// Permanent failure or schedule spent: kept for a redrive.
-    Dead { error: String },
+    /// Permanent failure, schedule spent or deadline passed: kept for a redrive.
+    Dead { error: String, reason: DeadReason },
     /// Not to be sent, and why.
     Skipped { reason: SkipReason },
 }
@@ -339,6 +341,7 @@ impl fmt::Debug for NewEvent {
             .field("action_time", &self.action_time)
             .field("payload", &Blob(&self.payload))
             .field("received_at", &self.received_at)
+            .field("carrier_ref", &self.carrier_ref)
             .finish()
     }
 }
@@ -413,6 +416,7 @@ mod tests {
             action_time: 1,
             payload: vec![0xAB; 3],
             received_at: 2,
+            carrier_ref: None,
         };
         let shown = format!("{event:?}");
         assert!(shown.contains("payload: <3 bytes>"), "{shown}");

@@ -101,6 +101,57 @@ stored_names! {
     }
 }
 
+stored_names! {
+    /// Why a dead entry is dead (`outbox.dead_reason`, an outcome's `reason.code`).
+    pub enum DeadReason {
+        /// Not delivered by `outbox.deadline_secs` after it was accepted: never pushed later.
+        Deadline = "deadline",
+        /// WeChat refused it for good (a permanent errcode, a credential it refused).
+        Refused = "refused",
+        /// A notification WeChat refused for the rule's own fault (template id, data).
+        TemplateError = "template_error",
+        /// The retry schedule was spent.
+        RetriesSpent = "retries_spent",
+        /// What it needs is missing or cannot be opened (waybill, event, data key).
+        Unreadable = "unreadable",
+        /// Not retried after a try that got no answer, because a retry could send it twice.
+        Unanswered = "unanswered",
+    }
+}
+
+stored_names! {
+    /// What became of an accepted event's entry, as the carrier is told (`outcomes.outcome`).
+    pub enum Outcome {
+        /// WeChat accepted the node (or the notification) for a bound receiver.
+        Delivered = "delivered",
+        /// The receiver is not bound, or their number cannot be bound.
+        Unbound = "unbound",
+        /// A permanent error, the retries spent, or the deadline passed.
+        Dead = "dead",
+        /// A newer pending node of the waybill was pushed in its place.
+        Coalesced = "coalesced",
+        /// A newer node of the waybill had been pushed already.
+        Stale = "stale",
+    }
+}
+
+stored_names! {
+    /// Which channel an outcome is about (`outcomes.kind`).
+    pub enum OutcomeKind {
+        /// A path node (`pathnotify`).
+        Push = "push",
+        /// A shipping notification (subscribe or template message).
+        Notification = "notification",
+    }
+}
+
+impl Outcome {
+    /// Whether the carrier should send its SMS: WeChat did not reach the receiver.
+    pub fn sms_fallback(self) -> bool {
+        matches!(self, Outcome::Unbound | Outcome::Dead)
+    }
+}
+
 impl EntryKind {
     /// The notification API of a notification entry; `None` for a path-node push.
     pub fn notify_kind(self) -> Option<NotifyKind> {
@@ -185,6 +236,27 @@ impl Column for SkipReason {
     }
 }
 
+impl Column for DeadReason {
+    const VOCABULARY: &'static str = "dead reason";
+    fn from_name(s: &str) -> Option<Self> {
+        DeadReason::parse(s)
+    }
+}
+
+impl Column for Outcome {
+    const VOCABULARY: &'static str = "outcome";
+    fn from_name(s: &str) -> Option<Self> {
+        Outcome::parse(s)
+    }
+}
+
+impl Column for OutcomeKind {
+    const VOCABULARY: &'static str = "outcome kind";
+    fn from_name(s: &str) -> Option<Self> {
+        OutcomeKind::parse(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,9 +272,25 @@ mod tests {
         for r in SkipReason::ALL {
             assert_eq!(SkipReason::parse(r.as_str()), Some(*r));
         }
+        for r in DeadReason::ALL {
+            assert_eq!(DeadReason::parse(r.as_str()), Some(*r));
+        }
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(*o));
+        }
         assert_eq!(EntryState::parse("Pending"), None);
         assert_eq!(EntryKind::parse(""), None);
         assert_eq!(SkipReason::parse("no consent"), None);
+    }
+
+    #[test]
+    fn sms_fallback_is_true_exactly_for_unbound_and_dead() {
+        let fallback: Vec<Outcome> = Outcome::ALL
+            .iter()
+            .copied()
+            .filter(|o| o.sms_fallback())
+            .collect();
+        assert_eq!(fallback, [Outcome::Unbound, Outcome::Dead]);
     }
 
     #[test]

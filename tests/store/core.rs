@@ -367,6 +367,7 @@ const SCHEMA: &[(&str, &str, bool)] = &[
     ("events", "action_time", true),
     ("events", "payload", true),
     ("events", "received_at", true),
+    ("events", "carrier_ref", false),
     ("meta", "key", true),
     ("meta", "value", true),
     ("notify_credentials", "id", true),
@@ -413,6 +414,7 @@ const SCHEMA: &[(&str, &str, bool)] = &[
     ("outbox", "updated_at", true),
     ("outbox", "done_at", false),
     ("outbox", "push_seq", true),
+    ("outbox", "dead_reason", false),
     ("outbox_attempts", "id", true),
     ("outbox_attempts", "outbox_id", true),
     ("outbox_attempts", "started_at", true),
@@ -422,6 +424,20 @@ const SCHEMA: &[(&str, &str, bool)] = &[
     ("outbox_attempts", "outcome", true),
     ("outbox_attempts", "detail", true),
     ("outbox_attempts", "rid", false),
+    ("outcomes", "id", true),
+    ("outcomes", "outbox_id", true),
+    ("outcomes", "kind", true),
+    ("outcomes", "waybill_id", true),
+    ("outcomes", "action_type", true),
+    ("outcomes", "action_time", true),
+    ("outcomes", "carrier_ref", false),
+    ("outcomes", "outcome", true),
+    ("outcomes", "reason_code", true),
+    ("outcomes", "errcode", false),
+    ("outcomes", "errmsg", false),
+    ("outcomes", "rid", false),
+    ("outcomes", "attempts", true),
+    ("outcomes", "decided_at", true),
     ("payments", "transaction_id", true),
     ("payments", "waybill_id", true),
     ("payments", "out_trade_no", true),
@@ -446,6 +462,21 @@ const SCHEMA: &[(&str, &str, bool)] = &[
     ("waybills", "payment_total_fee", false),
     ("waybills", "created_at", true),
     ("waybills", "updated_at", true),
+    ("webhook_deliveries", "id", true),
+    ("webhook_deliveries", "webhook_id", true),
+    ("webhook_deliveries", "body", true),
+    ("webhook_deliveries", "items", true),
+    ("webhook_deliveries", "oldest_item_at", true),
+    ("webhook_deliveries", "state", true),
+    ("webhook_deliveries", "tries", true),
+    ("webhook_deliveries", "next_attempt_at", true),
+    ("webhook_deliveries", "last_status", false),
+    ("webhook_deliveries", "last_error", false),
+    ("webhook_deliveries", "lease_owner", false),
+    ("webhook_deliveries", "lease_until", false),
+    ("webhook_deliveries", "created_at", true),
+    ("webhook_deliveries", "updated_at", true),
+    ("webhook_deliveries", "done_at", false),
     ("wechat_events", "id", true),
     ("wechat_events", "event", true),
     ("wechat_events", "dedupe_key", true),
@@ -479,6 +510,8 @@ pub async fn the_migrated_schema_has_the_same_columns_on_every_backend(store: St
     let columns: Vec<(&str, &str, bool)> = columns
         .iter()
         .map(|(table, column, not_null)| (table.as_str(), column.as_str(), *not_null == 1))
+        // The feed position's transaction id: PostgreSQL's only (store/outcomes.rs).
+        .filter(|c| *c != ("outcomes", "xid", true) || store.backend() == Backend::Sqlite)
         .collect();
     assert_eq!(columns, SCHEMA);
 }

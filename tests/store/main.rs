@@ -8,6 +8,7 @@ mod cells;
 mod core;
 mod notify;
 mod outbox;
+mod outcomes;
 mod queue;
 mod shared;
 
@@ -100,6 +101,11 @@ store_tests! {
     notify::credentials_are_used_soonest_expiring_first_and_never_past_their_uses_or_expiry,
     notify::completing_a_notification_leaves_the_push_queue_alone_and_43101_revokes_consent,
     notify::a_payment_records_its_event_once_per_transaction,
+    outcomes::every_settled_entry_gets_exactly_one_outcome_from_the_settle_that_decided_it,
+    outcomes::a_refused_settle_and_a_refused_skip_record_no_outcome,
+    outcomes::the_feed_pages_in_order_and_filters_by_outcome_and_kind,
+    outcomes::concurrent_writers_and_a_paging_reader_end_with_no_gap_and_no_duplicate,
+    outcomes::webhook_deliveries_hold_every_item_once_and_keep_their_id_across_tries,
 }
 
 // ---- fixtures ----------------------------------------------------------------------------
@@ -153,6 +159,7 @@ pub fn event(waybill_id: &str, action_type: i64, action_time: i64) -> NewEvent {
         action_time,
         payload: vec![0xEE, 0, 1],
         received_at: action_time * 1_000 + 7,
+        carrier_ref: Some(format!("ref-{waybill_id}-{action_time}")),
     }
 }
 

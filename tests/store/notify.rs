@@ -3,9 +3,10 @@
 //! and payments recorded once per transaction.
 
 use wxexpress::store::{
-    Completion, CredentialInsert, EntryKind, EntryState, EventInsert, GrantTake, NewAttempt,
-    NewCredential, NewPayment, NotificationIntent, NotificationPlan, NotifyKind, PaymentInsert,
-    ReportOutcome, Role, SkipReason, Store, StoreError, SubscriptionGrant, WaybillRecord,
+    Completion, CredentialInsert, DeadReason, EntryKind, EntryState, EventInsert, GrantTake,
+    NewAttempt, NewCredential, NewPayment, NotificationIntent, NotificationPlan, NotifyKind,
+    PaymentInsert, ReportOutcome, Role, SkipReason, Store, StoreError, SubscriptionGrant,
+    WaybillRecord,
 };
 
 use crate::{due_at, event, migrated, waybill};
@@ -629,6 +630,7 @@ pub async fn completing_a_notification_leaves_the_push_queue_alone_and_43101_rev
             Some(&attempt(third, 47003)),
             &Completion::Dead {
                 error: "47003".into(),
+                reason: DeadReason::Refused,
             },
             false,
             7,

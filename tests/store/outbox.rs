@@ -1,8 +1,8 @@
 //! Outbox entries: written with their event, completed, skipped, receipted, redriven, counted.
 
 use wxexpress::store::{
-    AttemptRecord, Completion, EntryKind, EntryState, EventInsert, NewAttempt, NotificationPlan,
-    OutboxEntry, SkipReason, Store, StoreError,
+    AttemptRecord, Completion, DeadReason, EntryKind, EntryState, EventInsert, NewAttempt,
+    NotificationPlan, OutboxEntry, SkipReason, Store, StoreError,
 };
 
 use crate::{due_at, event, migrated, new_event_id, waybill};
@@ -265,6 +265,7 @@ pub async fn completing_entries_moves_them_and_only_ever_raises_the_last_pushed_
             None,
             &Completion::Dead {
                 error: "errcode 40097".into(),
+                reason: DeadReason::Refused,
             },
             now + 5,
         )
@@ -401,6 +402,7 @@ pub async fn redriving_brings_dead_entries_back_and_makes_their_waybills_due(sto
     assert_eq!(claimed.len(), 2);
     let dead = |error: &str| Completion::Dead {
         error: error.into(),
+        reason: DeadReason::Refused,
     };
     for id in [a[0], a[1], b[0]] {
         store
@@ -450,6 +452,7 @@ pub async fn retrying_one_entry_works_only_on_a_dead_entry(store: Store) {
     store.claim_waybills("me", 2_000, 1_000, 1).await.unwrap();
     let dead = Completion::Dead {
         error: "errcode 150004".into(),
+        reason: DeadReason::Refused,
     };
     store
         .complete_entry(id, "me", None, &dead, 2_100)
@@ -679,6 +682,7 @@ pub async fn a_receipt_counts_only_for_the_push_in_flight_and_is_forgotten_by_a_
     // Dead, then redriven: the receipt goes with the redrive; a new push starts without one.
     let dead = Completion::Dead {
         error: "spent".into(),
+        reason: DeadReason::Refused,
     };
     store
         .complete_entry(id, "me", None, &dead, t + 5)
@@ -745,6 +749,7 @@ pub async fn concurrent_pushes_settle_each_with_its_own_outcome(store: Store) {
         },
         2 => Completion::Dead {
             error: "invalid".into(),
+            reason: DeadReason::Refused,
         },
         _ => Completion::Skipped {
             reason: SkipReason::Unbound,

@@ -25,7 +25,7 @@ use crate::outbox::lease::{run_claims, while_held, ClaimLoop, ClaimTokens};
 use crate::outbox::policy::Schedule;
 use crate::outbox::ratelimit::RateLimit;
 use crate::privacy::Privacy;
-use crate::store::{GrantTake, NotificationWork, NotifyKind, Store, StoreError};
+use crate::store::{DeadReason, GrantTake, NotificationWork, NotifyKind, Store, StoreError};
 use crate::wechat::access_token::{AccessToken, TokenError, TokenManager};
 use crate::wechat::client::{ApiError, Call, WechatClient};
 
@@ -238,7 +238,15 @@ impl NotifyWorker {
     ) -> Result<(), StoreError> {
         let entry_id = w.entry.id;
         let Some(kind) = w.entry.kind.notify_kind() else {
-            return self.dead(w, owner, None, "not a notification kind").await;
+            return self
+                .dead(
+                    w,
+                    owner,
+                    None,
+                    "not a notification kind",
+                    DeadReason::Unreadable,
+                )
+                .await;
         };
         let Some(rule) = self.rules.rule(&w.rule) else {
             return self
@@ -247,6 +255,7 @@ impl NotifyWorker {
                     owner,
                     None,
                     &format!("rule {} is no longer configured", w.rule),
+                    DeadReason::TemplateError,
                 )
                 .await;
         };
@@ -257,6 +266,7 @@ impl NotifyWorker {
                     owner,
                     None,
                     &format!("rule {} now uses another API", w.rule),
+                    DeadReason::TemplateError,
                 )
                 .await;
         }
@@ -264,7 +274,9 @@ impl NotifyWorker {
             Ok(m) => m,
             Err(why) => {
                 tracing::warn!(outbox_id = entry_id, rule = %w.rule, why = %why, "notification cannot be built: entry is dead");
-                return self.dead(w, owner, None, &why).await;
+                return self
+                    .dead(w, owner, None, &why, DeadReason::TemplateError)
+                    .await;
             }
         };
         let api = match kind {

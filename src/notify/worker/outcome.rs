@@ -5,7 +5,9 @@ use crate::clock::{now_ms, now_secs};
 use crate::notify::policy::{self, classify, Outcome};
 use crate::outbox::policy::AfterFailure;
 use crate::outbox::policy::{secs_until_next_minute, secs_until_quota_reset};
-use crate::store::{Completion, NewAttempt, NotificationWork, NotifyKind, SkipReason, StoreError};
+use crate::store::{
+    Completion, DeadReason, NewAttempt, NotificationWork, NotifyKind, SkipReason, StoreError,
+};
 use crate::wechat::access_token::TokenError;
 use crate::wechat::client::{ApiError, Call};
 use std::sync::atomic::Ordering;
@@ -107,7 +109,12 @@ impl NotifyWorker {
                     tracing::warn!(outbox_id = w.entry.id, rule = %w.rule, errcode, rid, detail = %attempt.detail, "permanent failure: notification is dead");
                 }
                 let error = attempt.detail.clone();
-                self.dead(w, owner, Some(attempt), &error).await
+                let reason = if policy::is_config_error(errcode) {
+                    DeadReason::TemplateError
+                } else {
+                    DeadReason::Refused
+                };
+                self.dead(w, owner, Some(attempt), &error, reason).await
             }
             Outcome::Transient
                 if kind == NotifyKind::Subscribe
@@ -119,7 +126,8 @@ impl NotifyWorker {
                     "{}; not retried: a long-term template may have been delivered",
                     attempt.detail
                 );
-                self.dead(w, owner, Some(attempt), &error).await
+                self.dead(w, owner, Some(attempt), &error, DeadReason::Unanswered)
+                    .await
             }
             Outcome::TokenInvalid | Outcome::Transient => self.retry(w, owner, attempt).await,
         }
@@ -175,6 +183,7 @@ impl NotifyWorker {
         owner: &str,
         attempt: Option<NewAttempt>,
         error: &str,
+        reason: DeadReason,
     ) -> Result<(), StoreError> {
         self.store
             .complete_notification(
@@ -183,6 +192,7 @@ impl NotifyWorker {
                 attempt.as_ref(),
                 &Completion::Dead {
                     error: error.to_string(),
+                    reason,
                 },
                 false,
                 now_ms(),
@@ -214,7 +224,8 @@ impl NotifyWorker {
                     outbox_id = w.entry.id,
                     "retry schedule spent: notification is dead"
                 );
-                self.dead(w, owner, Some(attempt), &error).await
+                self.dead(w, owner, Some(attempt), &error, DeadReason::RetriesSpent)
+                    .await
             }
         }
     }

@@ -25,8 +25,8 @@ use crate::outbox::policy::{classify, Class, Schedule};
 use crate::outbox::ratelimit::RateLimit;
 use crate::privacy::Privacy;
 use crate::store::{
-    BindingWrite, Completion, EventRecord, OutboxEntry, PushLoad, PushStep, PushWrites, SkipReason,
-    Store, StoreError,
+    BindingWrite, Completion, DeadReason, EventRecord, OutboxEntry, PushLoad, PushStep, PushWrites,
+    SkipReason, Store, StoreError,
 };
 use crate::wechat::access_token::TokenManager;
 use crate::wechat::client::{ApiError, ExistAnswer, WechatClient};
@@ -49,6 +49,8 @@ pub struct PushSettings {
     pub binding_ttl_unbound: Duration,
     pub pathnotify_rate: f64,
     pub userquery_rate: f64,
+    /// `outbox.deadline_secs`: a node not delivered this long after it was accepted is dead.
+    pub deadline: Option<Duration>,
 }
 
 /// Counters of this process, for the demo summary and logs.
@@ -271,6 +273,13 @@ impl PushWorker {
             let ids: Vec<i64> = fresh[..fresh.len() - 1].iter().map(|e| e.id).collect();
             carry.skips.push((ids, SkipReason::Coalesced));
         }
+        if self.past_deadline(target, now) {
+            tracing::info!(waybill_id = %target.waybill_id, outbox_id = target.id, "node not delivered by its deadline: dead, never pushed now");
+            let error = "deadline passed before the node was delivered".to_string();
+            self.dead(carry, target, owner, None, error, DeadReason::Deadline)
+                .await?;
+            return Ok(());
+        }
         if target.next_attempt_at > now {
             return Ok(());
         }
@@ -294,8 +303,15 @@ impl PushWorker {
                 .filter(|&until| until > now)
         };
         let Some(record) = load.waybill.as_ref() else {
-            self.dead(carry, entry, owner, None, "waybill missing".to_string())
-                .await?;
+            self.dead(
+                carry,
+                entry,
+                owner,
+                None,
+                "waybill missing".to_string(),
+                DeadReason::Unreadable,
+            )
+            .await?;
             return Ok(());
         };
         let event_id = entry.event_id.unwrap_or_default();
@@ -310,6 +326,7 @@ impl PushWorker {
                 owner,
                 None,
                 "event or contacts unreadable".to_string(),
+                DeadReason::Unreadable,
             )
             .await?;
             return Ok(());
@@ -321,6 +338,7 @@ impl PushWorker {
                 owner,
                 None,
                 "node text unreadable (data key changed?)".to_string(),
+                DeadReason::Unreadable,
             )
             .await?;
             return Ok(());

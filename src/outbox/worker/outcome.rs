@@ -7,7 +7,8 @@ use crate::clock::{now_ms, now_secs};
 use crate::outbox::policy::AfterFailure;
 use crate::outbox::policy::{self, classify, Class};
 use crate::store::{
-    BindingWrite, Completion, NewAttempt, OutboxEntry, PushStep, PushWrites, SkipReason, StoreError,
+    BindingWrite, Completion, DeadReason, NewAttempt, OutboxEntry, PushStep, PushWrites,
+    SkipReason, StoreError,
 };
 use crate::wechat::client::Call;
 
@@ -136,8 +137,16 @@ impl PushWorker {
                         tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, errcode = attempt.errcode, rid, detail = %attempt.detail, "permanent failure: entry is dead")
                     }
                 }
-                self.dead(carry, entry, owner, Some(&attempt), attempt.detail.clone())
-                    .await?;
+                let error = attempt.detail.clone();
+                self.dead(
+                    carry,
+                    entry,
+                    owner,
+                    Some(&attempt),
+                    error,
+                    DeadReason::Refused,
+                )
+                .await?;
                 Ok(())
             }
             // A token error that survived one refresh, or anything transient: the schedule.
@@ -166,11 +175,20 @@ impl PushWorker {
             }
             AfterFailure::Dead(error) => {
                 tracing::warn!(waybill_id = %entry.waybill_id, outbox_id = entry.id, "retry schedule spent: entry is dead");
-                self.dead(carry, entry, owner, Some(&attempt), error)
+                let reason = DeadReason::RetriesSpent;
+                self.dead(carry, entry, owner, Some(&attempt), error, reason)
                     .await?;
                 Ok(())
             }
         }
+    }
+
+    /// Whether `entry` is past its deadline at `at_ms` (Unix ms): accepted longer than
+    /// `outbox.deadline_secs` before.
+    pub(super) fn past_deadline(&self, entry: &OutboxEntry, at_ms: i64) -> bool {
+        self.settings
+            .deadline
+            .is_some_and(|d| at_ms >= entry.created_at.saturating_add(d.as_millis() as i64))
     }
 
     /// Mark an entry dead (counted in the stats), with the attempt that made it so, if any.
@@ -181,8 +199,9 @@ impl PushWorker {
         owner: &str,
         attempt: Option<&NewAttempt>,
         error: String,
+        reason: DeadReason,
     ) -> Result<(), StoreError> {
-        let dead = Completion::Dead { error };
+        let dead = Completion::Dead { error, reason };
         self.finish(carry, entry, owner, attempt.cloned(), dead)
             .await?;
         self.stats.dead.fetch_add(1, Ordering::Relaxed);
@@ -198,6 +217,20 @@ impl PushWorker {
         at_ms: i64,
         why: &str,
     ) -> Result<(), StoreError> {
+        if self.past_deadline(entry, at_ms) {
+            // The next try would come after the deadline: the carrier learns now, not then.
+            let error = format!("{why}: the next try would come after the deadline");
+            return self
+                .dead(
+                    carry,
+                    entry,
+                    owner,
+                    attempt.as_ref(),
+                    error,
+                    DeadReason::Deadline,
+                )
+                .await;
+        }
         if attempt.is_some() {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }

@@ -2,7 +2,7 @@
 //! completions, and the binding cache.
 
 use crate::store::states::EntryState;
-use crate::store::{json_rows, push_queue, Completion, StoreError};
+use crate::store::{json_rows, outcomes, push_queue, Completion, StoreError};
 use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
 use std::collections::HashMap;
@@ -130,6 +130,8 @@ pub(super) fn skip_round<'a>(
         .bind(json_rows(&rows))
         .execute(&mut *conn)
         .await?;
+        let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
+        outcomes::record_in(&mut *conn, &ids).await?;
         let done: Vec<(i64, &str)> = rows
             .iter()
             .map(|(id, _, _)| (*id, entries[id].waybill_id.as_str()))
@@ -204,6 +206,7 @@ pub(super) async fn complete_chosen(
         Option<i64>,
         i64,
         i64,
+        Option<&'r str>,
     );
     let rows: Vec<Row> = chosen
         .iter()
@@ -218,6 +221,7 @@ pub(super) async fn complete_chosen(
                 Some(c.now),
                 c.now,
                 0,
+                None,
             ),
             Completion::Retry {
                 next_attempt_at,
@@ -232,8 +236,9 @@ pub(super) async fn complete_chosen(
                 None,
                 c.now,
                 1,
+                None,
             ),
-            Completion::Dead { error } => (
+            Completion::Dead { error, reason } => (
                 c.outbox_id,
                 EntryState::Dead.as_str(),
                 None,
@@ -243,6 +248,7 @@ pub(super) async fn complete_chosen(
                 Some(c.now),
                 c.now,
                 0,
+                Some(reason.as_str()),
             ),
             Completion::Skipped { reason } => (
                 c.outbox_id,
@@ -254,6 +260,7 @@ pub(super) async fn complete_chosen(
                 Some(c.now),
                 c.now,
                 0,
+                None,
             ),
         })
         .collect();
@@ -261,7 +268,8 @@ pub(super) async fn complete_chosen(
         "WITH v AS (SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS skip_reason, \
                            value ->> 3 AS tries_inc, value ->> 4 AS next_attempt_at, \
                            value ->> 5 AS last_error, value ->> 6 AS done_at, \
-                           value ->> 7 AS now, value ->> 8 AS clear_receipt \
+                           value ->> 7 AS now, value ->> 8 AS clear_receipt, \
+                           value ->> 9 AS dead_reason \
                     FROM json_each($1)) \
          UPDATE outbox SET state = v.state, \
                 skip_reason = COALESCE(v.skip_reason, outbox.skip_reason), \
@@ -269,6 +277,7 @@ pub(super) async fn complete_chosen(
                 next_attempt_at = COALESCE(v.next_attempt_at, outbox.next_attempt_at), \
                 last_error = COALESCE(v.last_error, outbox.last_error), \
                 done_at = COALESCE(v.done_at, outbox.done_at), \
+                dead_reason = COALESCE(v.dead_reason, outbox.dead_reason), \
                 updated_at = v.now, \
                 receipt_at = CASE WHEN v.clear_receipt = 1 THEN NULL ELSE outbox.receipt_at END \
          FROM v WHERE outbox.id = v.id",
@@ -322,7 +331,13 @@ pub(super) async fn complete_chosen(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    // After the attempts: an outcome quotes the last one.
+    let settled: Vec<i64> = chosen
+        .iter()
+        .filter(|c| !matches!(c.completion, Completion::Retry { .. }))
+        .map(|c| c.outbox_id)
+        .collect();
+    outcomes::record_in(&mut *conn, &settled).await
 }
 
 /// [`Store::put_binding`](super::Store::put_binding) for many; of two answers for one
