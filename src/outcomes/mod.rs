@@ -11,12 +11,14 @@
 //!   retries on `outcomes.retry_schedule`, honours `Retry-After`, stops on 410; and deletes
 //!   old outcomes and deliveries (`outcomes.retention_days`) in small batches;
 //! - `replay.rs`: `wxexpress outcomes replay`;
+//! - `receiver.rs`: a verifying receiver (the demo's, the tests');
 //! - `section.rs`: `[outcomes]`.
 //!
 //! It must not decide outcomes (the store does, from the entry's state) nor carry a phone
 //! number: items hold none, not even masked.
 
 pub mod item;
+pub mod receiver;
 pub mod replay;
 pub mod section;
 pub mod signature;

@@ -6,5 +6,6 @@ mod helpers;
 mod jsonp;
 mod notifications;
 mod openapi;
+mod outcomes;
 mod peer;
 mod pipeline;

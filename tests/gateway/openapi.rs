@@ -430,6 +430,29 @@ async fn every_answer_of_every_route_is_as_documented() {
     d.check("get", kept, c.get(app.url(kept)).send().await.unwrap())
         .await;
 
+    // The outcome feed: a page, the next page by its cursor with filters, bad queries.
+    let feed = "/v1/outcomes";
+    let page = d
+        .check("get", feed, send(M::GET, feed).send().await.unwrap())
+        .await;
+    let next = page["next_cursor"].as_str().expect("a cursor").to_string();
+    let q = format!("{feed}?after={next}&limit=5&outcome=unbound,dead&kind=push&app=default");
+    d.check("get", feed, send(M::GET, &q).send().await.unwrap())
+        .await;
+    for q in [
+        "?after=nope",
+        "?limit=0",
+        "?outcome=sent",
+        "?kind=sms",
+        "?x=1",
+    ] {
+        let r = send(M::GET, &format!("{feed}{q}")).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        d.check("get", feed, r).await;
+    }
+    d.check("get", feed, c.get(app.url(feed)).send().await.unwrap())
+        .await;
+
     assert_eq!(
         d.unseen(),
         Vec::<String>::new(),

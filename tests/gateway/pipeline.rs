@@ -236,7 +236,8 @@ async fn an_expired_token_is_refreshed_once_and_the_push_retried() {
 
 #[tokio::test]
 async fn the_daily_quota_pauses_the_api_and_shows_in_readyz() {
-    let app = spawn_sandboxed_app(&[]).await;
+    // No deadline: the node waits for the quota's reset (hours away, past any deadline).
+    let app = spawn_sandboxed_app(&[("WXEXPRESS_OUTBOX__DEADLINE_SECS", "0")]).await;
     app.sandbox().bind_phone(RECEIVER);
     app.sandbox().set_faults(Faults {
         pathnotify: ApiFault {
