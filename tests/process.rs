@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
+use wxexpress::outcomes::receiver::Receiver;
 use wxexpress::store::{EntryState, Store};
 
 use harness::*;
@@ -588,12 +589,28 @@ async fn chaos(dir: &std::path::Path, db: &str, instances: usize) {
         .set_faults(json!({ "pathnotify": { "latency_ms": 30 } }))
         .await;
     bind_all(&sandbox, n).await;
+    // The carrier's webhook receiver: the kills fall while outcomes are being delivered too.
+    let receiver = Receiver::start(
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind the receiver"),
+        WEBHOOK_SECRET,
+    )
+    .expect("the receiver starts");
+    let webhook = [
+        ("WXEXPRESS_OUTCOMES__WEBHOOK_URL", receiver.url.as_str()),
+        ("WXEXPRESS_OUTCOMES__WEBHOOK_SECRET", WEBHOOK_SECRET),
+        (
+            "WXEXPRESS_OUTCOMES__RETRY_SCHEDULE",
+            "0.1,0.2,0.5,1,1,1,1,1",
+        ),
+        ("WXEXPRESS_OUTCOMES__POLL_INTERVAL_MS", "20"),
+        ("WXEXPRESS_OUTCOMES__BATCH_MAX", "25"),
+    ];
     let mut gws: Vec<Gateway> = ports
         .iter()
         .enumerate()
         .map(|(i, port)| {
             let name = format!("chaos-{}", char::from(b'a' + i as u8));
-            Gateway::new(&name, dir, *port, db, &sandbox.base, &[])
+            Gateway::new(&name, dir, *port, db, &sandbox.base, &webhook)
         })
         .collect();
     gws[0].migrate().await;
@@ -643,6 +660,71 @@ async fn chaos(dir: &std::path::Path, db: &str, instances: usize) {
         pathnotify.ok as usize, t.delivered,
         "one accepted push per delivery"
     );
+    assert_outcomes_reached_the_carrier(&store, &receiver, &states, t.delivered).await;
+}
+
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// After a run with kills: every settled entry has exactly one outcome, the webhook receiver
+/// (which verified every signature) got each of them, and they agree with the pushes.
+async fn assert_outcomes_reached_the_carrier(
+    store: &Store,
+    receiver: &Receiver,
+    states: &BTreeMap<EntryState, i64>,
+    delivered: usize,
+) {
+    let entries: i64 = states.values().sum();
+    assert_eq!(
+        store.count_outcomes().await.expect("count outcomes"),
+        entries,
+        "exactly one outcome per settled entry"
+    );
+    let mut ids = std::collections::BTreeSet::new();
+    let mut after = wxexpress::store::FeedPosition::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (ids.len() as i64) < entries && Instant::now() < deadline {
+        let page = store
+            .outcomes_page(after, 500, &Default::default())
+            .await
+            .expect("feed page");
+        ids.extend(page.items.iter().map(|r| format!("out_{}", r.outbox_id)));
+        after = page.next;
+        if !page.has_more {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(
+        ids.len() as i64,
+        entries,
+        "the feed holds every outcome once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.items().len() < ids.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let items = receiver.items();
+    let got: std::collections::BTreeSet<String> = items.keys().cloned().collect();
+    assert_eq!(got, ids, "the webhook delivered every outcome");
+    assert_eq!(receiver.refused(), 0, "every request was signed");
+    let delivered_items = items
+        .values()
+        .filter(|i| i["outcome"] == "delivered")
+        .count();
+    assert_eq!(
+        delivered_items, delivered,
+        "delivered items are the delivered pushes"
+    );
+    // A webhook-id carries one body, however often it was sent.
+    let mut bodies: BTreeMap<String, String> = BTreeMap::new();
+    for r in receiver.received() {
+        let body = bodies.entry(r.webhook_id.clone()).or_insert(r.body.clone());
+        assert_eq!(
+            *body, r.body,
+            "{} was redelivered with another body",
+            r.webhook_id
+        );
+    }
+    receiver.stop().await;
 }
 
 /// Runs `wxexpress ARGS` with only `env` (plus PATH) in `dir`.
