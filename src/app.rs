@@ -565,80 +565,19 @@ pub async fn wechat_rid(settings: &Settings, rid: &str) -> Result<String, AppErr
     }
 }
 
-/// What `wxexpress outcomes replay` was asked.
-pub struct ReplayArgs<'a> {
-    pub since: &'a str,
-    pub until: Option<&'a str>,
-    pub outcome: Option<&'a str>,
-}
-
-/// A time on the command line: Unix seconds or RFC 3339; Unix ms.
-fn cli_time(flag: &str, v: &str) -> Result<i64, AppError> {
-    if let Ok(secs) = v.trim().parse::<i64>() {
-        return Ok(secs.saturating_mul(1000));
-    }
-    chrono::DateTime::parse_from_rfc3339(v.trim())
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            AppError::Config(format!(
-                "{flag}: {v:?} is not Unix seconds or an RFC 3339 time (2026-12-07T08:00:00+08:00)"
-            ))
-        })
-}
-
-/// `wxexpress outcomes replay`: queues the range's items as new deliveries, then sends what
-/// is due; prints progress and what is left for the gateway's retries.
-pub async fn outcomes_replay(settings: &Settings, args: ReplayArgs<'_>) -> Result<(), AppError> {
-    use crate::store::{Outcome, OutcomeFilter};
-    let o = &settings.outcomes;
-    if o.webhook_url.is_empty() {
-        return Err(AppError::Config(
-            "outcomes.webhook_url: is not set; there is no webhook to replay to (the feed, GET /v1/outcomes, holds every item)".into(),
-        ));
-    }
-    let since = cli_time("--since", args.since)?;
-    let until = match args.until {
-        Some(u) => cli_time("--until", u)?,
-        None => crate::clock::now_ms() + 1,
-    };
-    if until <= since {
-        return Err(AppError::Config("--until: must be after --since".into()));
-    }
-    let outcomes = match args.outcome {
-        None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(|s| {
-                Outcome::parse(s.trim()).ok_or_else(|| {
-                    AppError::Config(format!(
-                        "--outcome: {s:?} is not one of delivered, unbound, dead, coalesced, stale"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let filter = OutcomeFilter {
-        outcomes,
-        kind: None,
-    };
+/// `wxexpress outcomes replay` (see [`crate::outcomes::replay::run`]).
+pub async fn outcomes_replay(
+    settings: &Settings,
+    args: crate::outcomes::replay::ReplayArgs<'_>,
+) -> Result<(), AppError> {
     let store = connect_store(settings).await?;
     store.migrate().await?;
-    let queued = crate::outcomes::replay::queue(&store, since, until, &filter, o.batch_max, |p| {
-        eprint!("\rqueued {} items in {} deliveries", p.items, p.deliveries);
-    })
-    .await?;
-    eprintln!();
-    let worker = WebhookWorker::new(
-        store,
-        o.clone(),
-        settings.outcome_schedule.clone(),
-        &instance_id(),
-    );
-    let sent = worker.drain().await?;
-    println!(
-        "replayed {} items in {} deliveries (new webhook-ids); {sent} requests answered 2xx, the rest stay queued for the gateway's retries",
-        queued.items, queued.deliveries
-    );
+    let schedule = settings.outcome_schedule.clone();
+    let summary =
+        crate::outcomes::replay::run(store, &settings.outcomes, schedule, &instance_id(), args)
+            .await
+            .map_err(AppError::Config)?;
+    println!("{summary}");
     Ok(())
 }
 

@@ -320,7 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let settings = loaded.expect("Command::configured loads it");
-            let args = wxexpress::app::ReplayArgs {
+            let args = wxexpress::outcomes::replay::ReplayArgs {
                 since: &since,
                 until: until.as_deref(),
                 outcome: outcome.as_deref(),

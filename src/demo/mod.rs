@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::app::Application;
 use crate::clock::now_secs;
+use crate::outcomes::receiver::Receiver;
 use crate::sandbox::{ApiFault, CallbackFault, Faults, Sandbox};
 use crate::store::{EntryState, SkipReason};
 use setup::API_KEY;
@@ -52,7 +53,10 @@ pub struct DemoReport {
 /// Run the demo; `Err` only for setup failures (a failed check is `ok: false`).
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let dir = tempfile::tempdir()?;
-    let settings = setup::settings(dir.path())?;
+    // The carrier's webhook receiver: it verifies every signature and keeps what it got.
+    let secret = setup::webhook_secret();
+    let receiver = Receiver::start(std::net::TcpListener::bind("127.0.0.1:0")?, &secret)?;
+    let settings = setup::settings(dir.path(), &receiver.url, &secret)?;
     // With `WXEXPRESS_SERVER__METRICS_LISTEN` set, the run's metrics are served there while
     // it lasts (docs/grafana/render.py draws the dashboard from them).
     let metrics_listen = std::env::var("WXEXPRESS_SERVER__METRICS_LISTEN").unwrap_or_default();
@@ -194,6 +198,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         }
     }
     let elapsed = started.elapsed();
+    // The webhook catches up with the last outcomes (it runs beside the pushes all along).
+    let entries: i64 = store.outbox_counts().await?.iter().map(|(_, _, n)| n).sum();
+    let wait = Instant::now();
+    while (receiver.items().len() as i64) < entries && wait.elapsed() < Duration::from_secs(60) {
+        bar.set_message(format!(
+            "outcomes delivered to the webhook {}/{entries}",
+            receiver.items().len()
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     bar.finish_and_clear();
 
     // Check: every expected node arrived exactly once, in order, and nothing else.
@@ -254,6 +268,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     if notes_failed > 0 {
         problems.push(format!("{notes_failed} shipping notifications failed"));
     }
+    let outcomes = check_outcomes(&http, &base, &store, &receiver, &sandbox, &waybills).await?;
+    problems.extend(outcomes.problems.iter().cloned());
+    receiver.stop().await;
     let attempts = store.count_attempts().await?;
     let sb = sandbox.stats();
     latencies.sort_unstable();
@@ -299,6 +316,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             ),
         ),
         ("retries".into(), format!("{retries} (attempts {attempts})")),
+        (
+            "outcomes to the carrier".into(),
+            format!(
+                "{} items: webhook ({} signed requests, every signature verified) and feed agree",
+                outcomes.items, outcomes.requests
+            ),
+        ),
+        (
+            "SMS needed".into(),
+            format!(
+                "for {} receivers ({} of {} waybills; WeChat reached the rest)",
+                outcomes.sms_receivers,
+                outcomes.sms_receivers,
+                waybills.len()
+            ),
+        ),
         ("dead".into(), count(EntryState::Dead, None).to_string()),
         (
             "reverse queries answered".into(),
@@ -435,11 +468,136 @@ pub fn print_report(r: &DemoReport) {
     }
     println!();
     if r.ok {
-        println!("OK: every notification that should arrive is in the sandbox inbox, exactly once, in order.");
+        println!("OK: every notification that should arrive is in the sandbox inbox, exactly once, in order;");
+        println!("    the webhook's items, the feed and the inbox agree: every delivered node is in the inbox,");
+        println!("    every unbound receiver was marked for SMS.");
     } else {
         println!("FAILED: some notifications are missing, doubled or out of order:");
         for p in &r.problems {
             println!("  - {p}");
         }
     }
+}
+
+/// What the outcome check found.
+struct OutcomeCheck {
+    items: usize,
+    requests: usize,
+    sms_receivers: usize,
+    problems: Vec<String>,
+}
+
+/// The webhook's items, the feed (`GET /v1/outcomes`, page by page) and the sandbox inbox
+/// must agree exactly: one outcome per outbox entry; the same items in the webhook and the
+/// feed; every delivered push in its receiver's inbox and nothing else there; every receiver
+/// who is not bound marked for SMS, and no bound one.
+async fn check_outcomes(
+    http: &reqwest::Client,
+    base: &str,
+    store: &crate::store::Store,
+    receiver: &Receiver,
+    sandbox: &Sandbox,
+    waybills: &[synth::SynthWaybill],
+) -> anyhow::Result<OutcomeCheck> {
+    let mut problems = Vec::new();
+    let mut feed: BTreeMap<String, Value> = BTreeMap::new();
+    let mut url = format!("{base}/v1/outcomes?limit=1000");
+    loop {
+        let page: Value = http
+            .get(&url)
+            .bearer_auth(API_KEY)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for item in page["data"].as_array().into_iter().flatten() {
+            let id = item["id"].as_str().unwrap_or_default().to_string();
+            if feed.insert(id.clone(), item.clone()).is_some() {
+                problems.push(format!("the feed handed out {id} twice"));
+            }
+        }
+        if page["has_more"] != true {
+            break;
+        }
+        let next = page["next_cursor"].as_str().unwrap_or_default();
+        url = format!("{base}/v1/outcomes?limit=1000&after={next}");
+    }
+    let sent = receiver.items();
+    let entries: i64 = store.outbox_counts().await?.iter().map(|(_, _, n)| n).sum();
+    if feed.len() as i64 != entries {
+        problems.push(format!(
+            "{entries} outbox entries but {} outcomes in the feed",
+            feed.len()
+        ));
+    }
+    if sent != feed {
+        let missing = feed.keys().filter(|k| !sent.contains_key(*k)).count();
+        problems.push(format!(
+            "the webhook and the feed disagree ({} sent, {} in the feed, {missing} never sent)",
+            sent.len(),
+            feed.len()
+        ));
+    }
+    if receiver.refused() > 0 {
+        problems.push(format!(
+            "{} webhook requests had a bad signature",
+            receiver.refused()
+        ));
+    }
+    let mut by_waybill: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for item in sent.values().filter(|i| i["kind"] == "push") {
+        by_waybill
+            .entry(item["waybill_id"].as_str().unwrap_or_default())
+            .or_default()
+            .push(item);
+    }
+    let mut sms_receivers = 0;
+    for w in waybills {
+        let items = by_waybill.get(w.id.as_str()).cloned().unwrap_or_default();
+        let mut delivered: Vec<(i64, i64)> = items
+            .iter()
+            .filter(|i| i["outcome"] == "delivered")
+            .map(|i| {
+                (
+                    i["action_type"].as_i64().unwrap_or(0),
+                    i["action_time"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        delivered.sort_unstable();
+        let mut inbox: Vec<(i64, i64)> = sandbox
+            .inbox_for_phone(&w.receiver_phone)
+            .iter()
+            .map(|n| (n.action_type, n.action_time))
+            .collect();
+        inbox.sort_unstable();
+        if delivered != inbox && problems.len() < 20 {
+            problems.push(format!(
+                "{}: delivered items {delivered:?}, inbox {inbox:?}",
+                w.id
+            ));
+        }
+        let sms = items.iter().any(|i| i["sms_fallback"] == true);
+        sms_receivers += usize::from(sms);
+        if sms == w.bound && problems.len() < 20 {
+            problems.push(format!(
+                "{}: receiver {} but marked for SMS: {sms}",
+                w.id,
+                if w.bound { "bound" } else { "not bound" }
+            ));
+        }
+    }
+    let requests = receiver
+        .received()
+        .iter()
+        .map(|r| r.webhook_id.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    Ok(OutcomeCheck {
+        items: sent.len(),
+        requests,
+        sms_receivers,
+        problems,
+    })
 }

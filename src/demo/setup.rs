@@ -43,8 +43,23 @@ keyword3 = "{action_time}"
 keyword4 = "{action_msg}"
 "#;
 
-/// The settings of a run in `dir`.
-pub(super) fn settings(dir: &Path) -> anyhow::Result<Settings> {
+/// A fresh Standard Webhooks secret for a run.
+pub(super) fn webhook_secret() -> String {
+    use base64::Engine;
+    let key: [u8; 32] = rand::random();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// The settings of a run in `dir`, its outcomes sent to `webhook_url` signed with
+/// `webhook_secret`.
+pub(super) fn settings(
+    dir: &Path,
+    webhook_url: &str,
+    webhook_secret: &str,
+) -> anyhow::Result<Settings> {
     let env: BTreeMap<String, String> = [
         ("WXEXPRESS_SERVER__LISTEN", "127.0.0.1:0".to_string()),
         (
@@ -64,6 +79,16 @@ pub(super) fn settings(dir: &Path) -> anyhow::Result<Settings> {
             "0.1,0.3,0.6,1,2,3,5".to_string(),
         ),
         ("WXEXPRESS_OUTBOX__LEASE_SECS", "15".to_string()),
+        ("WXEXPRESS_OUTCOMES__WEBHOOK_URL", webhook_url.to_string()),
+        (
+            "WXEXPRESS_OUTCOMES__WEBHOOK_SECRET",
+            webhook_secret.to_string(),
+        ),
+        (
+            "WXEXPRESS_OUTCOMES__RETRY_SCHEDULE",
+            "0.1,0.3,0.6,1,2,3,5".to_string(),
+        ),
+        ("WXEXPRESS_OUTCOMES__POLL_INTERVAL_MS", "20".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -223,7 +223,9 @@ impl SynthWaybill {
             .iter()
             .filter(|(r, _)| *r == round)
             .map(|(_, s)| {
-                let mut ev = json!({ "action_type": s.action_type, "action_time": s.action_time, "action_msg": s.action_msg });
+                // The backoffice's own id for the scan (its SMS job), echoed on the outcome.
+                let scan_ref = format!("sms-{}-{}-{}", self.id, s.action_type, s.action_time);
+                let mut ev = json!({ "action_type": s.action_type, "action_time": s.action_time, "action_msg": s.action_msg, "ref": scan_ref });
                 if let Some((name, phone)) = &s.courier {
                     let (kn, kp) = if s.action_type < 300000 { ("pickup_courier_name", "pickup_courier_phone") } else { ("delivery_courier_name", "delivery_courier_phone") };
                     ev[kn] = json!(name);
