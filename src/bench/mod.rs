@@ -34,7 +34,7 @@ use data::{batches_for, seed};
 use ingest::ingest;
 use load::load;
 pub use load::{run_load, Load, LoadOrders, LoadReport};
-use pushes::{pushes, pushes_again};
+use pushes::{pushes, pushes_again, Again};
 
 const API_KEY: &str = "bench-key-0123456789abcdef";
 const BATCH_WAYBILLS: usize = 1_000;
@@ -162,16 +162,51 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     let mut rows = vec![
         fresh_row, replay_row, beside_row, ingest_row, single_row, push_row,
     ];
+    // What outcomes cost a push: the same work (one new event on every waybill, binding
+    // cache warm) with outcomes recorded and delivered to a verifying webhook receiver, and
+    // with nothing recorded, alternately, twice each.
+    let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let receiver =
+        crate::outcomes::receiver::Receiver::start(TcpListener::bind("127.0.0.1:0")?, secret)?;
+    let mut round = 10;
+    for _ in 0..2 {
+        for on in [false, true] {
+            round += 1;
+            let again = Again {
+                nodes: 1,
+                round,
+                outcomes: on.then_some(&receiver),
+                secret,
+                path: if on {
+                    "pushes, warm, outcomes + webhook"
+                } else {
+                    "pushes, warm, outcomes off"
+                },
+            };
+            rows.push(pushes_again(&db, &data_key, opts.waybills, again).await?);
+        }
+    }
     let backend = if db.starts_with("postgres") {
-        // Instances sharing one outbox: the same work (one new event on every waybill,
-        // binding cache warm) pushed by one node, then by two.
+        // Instances sharing one outbox: the same work pushed by one node, then by two.
         for nodes in [1, 2] {
-            rows.push(pushes_again(&db, &data_key, opts.waybills, nodes).await?);
+            let again = Again {
+                nodes,
+                round: 20 + nodes as i64,
+                outcomes: Some(&receiver),
+                secret,
+                path: if nodes == 1 {
+                    "pushes, cache warm, one node"
+                } else {
+                    "pushes, cache warm, two nodes"
+                },
+            };
+            rows.push(pushes_again(&db, &data_key, opts.waybills, again).await?);
         }
         "PostgreSQL"
     } else {
         "SQLite"
     };
+    receiver.stop().await;
     Ok((backend.to_string(), rows))
 }
 

@@ -49,6 +49,19 @@ pub(super) async fn pushes(db: &str, data_key: &str, waybills: usize) -> anyhow:
     })
 }
 
+/// What a later push run does besides pushing.
+pub(super) struct Again<'a> {
+    /// Push nodes sharing the database.
+    pub nodes: usize,
+    /// Distinct per run: the new events' action_time.
+    pub round: i64,
+    /// `Some`: outcomes recorded and delivered to this receiver; `None`: not recorded (the
+    /// baseline of what outcomes cost).
+    pub outcomes: Option<&'a crate::outcomes::receiver::Receiver>,
+    pub secret: &'a str,
+    pub path: &'static str,
+}
+
 /// One new event on every waybill of the earlier runs, then pushed by `nodes` push nodes
 /// sharing the database; the second pushes through the first's sandbox (WeChat is one) and
 /// the first's callback answers every reverse query (one public address).
@@ -56,9 +69,19 @@ pub(super) async fn pushes_again(
     db: &str,
     data_key: &str,
     waybills: usize,
-    nodes: usize,
+    again: Again<'_>,
 ) -> anyhow::Result<Row> {
-    let first = Application::build(gateway_settings(db, data_key, true)?).await?;
+    let nodes = again.nodes;
+    let with_webhook = |mut s: crate::config::Settings| {
+        if let Some(rx) = again.outcomes {
+            s.outcomes.webhook_url = rx.url.clone();
+            s.outcomes.webhook_secret = Some(crate::secret::Secret::new(again.secret));
+            s.outcomes.poll_interval_ms = 20;
+        }
+        s
+    };
+    crate::store::record_outcomes_for_bench(again.outcomes.is_some());
+    let first = Application::build(with_webhook(gateway_settings(db, data_key, true)?)).await?;
     let sandbox = first
         .sandbox()
         .cloned()
@@ -73,7 +96,7 @@ pub(super) async fn pushes_again(
     let mut apps = vec![first];
     for _ in 1..nodes {
         let settings = push_node_settings(db, data_key, true, Some(&base))?;
-        apps.push(Application::build(settings).await?);
+        apps.push(Application::build(with_webhook(settings)).await?);
     }
     let store = apps[0].store().clone();
     let privacy = crate::privacy::Privacy::from_base64(data_key)?;
@@ -88,7 +111,7 @@ pub(super) async fn pushes_again(
             let event = crate::store::NewEvent {
                 waybill_id: id,
                 action_type: 300002,
-                action_time: now - 600 + nodes as i64,
+                action_time: now - 600 + again.round,
                 payload: payload.clone(),
                 received_at: now_ms,
                 carrier_ref: None,
@@ -111,6 +134,15 @@ pub(super) async fn pushes_again(
         ));
     }
     let secs = drained(&store, started).await?;
+    // The webhook catches up before the next run (not counted: it is not a push's latency).
+    if let Some(rx) = again.outcomes {
+        let total = store.count_outcomes().await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while (rx.items().len() as i64) < total && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    crate::store::record_outcomes_for_bench(true);
     // The second node first: the first's sandbox and callback serve it.
     for (stop, task) in running.into_iter().rev() {
         let _ = stop.send(true);
@@ -118,11 +150,7 @@ pub(super) async fn pushes_again(
     }
     let pushed = delivered(&store).await? - before;
     Ok(Row {
-        path: if nodes == 1 {
-            "pushes, cache warm, one node"
-        } else {
-            "pushes, cache warm, two nodes"
-        },
+        path: again.path,
         rate: pushed as f64 / secs,
         p50_ms: 0.0,
         p99_ms: 0.0,

@@ -84,7 +84,9 @@ use sqlx::{Any, AnyPool, Transaction};
 pub use cells::{CellRecord, CellSet};
 pub use connect::SqliteTarget;
 pub use exchanges::{answer_key, AnswerReceipt, ReverseQueryView, StoredAnswer};
-pub use outcomes::{FeedPosition, OutcomeFilter, OutcomePage, OutcomeRecord};
+pub use outcomes::{
+    record_outcomes_for_bench, FeedPosition, OutcomeFilter, OutcomePage, OutcomeRecord,
+};
 pub use push_load::PushLoad;
 pub use states::{DeadReason, EntryKind, EntryState, Outcome, OutcomeKind, SkipReason};
 pub use webhooks::{DeliveryRecord, DeliveryResult, DeliveryRow, NewDelivery, WebhookGauges};

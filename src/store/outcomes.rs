@@ -15,6 +15,8 @@
 //! Rows are never updated; retention deletes the oldest in small batches and never reuses a
 //! position.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, FromRow, Row};
 
@@ -99,6 +101,17 @@ pub struct OutcomePage {
     pub has_more: bool,
 }
 
+/// Whether settles record outcomes: always, except while `wxexpress bench` measures its
+/// baseline of what a push costs without them.
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// `wxexpress bench` only: `false` stops recording outcomes (the "outcomes off" baseline of
+/// the same run), `true` resumes. A gateway never turns it off: every settled entry has its
+/// outcome.
+pub fn record_outcomes_for_bench(on: bool) {
+    RECORDING.store(on, Ordering::SeqCst);
+}
+
 const COLUMNS: &str = "id, outbox_id, kind, waybill_id, action_type, action_time, carrier_ref, \
                        outcome, reason_code, errcode, errmsg, rid, attempts, decided_at";
 
@@ -108,6 +121,9 @@ const COLUMNS: &str = "id, outbox_id, kind, waybill_id, action_type, action_time
 /// last answer (errcode, masked errmsg, rid) come from the entry, its event and its last
 /// attempt: write the attempt first.
 pub(super) async fn record_in(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if !RECORDING.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         if chunk.is_empty() {
             continue;
