@@ -66,6 +66,11 @@ fn every_series_the_dashboard_queries_is_exported() {
         "wxexpress_outbox_oldest_pending_seconds",
         "wxexpress_callback_duration_seconds",
         "wxexpress_token_refreshes_total",
+        "wxexpress_outcomes_total",
+        "wxexpress_sms_fallbacks_total",
+        "wxexpress_outcome_webhook_lag_seconds",
+        "wxexpress_outcome_webhook_failures_total",
+        "wxexpress_outcome_webhook_gone",
     ] {
         assert!(queried.iter().any(|q| q == s), "no panel shows {s}");
     }
