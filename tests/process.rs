@@ -699,7 +699,7 @@ async fn assert_outcomes_reached_the_carrier(
         "the feed holds every outcome once"
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while receiver.items().len() < ids.len() && Instant::now() < deadline {
+    while receiver.item_count() < ids.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let items = receiver.items();

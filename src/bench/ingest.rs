@@ -118,5 +118,6 @@ pub(super) async fn ingest(
         p99_ms: pct(0.99),
         errors: results.iter().filter(|(ok, _)| !ok).count(),
         baseline: Some(("raw multi-row", raw.len() as f64 / raw_secs)),
+        cpu_us: None,
     })
 }

@@ -80,6 +80,7 @@ pub(super) async fn load(
         p99_ms: report.p99_ms,
         errors: report.errors,
         baseline: None,
+        cpu_us: None,
     })
 }
 
@@ -185,5 +186,6 @@ pub(super) async fn generate(
         p99_ms: pct(0.99),
         errors,
         baseline: None,
+        cpu_us: None,
     }
 }

@@ -64,6 +64,9 @@ pub struct Row {
     pub errors: usize,
     /// The baseline's rate in the same run, and its name.
     pub baseline: Option<(&'static str, f64)>,
+    /// CPU time of this whole process per item (µs), where measured: steadier than a rate
+    /// on a shared machine, since time other processes take is not in it.
+    pub cpu_us: Option<f64>,
 }
 
 /// Runs every measurement and returns the rows, in the order printed.
@@ -164,14 +167,29 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     ];
     // What outcomes cost a push: the same work (one new event on every waybill, binding
     // cache warm) with outcomes recorded and delivered to a verifying webhook receiver, and
-    // with nothing recorded, three times each in the order ABBAAB (drift cancels out).
+    // with nothing recorded, four times each in the order ABBAABBA (drift cancels out),
+    // after a warm-up run that is not reported (it also pushes what the single-event run
+    // left pending).
     let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     let receiver =
         crate::outcomes::receiver::Receiver::start(TcpListener::bind("127.0.0.1:0")?, secret)?;
     let mut round = 10;
     {
-        for on in [false, true, true, false, false, true] {
+        let warm_up = [None];
+        let runs = [false, true, true, false, false, true, true, false];
+        for on in warm_up.into_iter().chain(runs.map(Some)) {
             round += 1;
+            let Some(on) = on else {
+                let again = Again {
+                    nodes: 1,
+                    round,
+                    outcomes: Some(&receiver),
+                    secret,
+                    path: "warm-up",
+                };
+                pushes_again(&db, &data_key, opts.waybills, again).await?;
+                continue;
+            };
             let again = Again {
                 nodes: 1,
                 round,
@@ -191,7 +209,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
         for nodes in [1, 2] {
             let again = Again {
                 nodes,
-                round: 20 + nodes as i64,
+                round: 30 + nodes as i64,
                 outcomes: Some(&receiver),
                 secret,
                 path: if nodes == 1 {
@@ -247,6 +265,10 @@ pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
                         "-".to_string()
                     }
                 };
+                let note = r.cpu_us.map_or_else(
+                    || "(absolute)".to_string(),
+                    |us| format!("(absolute; CPU {us:.0} µs each)"),
+                );
                 out.push_str(&format!(
                     "{:<36} {:>10.0} {:>8} {:>8} {:>7}  {:<18}\n",
                     r.path,
@@ -254,7 +276,7 @@ pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
                     ms(r.p50_ms),
                     ms(r.p99_ms),
                     r.errors,
-                    "(absolute)"
+                    note
                 ))
             }
         }
@@ -323,6 +345,18 @@ fn push_node_settings(
         sandbox: pusher,
     };
     config::load_with(None, &env, opts).map_err(|e| anyhow::anyhow!("bench settings: {e}"))
+}
+
+/// CPU seconds this process has used (user and system, all threads), from
+/// `/proc/self/stat`; `None` where there is no such file.
+pub(crate) fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (in parentheses, which may hold spaces): utime is the 12th
+    // field and stime the 13th, in clock ticks (100 a second on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// A memory figure of this process from `/proc/self/status` (`VmRSS:` now, `VmHWM:` its

@@ -239,6 +239,7 @@ impl Settings {
         raw.backoffice.api_keys = self.api_keys.clone();
         raw.privacy.data_key = Some(self.data_key.clone());
         raw.database.url = redact_url(&raw.database.url);
+        raw.outcomes.webhook_url = redact_url(&raw.outcomes.webhook_url);
         toml::to_string_pretty(&raw).unwrap_or_default()
     }
 

@@ -393,3 +393,56 @@ fn every_problem_of_the_file_and_the_environment_is_one_line_naming_its_key() {
     let e = load_from(Some(&missing), &env(&[]), false).unwrap_err();
     assert!(e.0[0].starts_with("--config "), "{:?}", e.0);
 }
+
+#[test]
+fn the_outcome_webhook_needs_a_standard_webhooks_secret_and_sane_limits_one_line_each() {
+    let f = file(GOOD);
+    let e = load_from(
+        Some(f.path()),
+        &env(&[
+            (
+                "WXEXPRESS_OUTCOMES__WEBHOOK_URL",
+                "ftp://carrier.example/hook",
+            ),
+            (
+                "WXEXPRESS_OUTCOMES__PREVIOUS_WEBHOOK_SECRET",
+                "not-a-secret",
+            ),
+            ("WXEXPRESS_OUTCOMES__BATCH_MAX", "0"),
+            ("WXEXPRESS_OUTCOMES__RETENTION_DAYS", "0"),
+            ("WXEXPRESS_OUTCOMES__RETRY_SCHEDULE", "5,soon"),
+        ]),
+        false,
+    )
+    .unwrap_err();
+    let lines = e.0.join("\n");
+    for key in [
+        "outcomes.webhook_url: must be an http:// or https:// URL",
+        "outcomes.webhook_secret: is required when outcomes.webhook_url is set",
+        "outcomes.previous_webhook_secret: must start with whsec_",
+        "outcomes.batch_max: must be 1..=1000",
+        "outcomes.retention_days: must be at least 1",
+        "outcomes.retry_schedule: ",
+    ] {
+        assert!(e.0.iter().any(|l| l.starts_with(key)), "{key} in\n{lines}");
+    }
+    let s = load_from(
+        Some(f.path()),
+        &env(&[
+            (
+                "WXEXPRESS_OUTCOMES__WEBHOOK_URL",
+                "https://u:pw@carrier.example/hook",
+            ),
+            (
+                "WXEXPRESS_OUTCOMES__WEBHOOK_SECRET",
+                "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+            ),
+        ]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(s.outbox.deadline_secs, 3600, "the deadline's default");
+    let out = s.redacted_toml();
+    assert!(!out.contains("C2FVsBQIhrscChlQIMV"), "{out}");
+    assert!(!out.contains(":pw@"), "{out}");
+}

@@ -202,10 +202,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     // The webhook catches up with the last outcomes (it runs beside the pushes all along).
     let entries: i64 = store.outbox_counts().await?.iter().map(|(_, _, n)| n).sum();
     let wait = Instant::now();
-    while (receiver.items().len() as i64) < entries && wait.elapsed() < Duration::from_secs(60) {
+    while (receiver.item_count() as i64) < entries && wait.elapsed() < Duration::from_secs(60) {
         bar.set_message(format!(
             "outcomes delivered to the webhook {}/{entries}",
-            receiver.items().len()
+            receiver.item_count()
         ));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

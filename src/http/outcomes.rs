@@ -40,7 +40,7 @@ struct OutcomesQuery {
     #[param(value_type = Option<OutcomeKind>)]
     kind: Option<String>,
     /// only this mini program
-    #[param(max_length = 32)]
+    #[param(min_length = 1, max_length = 32, pattern = "^[a-z][a-z0-9_-]*$")]
     app: Option<String>,
 }
 
@@ -105,6 +105,18 @@ pub(crate) async fn list_outcomes(
         })?),
     };
     let filter = OutcomeFilter { outcomes, kind };
+    if let Some(app) = q.app.as_deref() {
+        let named = app.len() <= 32
+            && app.starts_with(|c: char| c.is_ascii_lowercase())
+            && app
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !named {
+            return Err(Problem::bad_request(
+                "app: is not an app key (a-z, 0-9, _ and -, at most 32, a letter first)",
+            ));
+        }
+    }
     // One mini program per gateway so far: every item is the default app's.
     if q.app.as_deref().is_some_and(|a| a != DEFAULT_APP) {
         return Ok(HttpResponse::Ok().json(OutcomesPage {

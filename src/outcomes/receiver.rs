@@ -38,6 +38,8 @@ pub struct Received {
 #[derive(Default)]
 struct Log {
     received: Vec<Received>,
+    /// The items of the requests answered 2xx, by id (parsed once, on arrival).
+    items: BTreeMap<String, serde_json::Value>,
     refused: u64,
     script: VecDeque<Scripted>,
     /// Answer the first request of every webhook id with this status (a redelivery follows).
@@ -109,18 +111,12 @@ impl Receiver {
     /// The items accepted (answered 2xx), by item id; an item sent twice (a redelivery, a
     /// replay) is kept once.
     pub fn items(&self) -> BTreeMap<String, serde_json::Value> {
-        let mut items = BTreeMap::new();
-        for r in self.received().iter().filter(|r| r.status / 100 == 2) {
-            let Ok(body) = serde_json::from_str::<serde_json::Value>(&r.body) else {
-                continue;
-            };
-            for item in body["data"].as_array().into_iter().flatten() {
-                if let Some(id) = item["id"].as_str() {
-                    items.insert(id.to_string(), item.clone());
-                }
-            }
-        }
-        items
+        self.log().items.clone()
+    }
+
+    /// How many distinct items were accepted (cheap enough to poll).
+    pub fn item_count(&self) -> usize {
+        self.log().items.len()
     }
 
     pub async fn stop(&self) {
@@ -172,6 +168,15 @@ async fn receive(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) 
         _ => None,
     };
     let status = answer.as_ref().map_or(204, |a| a.status);
+    if status / 100 == 2 {
+        if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) {
+            for item in doc["data"].as_array().into_iter().flatten() {
+                if let Some(id) = item["id"].as_str() {
+                    log.items.insert(id.to_string(), item.clone());
+                }
+            }
+        }
+    }
     log.received.push(Received {
         webhook_id: id,
         body: String::from_utf8_lossy(&body).into_owned(),

@@ -177,18 +177,22 @@ impl WebhookWorker {
         if self.store.webhook_gone().await?.as_deref() == Some(url.as_str()) {
             return Ok(false);
         }
-        let mut full = false;
+        let (mut full, mut cut) = (false, false);
         for _ in 0..CUTS_PER_ROUND {
             let n = self
                 .store
                 .cut_webhook_delivery(self.settings.batch_max, now_ms(), delivery_of)
                 .await?;
             full = n as i64 == self.settings.batch_max;
+            cut |= n > 0;
             if !full {
                 break;
             }
         }
         let now = now_ms();
+        if !cut && !self.store.webhook_due(now).await? {
+            return Ok(false);
+        }
         let claimed = self
             .store
             .claim_webhook_deliveries(

@@ -179,6 +179,20 @@ impl Store {
         .await
     }
 
+    /// Whether any pending delivery is due at `now` and not leased: one index probe, so an
+    /// idle deliverer polls with a read instead of a write.
+    pub async fn webhook_due(&self, now: i64) -> Result<bool, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM webhook_deliveries WHERE state = $1 AND next_attempt_at <= $2 \
+               AND (lease_until IS NULL OR lease_until < $2) LIMIT 1",
+        )
+        .bind(DELIVERY_PENDING)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(due.is_some())
+    }
+
     /// Leases up to `limit` due pending deliveries to `owner` until `lease_until`.
     pub async fn claim_webhook_deliveries(
         &self,

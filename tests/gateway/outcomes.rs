@@ -90,7 +90,7 @@ async fn the_feed_and_the_signed_webhook_carry_the_same_items_and_sms_only_where
         assert_eq!(app.post_event(w, &e).await.status(), 202);
     }
     app.drained().await;
-    until("the receiver has all three items", || rx.items().len() == 3).await;
+    until("the receiver has all three items", || rx.item_count() == 3).await;
 
     let sent = rx.items();
     let listed = feed_items(&app).await;
@@ -210,7 +210,7 @@ async fn retry_after_is_honoured_and_410_stops_delivery_but_not_the_feed() {
     app.put_waybill("RA1", &waybill_to("13900139000")).await;
     app.post_event("RA1", &event_body(100001, 1_700_000_100, "已揽件"))
         .await;
-    until("delivered after the 429", || rx.items().len() == 1).await;
+    until("delivered after the 429", || rx.item_count() == 1).await;
     let tries = rx.received();
     assert_eq!(tries[0].status, 429);
     assert!(
@@ -270,7 +270,7 @@ async fn a_node_whose_next_try_would_pass_its_deadline_is_dead_at_once_and_never
     app.post_event("DL1", &event_body(100001, 1_700_000_100, "已揽件"))
         .await;
     app.drained().await;
-    until("the receiver has the item", || rx.items().len() == 1).await;
+    until("the receiver has the item", || rx.item_count() == 1).await;
     let item = rx.items().into_values().next().unwrap();
     assert_eq!(item["outcome"], "dead");
     assert_eq!(item["reason"]["code"], "deadline");
@@ -283,4 +283,70 @@ async fn a_node_whose_next_try_would_pass_its_deadline_is_dead_at_once_and_never
     // The fault is spent, but the node is never pushed again.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(app.sandbox().inbox_for_phone(BOUND).is_empty());
+}
+
+#[tokio::test]
+async fn a_replay_sends_the_same_items_again_under_new_webhook_ids() {
+    let rx = receiver();
+    let app = app_for(&rx, &[]).await;
+    app.sandbox().bind_phone(BOUND);
+    app.put_waybill("RP1", &waybill_to(BOUND)).await;
+    app.put_waybill("RP2", &waybill_to("13900139000")).await;
+    for w in ["RP1", "RP2"] {
+        app.post_event(w, &event_body(100001, 1_700_000_100, "已揽件"))
+            .await;
+    }
+    app.drained().await;
+    until("both items were delivered", || rx.item_count() == 2).await;
+    let first: Vec<String> = rx.received().iter().map(|r| r.webhook_id.clone()).collect();
+
+    let args = wxexpress::outcomes::replay::ReplayArgs {
+        since: "0",
+        until: None,
+        outcome: Some("unbound,dead"),
+    };
+    let summary = wxexpress::outcomes::replay::run(
+        app.store.clone(),
+        &app.settings.outcomes,
+        app.settings.outcome_schedule.clone(),
+        "replayer",
+        args,
+    )
+    .await
+    .unwrap();
+    assert!(
+        summary.starts_with("replayed 1 items in 1 deliveries"),
+        "{summary}"
+    );
+    // The replayer or the gateway's own deliverer sends it, whichever leases it first.
+    let sent_before = first.len();
+    until("the replay arrived", || rx.received().len() > sent_before).await;
+    let received = rx.received();
+    let replayed = received.last().unwrap();
+    assert!(!first.contains(&replayed.webhook_id), "a new webhook-id");
+    let body: Value = serde_json::from_str(&replayed.body).unwrap();
+    let items = body["data"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "only what the filter keeps");
+    assert_eq!(items[0]["waybill_id"], "RP2");
+    assert_eq!(
+        &items[0],
+        &rx.items()[items[0]["id"].as_str().unwrap()],
+        "the same item"
+    );
+
+    let bad = wxexpress::outcomes::replay::ReplayArgs {
+        since: "yesterday",
+        until: None,
+        outcome: None,
+    };
+    let e = wxexpress::outcomes::replay::run(
+        app.store.clone(),
+        &app.settings.outcomes,
+        app.settings.outcome_schedule.clone(),
+        "replayer",
+        bad,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.starts_with("--since: "), "{e}");
 }
