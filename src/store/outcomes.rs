@@ -177,6 +177,15 @@ pub(super) async fn record_in(conn: &mut AnyConnection, ids: &[i64]) -> Result<(
     Ok(())
 }
 
+/// The feed position's transaction id as text (`position_xid`): the writer's xid on
+/// PostgreSQL, 0 on SQLite.
+fn position_column(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "'0'",
+        Backend::Postgres => "xid::text",
+    }
+}
+
 impl Store {
     /// Up to `limit` outcomes after `after` that `filter` keeps, in feed order, never past
     /// the commit watermark (see the module doc).
@@ -186,10 +195,10 @@ impl Store {
         limit: i64,
         filter: &OutcomeFilter,
     ) -> Result<OutcomePage, StoreError> {
-        let (position, after_clause, order) = match self.backend {
-            Backend::Sqlite => ("'0'", "id > $2", "id"),
+        let position = position_column(self.backend);
+        let (after_clause, order) = match self.backend {
+            Backend::Sqlite => ("id > $2", "id"),
             Backend::Postgres => (
-                "xid::text",
                 "(xid, id) > ($1::text::xid8, $2) \
                  AND xid < pg_snapshot_xmin(pg_current_snapshot())",
                 "xid, id",
@@ -227,10 +236,7 @@ impl Store {
 
     /// The outcome of one entry, if it has one.
     pub async fn outcome_of(&self, outbox_id: i64) -> Result<Option<OutcomeRecord>, StoreError> {
-        let position = match self.backend {
-            Backend::Sqlite => "'0'",
-            Backend::Postgres => "xid::text",
-        };
+        let position = position_column(self.backend);
         let sql = format!(
             "SELECT {COLUMNS}, {position} AS position_xid FROM outcomes WHERE outbox_id = $1"
         );
@@ -250,10 +256,7 @@ impl Store {
         after_outbox_id: i64,
         limit: i64,
     ) -> Result<Vec<OutcomeRecord>, StoreError> {
-        let position = match self.backend {
-            Backend::Sqlite => "'0'",
-            Backend::Postgres => "xid::text",
-        };
+        let position = position_column(self.backend);
         let mut sql = format!(
             "SELECT {COLUMNS}, {position} AS position_xid FROM outcomes \
              WHERE decided_at >= $1 AND decided_at < $2 AND outbox_id > $3 \

@@ -527,7 +527,7 @@ pub async fn outbox_counts_group_entries_by_state_and_skip_reason(store: Store) 
 // ---- helpers -----------------------------------------------------------------------------
 
 /// The waybill's outbox ids, in creation order.
-async fn entry_ids(store: &Store, waybill_id: &str) -> Vec<i64> {
+pub async fn entry_ids(store: &Store, waybill_id: &str) -> Vec<i64> {
     store
         .list_outbox(waybill_id)
         .await

@@ -10,17 +10,8 @@ use wxexpress::store::{
     Outcome, OutcomeFilter, OutcomeKind, PushStep, PushWrites, SkipReason, Store,
 };
 
+use crate::outbox::entry_ids;
 use crate::{event, migrated, new_event_id, waybill};
-
-async fn entry_ids(store: &Store, waybill_id: &str) -> Vec<i64> {
-    store
-        .list_outbox(waybill_id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect()
-}
 
 fn attempt(outbox_id: i64, errcode: i64) -> NewAttempt {
     NewAttempt {
