@@ -181,6 +181,10 @@ fn one_line(e: &figment::Error) -> String {
         .metadata
         .as_ref()
         .map(|md| match &md.source {
+            // The path as given: figment's own display makes it relative to the working
+            // directory when that is shorter (`../x.toml`), which names another file to a
+            // reader somewhere else.
+            Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
             Some(source) => format!(" (in {source})"),
             None => format!(" (in the {})", md.name),
         })

@@ -446,3 +446,23 @@ fn the_outcome_webhook_needs_a_standard_webhooks_secret_and_sane_limits_one_line
     assert!(!out.contains("C2FVsBQIhrscChlQIMV"), "{out}");
     assert!(!out.contains(":pw@"), "{out}");
 }
+
+#[test]
+fn a_problem_names_the_file_by_the_path_given_wherever_the_working_directory_is() {
+    // figment shows a path relative to the working directory when that is shorter
+    // (`../x.toml`): a checkout next to the file then misnamed it.
+    let cwd = std::env::current_dir().unwrap();
+    let Some(parent) = cwd.parent().filter(|p| p.parent().is_some()) else {
+        return;
+    };
+    let Ok(f) = tempfile::NamedTempFile::new_in(parent) else {
+        return; // a read-only parent: nothing to show
+    };
+    std::fs::write(f.path(), format!("{GOOD}\n[outbox]\nconcurency = 4\n")).unwrap();
+    let e = load_from(Some(f.path()), &env(&[]), false).unwrap_err();
+    assert!(
+        e.0[0].contains(&format!("(in {})", f.path().display())),
+        "{}",
+        e.0[0]
+    );
+}
