@@ -46,6 +46,13 @@ pub fn handle() -> &'static PrometheusHandle {
                 counter!(EVENTS_INGESTED, "outcome" => outcome).increment(0);
             }
             counter!(TOKEN_REFRESHES).increment(0);
+            for api in [PATHNOTIFY, USERQUERY, SUBSCRIBE_SEND, TEMPLATE_SEND] {
+                counter!(WECHAT_CALLS, "api" => api, "errcode" => "0").increment(0);
+            }
+            counter!(CALLBACK_RESULTS, "status" => "200").increment(0);
+            counter!(JSONP_REQUESTS, "err_code" => "0").increment(0);
+            // Registered, with no sample yet: rendered with empty buckets.
+            let _ = metrics::histogram!(CALLBACK_DURATION);
             for status in ["410", "429", "500", "503", "timeout", "network"] {
                 counter!(WEBHOOK_FAILURES, "status" => status).increment(0);
             }

@@ -1047,3 +1047,38 @@ async fn metrics_are_prometheus_text_on_their_own_listener_only() {
         .expect("the public listener answers");
     assert_eq!(public.status(), 404);
 }
+
+/// Prometheus's own advice: a series that only appears after its first event reads "no data"
+/// on a dashboard and breaks alerts. Every series the dashboard may query is there, at zero,
+/// before the gateway has done anything.
+#[tokio::test]
+async fn every_series_exists_from_start_up_before_any_traffic() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, metrics_port) = (free_port(), free_port());
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let mut gw = Gateway::new(
+        "idle",
+        dir.path(),
+        port,
+        &sqlite_url(dir.path()),
+        "http://127.0.0.1:9",
+        &[("WXEXPRESS_SERVER__METRICS_LISTEN", metrics_listen.as_str())],
+    );
+    gw.start().await;
+    let text = reqwest::Client::new()
+        .get(format!("http://{metrics_listen}/metrics"))
+        .send()
+        .await
+        .expect("the metrics listener answers")
+        .text()
+        .await
+        .expect("a body");
+    let missing: Vec<&str> = wxexpress::series::SERIES
+        .iter()
+        .copied()
+        .filter(|s| !text.lines().any(|l| l.starts_with(s)))
+        .collect();
+    assert!(missing.is_empty(), "missing at start: {missing:?}\n{text}");
+    gw.sigterm();
+}
