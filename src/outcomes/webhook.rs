@@ -320,27 +320,26 @@ impl WebhookWorker {
     pub async fn retention(&self, now: i64) -> Result<u64, StoreError> {
         let before = now - self.settings.retention_days.max(1) * 86_400_000;
         let mut deleted = 0;
-        loop {
-            let n = self
-                .store
-                .delete_outcomes_before(before, RETENTION_BATCH)
-                .await?;
-            deleted += n;
-            if n < RETENTION_BATCH as u64 {
-                break;
+        for table in 0..2 {
+            loop {
+                let n = match table {
+                    0 => {
+                        self.store
+                            .delete_outcomes_before(before, RETENTION_BATCH)
+                            .await?
+                    }
+                    _ => {
+                        self.store
+                            .delete_webhook_deliveries_before(before, RETENTION_BATCH)
+                            .await?
+                    }
+                };
+                deleted += n;
+                if n < RETENTION_BATCH as u64 {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
-        }
-        loop {
-            let n = self
-                .store
-                .delete_webhook_deliveries_before(before, RETENTION_BATCH)
-                .await?;
-            deleted += n;
-            if n < RETENTION_BATCH as u64 {
-                break;
-            }
-            tokio::task::yield_now().await;
         }
         Ok(deleted)
     }

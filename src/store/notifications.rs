@@ -326,7 +326,9 @@ impl Store {
         if let Some(attempt) = attempt {
             attempts::insert_in(&mut tx, attempt).await?;
         }
-        super::outcomes::record_in(&mut tx, &[outbox_id]).await?;
+        if !matches!(completion, Completion::Retry { .. }) {
+            super::outcomes::record_in(&mut tx, &[outbox_id]).await?;
+        }
         if revoke_consent {
             sqlx::query(
                 "UPDATE notify_subscriptions SET remaining = 0, long_term = 0, updated_at = $2 \

@@ -98,7 +98,9 @@ impl Store {
                 if let Some(attempt) = attempt {
                     attempts::insert_in(&mut tx, attempt).await?;
                 }
-                outcomes::record_in(&mut tx, &[outbox_id]).await?;
+                if !matches!(completion, Completion::Retry { .. }) {
+                    outcomes::record_in(&mut tx, &[outbox_id]).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             })

@@ -291,14 +291,28 @@ impl Store {
     /// Deletes up to `batch` outcomes decided before `before` (Unix ms), oldest first; returns
     /// how many went. Small batches keep SQLite's writer free for the hot paths.
     pub async fn delete_outcomes_before(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM outcomes WHERE id IN \
-                 (SELECT id FROM outcomes WHERE decided_at < $1 ORDER BY decided_at LIMIT $2)",
-        )
-        .bind(before)
-        .bind(batch)
-        .execute(&self.writer)
-        .await?;
+        self.delete_oldest("outcomes", "decided_at", before, batch)
+            .await
+    }
+
+    /// Deletes up to `batch` rows of `table` whose `column` (Unix ms) is before `before`,
+    /// oldest first: retention in small batches. `table` and `column` are the store's own.
+    pub(super) async fn delete_oldest(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        before: i64,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE id IN \
+                 (SELECT id FROM {table} WHERE {column} < $1 ORDER BY {column} LIMIT $2)"
+        );
+        let done = sqlx::query(&sql)
+            .bind(before)
+            .bind(batch)
+            .execute(&self.writer)
+            .await?;
         Ok(done.rows_affected())
     }
 }

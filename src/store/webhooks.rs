@@ -356,15 +356,8 @@ impl Store {
         before: i64,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE id IN \
-                 (SELECT id FROM webhook_deliveries WHERE done_at < $1 ORDER BY done_at LIMIT $2)",
-        )
-        .bind(before)
-        .bind(batch)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
+        self.delete_oldest("webhook_deliveries", "done_at", before, batch)
+            .await
     }
 }
 
