@@ -414,13 +414,9 @@ pub fn sandbox_settings(
     }
 }
 
-/// Connect with the configured pool size (0 = the store's default for the backend).
+/// Connect as `[database]` says (pool size, SQLite's `synchronous`).
 pub async fn connect_store(settings: &Settings) -> Result<Store, AppError> {
-    let url = &settings.database.url;
-    Ok(match settings.database.max_connections {
-        0 => Store::connect(url).await?,
-        n => Store::connect_with(url, n).await?,
-    })
+    Ok(Store::open(&settings.database).await?)
 }
 
 /// `wxexpress serve`: log where we listen and what is (not) configured, then serve.

@@ -91,6 +91,9 @@ enum Command {
         /// each; all of them pushed at the end).
         #[arg(long, default_value_t = 2000)]
         waybills: usize,
+        /// SQLite's `synchronous` for the run: `full` (the default, as `serve`) or `normal`.
+        #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
+        synchronous: String,
     },
     /// Questions to WeChat about our own calls.
     Wechat {
@@ -288,12 +291,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seconds,
             connections,
             waybills,
+            synchronous,
         } => {
+            use wxexpress::store::section::Synchronous;
             let opts = wxexpress::bench::BenchOptions {
                 database_url,
                 seconds,
                 connections,
                 waybills: waybills.max(1),
+                synchronous: if synchronous == "normal" {
+                    Synchronous::Normal
+                } else {
+                    Synchronous::Full
+                },
             };
             let (backend, rows) = wxexpress::bench::run(opts.clone()).await?;
             print!("{}", wxexpress::bench::render(&backend, &opts, &rows));

@@ -15,7 +15,7 @@ pub(super) const INGEST_BATCH_LINES: usize = 1_000;
 /// the same rows inserted raw into the same database. Waybills are created first, unmeasured.
 pub(super) async fn ingest(
     gateway: &str,
-    db: &str,
+    db: &crate::store::section::DatabaseSettings,
     data_key: &str,
     waybills: usize,
 ) -> anyhow::Result<Row> {
@@ -82,7 +82,7 @@ pub(super) async fn ingest(
     .await;
     let api_secs = started.elapsed().as_secs_f64();
     // ...and raw, into the same database, 1,000 events per transaction.
-    let store = crate::store::Store::connect(db).await?;
+    let store = crate::store::Store::open(db).await?;
     // Sealed with the gateway's key, as the gateway would: the push run opens them.
     let privacy = crate::privacy::Privacy::from_base64(data_key)?;
     let now_ms = crate::clock::now_ms();

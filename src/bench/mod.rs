@@ -24,6 +24,7 @@ use serde_json::Value;
 use crate::app::Application;
 use crate::config;
 use crate::sandbox::defaults as sd;
+use crate::store::section::{DatabaseSettings, Synchronous};
 
 mod data;
 mod ingest;
@@ -52,6 +53,8 @@ pub struct BenchOptions {
     pub connections: usize,
     /// Waybills per data set (the reverse query's, and each side of the ingest's).
     pub waybills: usize,
+    /// SQLite's `synchronous` for every gateway of the run (and the raw inserts).
+    pub synchronous: Synchronous,
 }
 
 /// One measured path.
@@ -74,10 +77,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     // Measured as `serve` runs: with its metrics recorded.
     crate::prometheus::handle();
     let dir = tempfile::tempdir()?;
-    let db = opts
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
+    let db = DatabaseSettings {
+        url: opts
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display())),
+        max_connections: 0,
+        synchronous: opts.synchronous,
+    };
     let data_key = crate::privacy::Privacy::generate_key_base64();
     let settings = gateway_settings(&db, &data_key, false)?;
     let workers = settings.server.workers;
@@ -204,7 +211,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
             rows.push(pushes_again(&db, &data_key, opts.waybills, again).await?);
         }
     }
-    let backend = if db.starts_with("postgres") {
+    let backend = if db.url.starts_with("postgres") {
         // Instances sharing one outbox: the same work pushed by one node, then by two.
         for nodes in [1, 2] {
             let again = Again {
@@ -230,6 +237,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
 
 /// The table, with the machine's facts a reader needs.
 pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
+    let backend = if backend == "SQLite" {
+        format!("SQLite (synchronous = {})", opts.synchronous.as_str())
+    } else {
+        backend.to_string()
+    };
     let mut out = format!(
         "wxexpress bench: {backend}, {} s per run, {} connections; load from a separate \
          process (wxexpress bench-load)\n{:<36} {:>10} {:>8} {:>8} {:>7}  {:<18} {:>10} {:>7}\n",
@@ -293,21 +305,26 @@ pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
 
 /// The measured gateway (outbox off, WeChat unreachable: nothing is pushed), or with `pusher`
 /// a push node in sandbox mode whose in-process sandbox answers at once.
-fn gateway_settings(db: &str, data_key: &str, pusher: bool) -> anyhow::Result<config::Settings> {
+fn gateway_settings(
+    db: &DatabaseSettings,
+    data_key: &str,
+    pusher: bool,
+) -> anyhow::Result<config::Settings> {
     push_node_settings(db, data_key, pusher, None)
 }
 
 /// A gateway's settings; a push node (`pusher`) pushes through `api_base` if given (another
 /// node's sandbox), else through a sandbox of its own.
 fn push_node_settings(
-    db: &str,
+    db: &DatabaseSettings,
     data_key: &str,
     pusher: bool,
     api_base: Option<&str>,
 ) -> anyhow::Result<config::Settings> {
     let mut env: BTreeMap<String, String> = [
         ("WXEXPRESS_SERVER__LISTEN", "127.0.0.1:0"),
-        ("WXEXPRESS_DATABASE__URL", db),
+        ("WXEXPRESS_DATABASE__URL", db.url.as_str()),
+        ("WXEXPRESS_DATABASE__SYNCHRONOUS", db.synchronous.as_str()),
         ("WXEXPRESS_WECHAT__APPID", sd::APPID),
         ("WXEXPRESS_WECHAT__SECRET", "bench-secret"),
         ("WXEXPRESS_WECHAT__ORIGINAL_ID", sd::ORIGINAL_ID),

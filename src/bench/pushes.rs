@@ -14,7 +14,8 @@ use super::{gateway_settings, push_node_settings, Row};
 /// pushed end to end by a node with 256 pushes in flight against its in-process sandbox,
 /// every receiver bound and the binding cache cold: each delivery is a `userquery`, a
 /// `pathnotify` and WeChat's encrypted reverse query answered by the node's own callback.
-pub(super) async fn pushes(db: &str, data_key: &str, waybills: usize) -> anyhow::Result<Row> {
+pub(super) async fn pushes(
+    db: &crate::store::section::DatabaseSettings, data_key: &str, waybills: usize) -> anyhow::Result<Row> {
     let app = Application::build(gateway_settings(db, data_key, true)?).await?;
     let sandbox = app
         .sandbox()
@@ -67,7 +68,7 @@ pub(super) struct Again<'a> {
 /// sharing the database; the second pushes through the first's sandbox (WeChat is one) and
 /// the first's callback answers every reverse query (one public address).
 pub(super) async fn pushes_again(
-    db: &str,
+    db: &crate::store::section::DatabaseSettings,
     data_key: &str,
     waybills: usize,
     again: Again<'_>,

@@ -466,3 +466,26 @@ fn a_problem_names_the_file_by_the_path_given_wherever_the_working_directory_is(
         e.0[0]
     );
 }
+
+#[test]
+fn sqlite_commits_are_fsynced_unless_the_settings_say_normal_and_a_wrong_mode_is_one_line() {
+    use crate::store::section::Synchronous;
+    let f = file(GOOD);
+    let s = load_from(Some(f.path()), &env(&[]), false).unwrap();
+    assert_eq!(s.database.synchronous, Synchronous::Full);
+    let s = load_from(
+        Some(f.path()),
+        &env(&[("WXEXPRESS_DATABASE__SYNCHRONOUS", "normal")]),
+        false,
+    )
+    .unwrap();
+    assert_eq!(s.database.synchronous, Synchronous::Normal);
+    let f = file(&GOOD.replace(
+        "url = \"sqlite://x/db.sqlite\"",
+        "url = \"sqlite://x/db.sqlite\"\nsynchronous = \"off\"",
+    ));
+    let e = load_from(Some(f.path()), &env(&[]), false).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{:?}", e.0);
+    assert!(e.0[0].starts_with("database.synchronous: "), "{:?}", e.0);
+    assert!(e.0[0].contains("full"), "names what is allowed: {:?}", e.0);
+}

@@ -14,7 +14,9 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready when the database answers and every migration is applied.
+/// Ready when the database answers, every migration is applied and (SQLite) the writer
+/// runs. Not ready answers 503 with a stable reason code in `database`: `not_migrated`,
+/// `writer_stopped`, `database_unreachable`, `database_timeout`, `database_error`.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     // Whether pushes go to WeChat or to the emulator: an operator must never have to guess.
     let sandbox = state.settings.sandbox_mode();
@@ -34,10 +36,11 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 .json(json!({ "status": "ready", "database": "ok", "sandbox": sandbox, "paused_apis": paused }))
         }
         Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            HttpResponse::ServiceUnavailable().json(
-                json!({ "status": "not ready", "database": e.to_string(), "sandbox": sandbox }),
-            )
+            // A stable code for the probe; the detail (sqlx's text) for the log only.
+            let reason = e.reason_code();
+            tracing::warn!(reason, error = %e, "not ready");
+            HttpResponse::ServiceUnavailable()
+                .json(json!({ "status": "not ready", "database": reason, "sandbox": sandbox }))
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Once;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, Connection, Executor};
 
+use super::section::{DatabaseSettings, Synchronous};
 use super::{Backend, Store, StoreError};
 
 /// Default pool sizes. SQLite has one writer at a time, so more connections only help
@@ -15,14 +16,23 @@ use super::{Backend, Store, StoreError};
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 const POSTGRES_MAX_CONNECTIONS: u32 = 16;
 
-/// Run on every new SQLite connection. WAL lets readers proceed during a write; NORMAL is
-/// durable across application crashes in WAL mode (an OS crash may lose the last commits);
+/// Run on every new SQLite connection. WAL lets readers proceed during a write;
 /// busy_timeout makes a writer wait for the lock instead of failing; SQLite leaves foreign
-/// keys off unless asked, per connection.
-const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; \
-                              PRAGMA foreign_keys = ON; \
-                              PRAGMA journal_mode = WAL; \
-                              PRAGMA synchronous = NORMAL;";
+/// keys off unless asked, per connection. `synchronous` follows the setting
+/// ([`Synchronous`]): FULL fsyncs every commit, so a write is on disk before its caller is
+/// answered.
+fn sqlite_pragmas(synchronous: Synchronous) -> &'static str {
+    match synchronous {
+        Synchronous::Full => {
+            "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+             PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+        }
+        Synchronous::Normal => {
+            "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+             PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+        }
+    }
+}
 
 static INSTALL_DRIVERS: Once = Once::new();
 
@@ -55,11 +65,30 @@ impl Store {
     /// Connects with at most `max_connections` pooled connections. Opens one connection
     /// before returning, so a wrong URL or an unreachable server fails here.
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        Store::connect_as(url, max_connections, Synchronous::Full).await
+    }
+
+    /// Connects as `[database]` says: its URL, pool size (0 = the backend's default) and
+    /// SQLite's `synchronous`.
+    pub async fn open(settings: &DatabaseSettings) -> Result<Store, StoreError> {
+        let max_connections = match (settings.max_connections, Backend::from_url(&settings.url)?) {
+            (0, Backend::Sqlite) => SQLITE_MAX_CONNECTIONS,
+            (0, Backend::Postgres) => POSTGRES_MAX_CONNECTIONS,
+            (n, _) => n,
+        };
+        Store::connect_as(&settings.url, max_connections, settings.synchronous).await
+    }
+
+    async fn connect_as(
+        url: &str,
+        max_connections: u32,
+        synchronous: Synchronous,
+    ) -> Result<Store, StoreError> {
         INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
         let backend = Backend::from_url(url)?;
         let max_connections = max_connections.max(1);
         let (pool, writer) = match backend {
-            Backend::Sqlite => connect_sqlite(url, max_connections).await?,
+            Backend::Sqlite => connect_sqlite(url, max_connections, synchronous).await?,
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections)
@@ -68,7 +97,15 @@ impl Store {
                 (pool.clone(), pool)
             }
         };
-        tracing::info!(?backend, max_connections, "database pool ready");
+        match backend {
+            Backend::Sqlite => tracing::info!(
+                ?backend,
+                max_connections,
+                synchronous = synchronous.as_str(),
+                "database pool ready"
+            ),
+            Backend::Postgres => tracing::info!(?backend, max_connections, "database pool ready"),
+        }
         Store::assemble(pool, writer, backend)
     }
 }
@@ -80,15 +117,17 @@ impl Store {
 async fn connect_sqlite(
     url: &str,
     max_connections: u32,
+    synchronous: Synchronous,
 ) -> Result<(sqlx::AnyPool, sqlx::AnyPool), StoreError> {
     let target = SqliteTarget::parse(url);
+    let pragmas = sqlite_pragmas(synchronous);
     // An embedded database has no connection to lose: no ping before every acquire (a
     // round trip to the connection's thread each time).
     let options = AnyPoolOptions::new()
         .test_before_acquire(false)
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                conn.execute(SQLITE_PRAGMAS).await?;
+                conn.execute(pragmas).await?;
                 Ok(())
             })
         });

@@ -14,7 +14,14 @@
 //!   committing its savepoint, leaves nothing behind, and the others are unaffected;
 //! - if the commit itself fails, every caller of the group gets the error and nothing of
 //!   the group is stored; a job's database error (which may have ended SQLite's
-//!   transaction) closes the group at once, so no later job runs outside it.
+//!   transaction) closes the group at once, so no later job runs outside it. The typed
+//!   commands the group had taken were not applied yet: they go to the next group, so one
+//!   failing job fails only itself;
+//! - a set-based write that fails is applied again one command at a time, each in a
+//!   savepoint of its own, so a failing command fails only itself too (`settle/`,
+//!   `ingest.rs`, and the answers here). That fallback runs only once the rollback of the
+//!   failed attempt succeeded, which proves the transaction still open: nothing ever runs
+//!   outside it.
 //!
 //! Three kinds of write are not jobs but typed commands, applied set-based for the whole
 //! group after its jobs, a few statements however many there are: single events (as a batch
@@ -27,6 +34,7 @@
 //! writer pays no latency. PostgreSQL does not use this (its writers run concurrently, each
 //! in its own transaction: [`super::Store::write`]).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -78,6 +86,8 @@ enum Work {
         reply: oneshot::Sender<Result<ExchangeInsert, StoreError>>,
     },
     Settle(Settle),
+    /// Ends the writer, as a crash of its thread would (`Store::stop_writer`).
+    Stop,
 }
 
 impl Work {
@@ -89,6 +99,7 @@ impl Work {
             Work::Event { reply, .. } => drop(reply.send(Err(error))),
             Work::Answer { reply, .. } => drop(reply.send(Err(error))),
             Work::Settle(settle) => settle.fail(error),
+            Work::Stop => {}
         }
     }
 }
@@ -167,6 +178,17 @@ impl GroupCommit {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
+    /// Whether the writer has ended: every write would fail with
+    /// [`StoreError::WriterStopped`].
+    pub(super) fn stopped(&self) -> bool {
+        self.queue.is_closed()
+    }
+
+    /// Ends the writer after what is queued before this.
+    pub(super) async fn stop(&self) {
+        let _ = self.queue.send(Work::Stop).await;
+    }
+
     async fn send(&self, work: Work) -> Result<(), StoreError> {
         self.queue
             .send(work)
@@ -234,6 +256,9 @@ const GROUPS_PER_CHECKOUT: usize = 16;
 
 async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
     let mut held: Option<PoolConnection<Any>> = None;
+    // Commands a group took but did not apply (a job before them closed it): the next
+    // group takes them first, in order.
+    let mut carried: VecDeque<Work> = VecDeque::new();
     let mut groups = 0;
     // After a failed begin or commit, the connection is replaced.
     let mut broken = false;
@@ -250,7 +275,11 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
         }
         // Keep the connection while work is queued (a checkout costs a round trip through
         // the pool); give it back when idle, and every few groups.
-        let first = match rx.try_recv() {
+        let next = match carried.pop_front() {
+            Some(work) => Ok(work),
+            None => rx.try_recv(),
+        };
+        let first = match next {
             Ok(work) if groups < GROUPS_PER_CHECKOUT => work,
             next => {
                 held = None;
@@ -264,6 +293,10 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
                 }
             }
         };
+        if matches!(first, Work::Stop) {
+            tracing::error!("the writer stops: every write from now on fails");
+            break;
+        }
         let conn = match held {
             Some(ref mut conn) => conn,
             None => match writer.acquire().await {
@@ -294,6 +327,11 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
         while let Some(work) = next.take() {
             taken += 1;
             match work {
+                Work::Stop => {
+                    // After this group, like any work queued behind it.
+                    carried.push_front(Work::Stop);
+                    break;
+                }
                 Work::Job(job) => {
                     let (failed, deliver) = job.run(&mut tx).await;
                     delivers.push(deliver);
@@ -318,18 +356,32 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
             if taken >= MAX_JOBS || started.elapsed() >= MAX_HOLD {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = carried.pop_front().or_else(|| rx.try_recv().ok());
         }
         if fatal {
-            let why = "not written: another write of its group failed the transaction";
-            for (_, _, reply) in events {
-                delivers.push(deliver(Err(StoreError::GroupCommit(why.into())), reply));
-            }
-            for (_, _, reply) in answers {
-                delivers.push(deliver(Err(StoreError::GroupCommit(why.into())), reply));
-            }
-            for settle in settles {
-                settle.fail(StoreError::GroupCommit(why.into()));
+            // Not applied yet: they wait for the next group, ahead of what is queued.
+            let mut untouched: Vec<Work> = Vec::new();
+            untouched.extend(
+                events
+                    .into_iter()
+                    .map(|(item, intents, reply)| Work::Event {
+                        item,
+                        intents,
+                        reply,
+                    }),
+            );
+            untouched.extend(
+                answers
+                    .into_iter()
+                    .map(|(exchange, receipt, reply)| Work::Answer {
+                        exchange,
+                        receipt,
+                        reply,
+                    }),
+            );
+            untouched.extend(settles.into_iter().map(Work::Settle));
+            for work in untouched.into_iter().rev() {
+                carried.push_front(work);
             }
         } else {
             if !events.is_empty() {
@@ -396,21 +448,22 @@ async fn record_answers(conn: &mut AnyConnection, work: Vec<AnswerWork>, out: &m
         answers.push((exchange, receipt));
         replies.push(reply);
     }
-    let stored = match Connection::begin(&mut *conn).await {
-        Ok(mut savepoint) => match exchanges::answers_in(&mut savepoint, &answers).await {
-            Ok(outcomes) => savepoint
-                .commit()
-                .await
-                .map(|()| outcomes)
-                .map_err(StoreError::from),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e.into()),
-    };
-    match stored {
-        Ok(outcomes) => {
+    match answers_attempt(conn, &answers).await {
+        Ok(Ok(outcomes)) => {
             for (outcome, reply) in outcomes.into_iter().zip(replies) {
                 out.push(deliver(Ok(outcome), reply));
+            }
+        }
+        Ok(Err(e)) => {
+            // The transaction is still open: each answer alone, so one that fails fails
+            // only itself.
+            tracing::warn!(error = %e, answers = answers.len(), "a group's answers failed together; storing them one by one");
+            for (answer, reply) in answers.iter().zip(replies) {
+                let outcome = match answers_attempt(conn, std::slice::from_ref(answer)).await {
+                    Ok(Ok(mut one)) => Ok(one.remove(0)),
+                    Ok(Err(e)) | Err(e) => Err(e),
+                };
+                out.push(deliver(outcome, reply));
             }
         }
         Err(e) => {
@@ -418,6 +471,26 @@ async fn record_answers(conn: &mut AnyConnection, work: Vec<AnswerWork>, out: &m
             for reply in replies {
                 out.push(deliver(Err(StoreError::GroupCommit(e.clone())), reply));
             }
+        }
+    }
+}
+
+/// `answers` in a savepoint: `Ok(Ok)` stored; `Ok(Err)` refused and rolled back, the
+/// transaction still open; `Err` the transaction is gone.
+async fn answers_attempt(
+    conn: &mut AnyConnection,
+    answers: &[(NewExchange, Option<AnswerReceipt>)],
+) -> Result<Result<Vec<ExchangeInsert>, StoreError>, StoreError> {
+    let mut savepoint = Connection::begin(&mut *conn).await?;
+    match exchanges::answers_in(&mut savepoint, answers).await {
+        Ok(outcomes) => {
+            savepoint.commit().await?;
+            Ok(Ok(outcomes))
+        }
+        Err(e) => {
+            // Fails if SQLite ended the whole transaction: then nothing more runs in it.
+            savepoint.rollback().await?;
+            Ok(Err(e))
         }
     }
 }

@@ -30,7 +30,12 @@ impl Store {
 
     /// Ready = the database answers and every embedded migration is applied, successfully
     /// and with the same checksum ([`StoreError::NotMigrated`] otherwise).
+    /// A store whose writer has stopped is not ready ([`StoreError::WriterStopped`]): it
+    /// would answer reads and refuse every write.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
+        if self.group.as_ref().is_some_and(|g| g.stopped()) {
+            return Err(StoreError::WriterStopped);
+        }
         sqlx::query("SELECT 1").execute(&self.pool).await?;
 
         let table_exists_sql = match self.backend {

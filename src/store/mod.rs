@@ -169,6 +169,24 @@ pub struct Store {
     backend: Backend,
 }
 
+impl StoreError {
+    /// A stable code for this error, for `/readyz` and other places a machine reads: the
+    /// text (sqlx's, which may change between versions) goes to the log only.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            StoreError::NotMigrated => "not_migrated",
+            StoreError::WriterStopped => "writer_stopped",
+            StoreError::Database(sqlx::Error::PoolTimedOut) => "database_timeout",
+            StoreError::Database(
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed,
+            ) => "database_unreachable",
+            StoreError::UnsupportedUrl(_) => "unsupported_url",
+            StoreError::Migrate(_) => "migration_failed",
+            _ => "database_error",
+        }
+    }
+}
+
 impl fmt::Debug for Store {
     /// Backend only: the URL may hold a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,6 +205,21 @@ impl Store {
     /// The pool, for tests that inspect the schema; nothing outside `store/` should write SQL.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Ends SQLite's writer after the writes queued before this call, as a crash of its
+    /// thread would: every later write fails with [`StoreError::WriterStopped`] and
+    /// [`Store::check_ready`] says so. For tests of what a dead writer looks like; a no-op
+    /// on PostgreSQL.
+    #[doc(hidden)]
+    pub async fn stop_writer(&self) {
+        if let Some(group) = &self.group {
+            group.stop().await;
+            // The thread drops its queue as it ends.
+            while !group.stopped() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
     }
 
     fn assemble(pool: AnyPool, writer: AnyPool, backend: Backend) -> Result<Store, StoreError> {

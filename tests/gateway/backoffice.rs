@@ -275,6 +275,24 @@ async fn health_and_readiness_answer() {
 }
 
 #[tokio::test]
+async fn a_stopped_writer_makes_the_node_not_ready_with_a_stable_reason() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    app.put_waybill("SF1011", &waybill_body()).await;
+    app.store.stop_writer().await;
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["status"], "not ready", "{ready}");
+    assert_eq!(ready["database"], "writer_stopped", "{ready}");
+    // And it is true: an event is refused, not accepted into nowhere.
+    let ev = json!({ "action_type": 100001, "action_time": 1_700_100_000, "action_msg": "揽收" });
+    let r = app.post_event("SF1011", &ev).await;
+    assert!(r.status().is_server_error(), "{}", r.status());
+}
+
+#[tokio::test]
 async fn phones_written_in_groups_or_full_width_are_masked_in_every_read() {
     let app = spawn_app().await;
     app.put_waybill("SF1010", &waybill_body()).await;

@@ -547,8 +547,38 @@ async fn a_sqlite_store_creates_its_directory_and_file_and_sets_its_pragmas() {
         .unwrap();
     assert_eq!(journal.to_lowercase(), "wal");
     assert_eq!(foreign_keys, 1);
-    assert_eq!(synchronous, 1, "NORMAL");
+    assert_eq!(
+        synchronous, 2,
+        "FULL: a commit is on disk before its caller hears of it"
+    );
     assert_eq!(busy, 5000);
+}
+
+#[tokio::test]
+async fn sqlite_runs_the_synchronous_mode_the_settings_name() {
+    use wxexpress::store::section::{DatabaseSettings, Synchronous};
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, pragma) in [(Synchronous::Normal, 1_i64), (Synchronous::Full, 2)] {
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/{}.db", dir.path().display(), mode.as_str()),
+            max_connections: 2,
+            synchronous: mode,
+        };
+        let store = Store::open(&settings).await.unwrap();
+        store.migrate().await.unwrap();
+        // Every connection of the pool, not only the first.
+        let mut conns = Vec::new();
+        for _ in 0..2 {
+            conns.push(store.pool().acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(synchronous, pragma, "{mode:?}");
+        }
+    }
 }
 
 #[tokio::test]

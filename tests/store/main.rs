@@ -10,6 +10,7 @@ mod notify;
 mod outbox;
 mod outcomes;
 mod queue;
+mod settle;
 mod shared;
 
 use wxexpress::store::{
@@ -44,6 +45,9 @@ macro_rules! store_tests {
 }
 
 store_tests! {
+    settle::a_settle_the_database_refuses_fails_alone_and_the_others_land,
+    settle::a_refused_skip_stops_its_begin_and_the_release_still_runs,
+    settle::a_settle_of_a_lost_lease_is_fenced_and_changes_nothing,
     cells::cells_are_unset_until_replaced_then_come_back_in_order,
     cells::an_empty_list_is_a_setting_of_its_own_and_clearing_forgets_it,
     cells::a_replacement_with_a_repeated_key_fails_and_keeps_the_old_list,

@@ -132,104 +132,40 @@ pub(super) struct Complete {
     pub(super) now: i64,
 }
 
-/// Applies the group's commands in one savepoint and returns the delivery of each outcome:
-/// if a statement fails, nothing of them is kept and every caller gets the error.
+/// Applies the group's commands and returns the delivery of each outcome. They are applied
+/// together, set-based, in one savepoint; if a statement fails, nothing of that attempt is
+/// kept and each command is applied again alone, in a savepoint of its own, so a command
+/// that fails fails only itself. If the transaction itself is gone, every caller gets the
+/// error.
 pub(super) async fn apply(conn: &mut AnyConnection, work: Vec<Settle>) -> Vec<Deliver> {
-    let mut replies = Vec::with_capacity(work.len());
-    // Each part with the index of its command.
-    let (mut skips, mut skip_of) = (Vec::new(), Vec::new());
-    let mut bindings = Vec::new();
-    let mut steps = Vec::new();
-    let mut releases = Vec::new();
-    for (i, Settle { writes, reply }) in work.into_iter().enumerate() {
-        replies.push(reply);
-        let PushWrites {
-            waybill_id,
-            owner,
-            now,
-            skips: skip_parts,
-            binding,
-            step,
-            release,
-        } = writes;
-        for (ids, reason) in skip_parts {
-            skips.push(Skip {
-                ids,
-                reason,
-                owner: owner.clone(),
-                now,
-            });
-            skip_of.push(i);
-        }
-        if let Some(b) = binding {
-            bindings.push((b.phone_hash, b.bound, now, now.saturating_add(b.ttl_ms)));
-        }
-        if release {
-            releases.push((waybill_id.clone(), owner.clone()));
-        }
-        if let Some(step) = step {
-            steps.push((i, waybill_id, owner, now, step));
-        }
-    }
-    let n = replies.len();
-    let settled = async {
-        let mut sp = Connection::begin(&mut *conn).await?;
-        // Each command's outcome so far: a skip that is refused stops its begin or completion.
-        let mut outcomes: Vec<Result<bool, StoreError>> = (0..n).map(|_| Ok(true)).collect();
-        for (outcome, i) in skip_all(&mut sp, &skips).await?.into_iter().zip(skip_of) {
-            if let (Err(e), Ok(_)) = (outcome, &outcomes[i]) {
-                outcomes[i] = Err(e);
-            }
-        }
-        put_bindings(&mut sp, &bindings).await?;
-        let (mut begins, mut begin_of) = (Vec::new(), Vec::new());
-        let (mut completes, mut complete_of) = (Vec::new(), Vec::new());
-        for (i, waybill_id, owner, now, step) in steps {
-            if outcomes[i].is_err() {
-                continue;
-            }
-            match step {
-                PushStep::Begin { outbox_id } => {
-                    begins.push(Begin {
-                        waybill_id,
-                        owner,
-                        outbox_id,
-                    });
-                    begin_of.push(i);
-                }
-                PushStep::Complete {
-                    outbox_id,
-                    attempt,
-                    completion,
-                } => {
-                    completes.push(Complete {
-                        outbox_id,
-                        owner,
-                        attempt,
-                        completion,
-                        now,
-                    });
-                    complete_of.push(i);
+    let (writes, replies): (Vec<PushWrites>, Vec<Reply<bool>>) = work
+        .into_iter()
+        .map(|Settle { writes, reply }| (writes, reply))
+        .unzip();
+    let outcomes = match attempt(conn, &writes).await {
+        Ok(Ok(outcomes)) => Ok(outcomes),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, settles = writes.len(), "a group's push writes failed together; applying them one by one");
+            let mut outcomes = Vec::with_capacity(writes.len());
+            let mut gone = None;
+            for one in &writes {
+                match attempt(conn, std::slice::from_ref(one)).await {
+                    Ok(Ok(mut outcome)) => outcomes.push(outcome.remove(0)),
+                    Ok(Err(e)) => outcomes.push(Err(StoreError::Database(e))),
+                    Err(e) => {
+                        gone = Some(StoreError::GroupCommit(e.to_string()));
+                        break;
+                    }
                 }
             }
+            match gone {
+                None => Ok(outcomes),
+                Some(e) => Err(e),
+            }
         }
-        for (begun, i) in begin_all(&mut sp, &begins).await?.into_iter().zip(begin_of) {
-            outcomes[i] = Ok(begun);
-        }
-        for (done, i) in complete_all(&mut sp, &completes)
-            .await?
-            .into_iter()
-            .zip(complete_of)
-        {
-            outcomes[i] = done.map(|()| true);
-        }
-        // A release is the step's `finally`: it runs whatever came before it.
-        push_queue::release_all(&mut sp, &releases).await?;
-        sp.commit().await?;
-        Ok::<_, sqlx::Error>(outcomes)
-    }
-    .await;
-    match settled {
+        Err(e) => Err(StoreError::GroupCommit(e.to_string())),
+    };
+    match outcomes {
         Ok(outcomes) => outcomes
             .into_iter()
             .zip(replies)
@@ -243,4 +179,123 @@ pub(super) async fn apply(conn: &mut AnyConnection, work: Vec<Settle>) -> Vec<De
                 .collect()
         }
     }
+}
+
+/// `writes` in a savepoint: `Ok(Ok)` applied, each command's outcome; `Ok(Err)` a statement
+/// failed and the savepoint was rolled back, the transaction still open; `Err` the
+/// transaction is gone (the rollback failed with it).
+async fn attempt(
+    conn: &mut AnyConnection,
+    writes: &[PushWrites],
+) -> Result<Result<Vec<Result<bool, StoreError>>, sqlx::Error>, sqlx::Error> {
+    let mut sp = Connection::begin(&mut *conn).await?;
+    match apply_set(&mut sp, writes).await {
+        Ok(outcomes) => {
+            sp.commit().await?;
+            Ok(Ok(outcomes))
+        }
+        Err(e) => {
+            // Fails if SQLite ended the whole transaction: then nothing more runs in it.
+            sp.rollback().await?;
+            Ok(Err(e))
+        }
+    }
+}
+
+/// The commands' writes, set-based per kind; each command's outcome.
+async fn apply_set(
+    conn: &mut AnyConnection,
+    writes: &[PushWrites],
+) -> Result<Vec<Result<bool, StoreError>>, sqlx::Error> {
+    // Each part with the index of its command.
+    let (mut skips, mut skip_of) = (Vec::new(), Vec::new());
+    let mut bindings = Vec::new();
+    let mut steps = Vec::new();
+    let mut releases = Vec::new();
+    for (i, writes) in writes.iter().enumerate() {
+        let PushWrites {
+            waybill_id,
+            owner,
+            now,
+            skips: skip_parts,
+            binding,
+            step,
+            release,
+        } = writes;
+        for (ids, reason) in skip_parts {
+            skips.push(Skip {
+                ids: ids.clone(),
+                reason: *reason,
+                owner: owner.clone(),
+                now: *now,
+            });
+            skip_of.push(i);
+        }
+        if let Some(b) = binding {
+            bindings.push((
+                b.phone_hash.clone(),
+                b.bound,
+                *now,
+                now.saturating_add(b.ttl_ms),
+            ));
+        }
+        if *release {
+            releases.push((waybill_id.clone(), owner.clone()));
+        }
+        if let Some(step) = step {
+            steps.push((i, waybill_id, owner, *now, step));
+        }
+    }
+    // Each command's outcome so far: a skip that is refused stops its begin or completion.
+    let mut outcomes: Vec<Result<bool, StoreError>> = writes.iter().map(|_| Ok(true)).collect();
+    for (outcome, i) in skip_all(conn, &skips).await?.into_iter().zip(skip_of) {
+        if let (Err(e), Ok(_)) = (outcome, &outcomes[i]) {
+            outcomes[i] = Err(e);
+        }
+    }
+    put_bindings(conn, &bindings).await?;
+    let (mut begins, mut begin_of) = (Vec::new(), Vec::new());
+    let (mut completes, mut complete_of) = (Vec::new(), Vec::new());
+    for (i, waybill_id, owner, now, step) in steps {
+        if outcomes[i].is_err() {
+            continue;
+        }
+        match step {
+            PushStep::Begin { outbox_id } => {
+                begins.push(Begin {
+                    waybill_id: waybill_id.clone(),
+                    owner: owner.clone(),
+                    outbox_id: *outbox_id,
+                });
+                begin_of.push(i);
+            }
+            PushStep::Complete {
+                outbox_id,
+                attempt,
+                completion,
+            } => {
+                completes.push(Complete {
+                    outbox_id: *outbox_id,
+                    owner: owner.clone(),
+                    attempt: attempt.clone(),
+                    completion: completion.clone(),
+                    now,
+                });
+                complete_of.push(i);
+            }
+        }
+    }
+    for (begun, i) in begin_all(conn, &begins).await?.into_iter().zip(begin_of) {
+        outcomes[i] = Ok(begun);
+    }
+    for (done, i) in complete_all(conn, &completes)
+        .await?
+        .into_iter()
+        .zip(complete_of)
+    {
+        outcomes[i] = done.map(|()| true);
+    }
+    // A release is the step's `finally`: it runs whatever came before it.
+    push_queue::release_all(conn, &releases).await?;
+    Ok(outcomes)
 }
