@@ -862,6 +862,7 @@ fn bench_prints_each_path_beside_its_baseline_with_no_errors() {
         "reverse query, replayed",
         "NDJSON ingest, events (per batch)",
         "single-event POSTs",
+        "push ceiling (no storage)",
         "pushes end to end (sandbox)",
     ] {
         let row = table
@@ -873,13 +874,27 @@ fn bench_prints_each_path_beside_its_baseline_with_no_errors() {
         assert!(cols[0].parse::<f64>().unwrap() > 0.0, "{row}");
         assert_eq!(cols[3], "0", "no errors: {row}");
         assert!(
-            ["actix JSON echo", "raw multi-row", "(absolute)"]
-                .iter()
-                .any(|b| row.contains(b)),
+            [
+                "actix JSON echo",
+                "typed sqlx rows",
+                "push ceiling",
+                "(absolute)"
+            ]
+            .iter()
+            .any(|b| row.contains(b)),
             "{row}"
         );
     }
     assert!(table.contains("process RSS"), "{table}");
+    let pushes = table
+        .lines()
+        .find(|l| l.starts_with("pushes end to end (sandbox)"))
+        .unwrap();
+    assert!(
+        pushes.contains("push ceiling"),
+        "pushes get a ratio: {pushes}"
+    );
+    assert!(table.contains("SQLite (synchronous = full)"), "{table}");
 }
 
 #[test]

@@ -81,8 +81,7 @@ pub(super) async fn ingest(
     .collect()
     .await;
     let api_secs = started.elapsed().as_secs_f64();
-    // ...and raw, into the same database, 1,000 events per transaction.
-    let store = crate::store::Store::open(db).await?;
+    // ...and raw, into the same database, 1,000 events per transaction (`raw.rs`).
     // Sealed with the gateway's key, as the gateway would: the push run opens them.
     let privacy = crate::privacy::Privacy::from_base64(data_key)?;
     let now_ms = crate::clock::now_ms();
@@ -100,11 +99,7 @@ pub(super) async fn ingest(
             carrier_ref: None,
         })
         .collect();
-    let started = Instant::now();
-    for chunk in raw.chunks(INGEST_BATCH_LINES) {
-        store.insert_events_raw(chunk).await?;
-    }
-    let raw_secs = started.elapsed().as_secs_f64();
+    let raw_secs = super::raw::insert_raw(db, &raw, INGEST_BATCH_LINES).await?;
     let mut lat: Vec<u64> = results.iter().map(|(_, us)| *us).collect();
     lat.sort_unstable();
     let pct = |p: f64| {
@@ -117,7 +112,7 @@ pub(super) async fn ingest(
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         errors: results.iter().filter(|(ok, _)| !ok).count(),
-        baseline: Some(("raw multi-row", raw.len() as f64 / raw_secs)),
+        baseline: Some(("typed sqlx rows", raw.len() as f64 / raw_secs)),
         cpu_us: None,
     })
 }

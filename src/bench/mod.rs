@@ -3,10 +3,11 @@
 //!
 //! So far: WeChat's reverse query (`waybill_notify_query`, secure JSON) on its fresh path and
 //! its replay path, against a bare actix-web JSON echo of the same envelope, served with the
-//! same number of HTTP workers and loaded by the same generator; and NDJSON ingest against raw
-//! multi-row inserts of the same rows into the same database
-//! ([`crate::store::Store::insert_events_raw`]); and pushes end to end against an in-process
-//! sandbox that answers at once (an absolute rate: WeChat has no baseline to offer).
+//! same number of HTTP workers and loaded by the same generator; NDJSON ingest against the
+//! same rows written into the same database the fastest known way (typed sqlx multi-row
+//! statements on a connection of their own, `raw.rs`); and pushes end to end against an
+//! in-process sandbox that answers at once, against the push ceiling (the same three
+//! exchanges and crypto with no storage, `ceiling.rs`).
 //!
 //! The load generator is a process of its own (`wxexpress bench-load`, this binary started
 //! by the bench for each run: it builds its requests and prints its row), never the
@@ -26,10 +27,12 @@ use crate::config;
 use crate::sandbox::defaults as sd;
 use crate::store::section::{DatabaseSettings, Synchronous};
 
+mod ceiling;
 mod data;
 mod ingest;
 mod load;
 mod pushes;
+mod raw;
 
 use data::{batches_for, seed};
 use ingest::ingest;
@@ -139,7 +142,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     let _ = server.await;
     // Pushes before the single events: those would leave dozens of waiting events on each
     // waybill and change what a push costs.
-    let push_row = pushes(&db, &data_key, opts.waybills).await?;
+    // The ceiling of a push on this machine, measured just before the pushes it is the
+    // baseline of.
+    let ceiling = ceiling::ceiling((opts.waybills * 3).max(6_000), workers).await?;
+    let mut push_row = pushes(&db, &data_key, opts.waybills).await?;
+    push_row.baseline = Some(("push ceiling", ceiling.rate));
 
     // One event per request, from every connection at once, on a gateway started anew:
     // concurrent requests share transactions (group commit) or nothing does. Their events
@@ -169,8 +176,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
     let _ = stop.send(true);
     echo_handle.stop(true).await;
     let _ = server.await;
+    let ceiling_rate = ceiling.rate;
     let mut rows = vec![
-        fresh_row, replay_row, beside_row, ingest_row, single_row, push_row,
+        fresh_row, replay_row, beside_row, ingest_row, single_row, ceiling, push_row,
     ];
     // What outcomes cost a push: the same work (one new event on every waybill, binding
     // cache warm) with outcomes recorded and delivered to a verifying webhook receiver, and
@@ -208,7 +216,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
                     "pushes, warm, outcomes off"
                 },
             };
-            rows.push(pushes_again(&db, &data_key, opts.waybills, again).await?);
+            let mut row = pushes_again(&db, &data_key, opts.waybills, again).await?;
+            row.baseline = Some(("push ceiling", ceiling_rate));
+            rows.push(row);
         }
     }
     let backend = if db.url.starts_with("postgres") {
@@ -225,7 +235,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<(String, Vec<Row>)> {
                     "pushes, cache warm, two nodes"
                 },
             };
-            rows.push(pushes_again(&db, &data_key, opts.waybills, again).await?);
+            let mut row = pushes_again(&db, &data_key, opts.waybills, again).await?;
+            row.baseline = Some(("push ceiling", ceiling_rate));
+            rows.push(row);
         }
         "PostgreSQL"
     } else {
@@ -256,27 +268,29 @@ pub fn render(backend: &str, opts: &BenchOptions, rows: &[Row]) -> String {
         "per s",
         "ratio"
     );
+    let ms = |v: f64| {
+        if v > 0.0 {
+            format!("{v:.2}")
+        } else {
+            "-".to_string()
+        }
+    };
     for r in rows {
         match r.baseline {
             Some((name, base)) => out.push_str(&format!(
-                "{:<36} {:>10.0} {:>8.2} {:>8.2} {:>7}  {:<18} {:>10.0} {:>7.3}\n",
+                "{:<36} {:>10.0} {:>8} {:>8} {:>7}  {:<18} {:>10.0} {:>7.3}{}\n",
                 r.path,
                 r.rate,
-                r.p50_ms,
-                r.p99_ms,
+                ms(r.p50_ms),
+                ms(r.p99_ms),
                 r.errors,
                 name,
                 base,
-                if base > 0.0 { r.rate / base } else { 0.0 }
+                if base > 0.0 { r.rate / base } else { 0.0 },
+                r.cpu_us
+                    .map_or_else(String::new, |us| format!("  (CPU {us:.0} µs each)"))
             )),
             None => {
-                let ms = |v: f64| {
-                    if v > 0.0 {
-                        format!("{v:.2}")
-                    } else {
-                        "-".to_string()
-                    }
-                };
                 let note = r.cpu_us.map_or_else(
                     || "(absolute)".to_string(),
                     |us| format!("(absolute; CPU {us:.0} µs each)"),

@@ -15,7 +15,10 @@ use super::{gateway_settings, push_node_settings, Row};
 /// every receiver bound and the binding cache cold: each delivery is a `userquery`, a
 /// `pathnotify` and WeChat's encrypted reverse query answered by the node's own callback.
 pub(super) async fn pushes(
-    db: &crate::store::section::DatabaseSettings, data_key: &str, waybills: usize) -> anyhow::Result<Row> {
+    db: &crate::store::section::DatabaseSettings,
+    data_key: &str,
+    waybills: usize,
+) -> anyhow::Result<Row> {
     let app = Application::build(gateway_settings(db, data_key, true)?).await?;
     let sandbox = app
         .sandbox()

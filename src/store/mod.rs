@@ -21,8 +21,6 @@
 //!   write's outcome after its group's commit), `ingest.rs` (batches, set-based), `settle/`
 //!   (the push worker's writes as group commands, set-based per kind); what a claim reads for
 //!   all its waybills at once: `push_load.rs`.
-//! - `baseline.rs`: the raw inserts `wxexpress bench` measures ingest against (not used by
-//!   the gateway).
 //! - Outcomes back to the carrier: `outcomes.rs` (one row per settled entry, written in the
 //!   settling transaction; the feed and its commit watermark), `webhooks.rs` (the webhook's
 //!   durable deliveries, cut from the feed).
@@ -49,7 +47,6 @@
 
 mod access_tokens;
 mod attempts;
-mod baseline;
 mod bindings;
 mod cells;
 mod connect;
