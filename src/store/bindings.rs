@@ -31,37 +31,17 @@ impl Store {
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
         let phone_hash = phone_hash.to_owned();
-        if let Some(group) = &self.group {
-            return group
-                .settle(PushWrites {
-                    now,
-                    binding: Some(BindingWrite {
-                        phone_hash,
-                        bound,
-                        ttl_ms,
-                    }),
-                    ..PushWrites::default()
-                })
-                .await
-                .map(|_| ());
-        }
-        self.write_one(Box::new(move |conn| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) \
-                     VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (phone_hash) DO UPDATE SET bound = excluded.bound, \
-                         checked_at = excluded.checked_at, expires_at = excluded.expires_at",
-                )
-                .bind(&phone_hash)
-                .bind(i64::from(bound))
-                .bind(now)
-                .bind(now.saturating_add(ttl_ms))
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
+        self.settler
+            .settle(PushWrites {
+                now,
+                binding: Some(BindingWrite {
+                    phone_hash,
+                    bound,
+                    ttl_ms,
+                }),
+                ..PushWrites::default()
             })
-        }))
-        .await
+            .await
+            .map(|_| ())
     }
 }

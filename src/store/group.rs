@@ -31,8 +31,12 @@
 //! waiting at once, so any order among them is one they could have had.
 //!
 //! No waiting to fill a group: a group is what queued while the previous one ran, so a lone
-//! writer pays no latency. PostgreSQL does not use this (its writers run concurrently, each
-//! in its own transaction: [`super::Store::write`]).
+//! writer pays no latency.
+//!
+//! PostgreSQL runs one of these too, for the push worker's settles only (`settle/`): its
+//! other writers run concurrently, each in its own transaction ([`super::Store::write`]).
+//! There the group's transaction is not the only writer, so a settle locks the rows it
+//! fences on before reading them (`settle/rounds.rs`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -47,7 +51,7 @@ use super::exchanges::{self, AnswerReceipt};
 use super::ingest::{self, Item};
 use super::notifications::NotificationIntent;
 use super::settle::{self, Settle};
-use super::{EventInsert, ExchangeInsert, NewExchange, PushWrites, StoreError};
+use super::{Backend, EventInsert, ExchangeInsert, NewExchange, PushWrites, StoreError};
 
 /// At most this many jobs share a transaction.
 pub(super) const MAX_JOBS: usize = 256;
@@ -109,14 +113,14 @@ impl GroupCommit {
     /// on a thread of its own: every statement is a round trip to the connection's thread,
     /// and the writer must not wait for a turn on a runtime busy with HTTP and crypto
     /// between them. The thread ends when every handle is dropped.
-    pub(super) fn start(writer: AnyPool) -> std::io::Result<GroupCommit> {
+    pub(super) fn start(writer: AnyPool, backend: Backend) -> std::io::Result<GroupCommit> {
         let (queue, rx) = mpsc::channel(QUEUE);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         std::thread::Builder::new()
             .name("wxexpress-writer".into())
-            .spawn(move || runtime.block_on(run(writer, rx)))?;
+            .spawn(move || runtime.block_on(run(writer, backend, rx)))?;
         Ok(GroupCommit { queue })
     }
 
@@ -254,7 +258,13 @@ impl<T: Send + 'static> Job for OneStatement<T> {
 /// (where the few writes that do not go through the group wait their turn).
 const GROUPS_PER_CHECKOUT: usize = 16;
 
-async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
+async fn run(writer: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Work>) {
+    // SQLite: take the write lock up front (a deferred transaction that reads and then
+    // writes fails at once when another connection wrote in between). PostgreSQL locks rows.
+    let begin = match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => "BEGIN",
+    };
     let mut held: Option<PoolConnection<Any>> = None;
     // Commands a group took but did not apply (a job before them closed it): the next
     // group takes them first, in order.
@@ -308,7 +318,7 @@ async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Work>) {
             },
         };
         groups += 1;
-        let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
+        let mut tx = match conn.begin_with(begin).await {
             Ok(tx) => tx,
             Err(e) => {
                 first.fail(e.to_string());

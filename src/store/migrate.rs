@@ -33,7 +33,7 @@ impl Store {
     /// A store whose writer has stopped is not ready ([`StoreError::WriterStopped`]): it
     /// would answer reads and refuse every write.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
-        if self.group.as_ref().is_some_and(|g| g.stopped()) {
+        if self.settler.stopped() {
             return Err(StoreError::WriterStopped);
         }
         sqlx::query("SELECT 1").execute(&self.pool).await?;

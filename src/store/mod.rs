@@ -17,10 +17,11 @@
 //!   write of the per-waybill due time, lease and in-flight marker: at most one push in
 //!   flight per waybill), `bindings.rs` (userquery cache), `access_tokens.rs` (the access
 //!   token and its refresher's lease), `pauses.rs` (APIs paused by WeChat's quota).
-//! - SQLite's writer: `group.rs` (one write connection, group commit) and `deliver.rs` (a
-//!   write's outcome after its group's commit), `ingest.rs` (batches, set-based), `settle/`
-//!   (the push worker's writes as group commands, set-based per kind); what a claim reads for
-//!   all its waybills at once: `push_load.rs`.
+//! - The writers: `group.rs` (one write connection, group commit: every write on SQLite, the
+//!   push worker's settles on PostgreSQL) and `deliver.rs` (a write's outcome after its
+//!   group's commit), `ingest.rs` (batches, set-based), `settle/` (the push worker's writes as
+//!   group commands, set-based per kind, on both databases); what a claim reads for all its
+//!   waybills at once: `push_load.rs`.
 //! - Outcomes back to the carrier: `outcomes.rs` (one row per settled entry, written in the
 //!   settling transaction; the feed and its commit watermark), `webhooks.rs` (the webhook's
 //!   durable deliveries, cut from the feed).
@@ -161,8 +162,11 @@ pub struct Store {
     pool: AnyPool,
     /// Writes: on SQLite the one write connection, on PostgreSQL the same pool.
     writer: AnyPool,
-    /// SQLite's group commit over `writer`; `None` on PostgreSQL.
+    /// SQLite's group commit over `writer`, for every write; `None` on PostgreSQL.
     group: Option<group::GroupCommit>,
+    /// The push worker's settles, group-committed on both databases: on SQLite the same
+    /// writer as `group`; on PostgreSQL a writer of its own over one pooled connection.
+    settler: group::GroupCommit,
     backend: Backend,
 }
 
@@ -205,32 +209,27 @@ impl Store {
     }
 
     /// Ends SQLite's writer after the writes queued before this call, as a crash of its
-    /// thread would: every later write fails with [`StoreError::WriterStopped`] and
-    /// [`Store::check_ready`] says so. For tests of what a dead writer looks like; a no-op
-    /// on PostgreSQL.
+    /// thread would: every later write (on PostgreSQL, every settle) fails with
+    /// [`StoreError::WriterStopped`] and [`Store::check_ready`] says so. For tests of what a
+    /// dead writer looks like.
     #[doc(hidden)]
     pub async fn stop_writer(&self) {
-        if let Some(group) = &self.group {
-            group.stop().await;
-            // The thread drops its queue as it ends.
-            while !group.stopped() {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
+        self.settler.stop().await;
+        // The thread drops its queue as it ends.
+        while !self.settler.stopped() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 
     fn assemble(pool: AnyPool, writer: AnyPool, backend: Backend) -> Result<Store, StoreError> {
-        let group = match backend {
-            Backend::Sqlite => Some(
-                group::GroupCommit::start(writer.clone())
-                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?,
-            ),
-            Backend::Postgres => None,
-        };
+        let started = group::GroupCommit::start(writer.clone(), backend)
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        let group = (backend == Backend::Sqlite).then(|| started.clone());
         Ok(Store {
             pool,
             writer,
             group,
+            settler: started,
             backend,
         })
     }
@@ -297,8 +296,62 @@ fn values(rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
-/// Rows for a statement that reads them from one JSON parameter with `json_each` (SQLite):
-/// its text does not depend on how many rows, so it is prepared once.
+/// Rows for a statement that reads them from one JSON parameter ([`json_table`],
+/// [`json_list`]): its text does not depend on how many rows, so it is prepared once.
 fn json_rows<T: serde::Serialize + ?Sized>(rows: &T) -> String {
     serde_json::to_string(rows).expect("rows of numbers and strings serialise")
+}
+
+/// The SQL type of a column read from a JSON rows parameter.
+#[derive(Clone, Copy)]
+enum Col {
+    Int,
+    Text,
+}
+
+/// The database a connection talks to.
+fn dialect(conn: &sqlx::AnyConnection) -> Backend {
+    // sqlx's names: "PostgreSQL", "SQLite".
+    if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    }
+}
+
+/// A query over the rows of JSON parameter `$n` (an array of arrays, [`json_rows`]), each
+/// row's values named by `cols` in order: `SELECT … FROM …`, for a `WITH` or `IN`. SQLite
+/// reads it with `json_each`; PostgreSQL with `json_array_elements`, each value cast to its
+/// column's type.
+fn json_table(backend: Backend, n: usize, cols: &[(&str, Col)]) -> String {
+    let values: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, (name, col))| match (backend, col) {
+            (Backend::Sqlite, _) => format!("value ->> {i} AS {name}"),
+            (Backend::Postgres, Col::Int) => format!("(value ->> {i})::bigint AS {name}"),
+            (Backend::Postgres, Col::Text) => format!("(value ->> {i}) AS {name}"),
+        })
+        .collect();
+    match backend {
+        Backend::Sqlite => format!("SELECT {} FROM json_each(${n})", values.join(", ")),
+        Backend::Postgres => format!(
+            "SELECT {} FROM json_array_elements(${n}::json) AS j(value)",
+            values.join(", ")
+        ),
+    }
+}
+
+/// A query over the values of JSON parameter `$n` (an array of numbers or strings):
+/// `SELECT value FROM …`, for an `IN (…)`.
+fn json_list(backend: Backend, n: usize, col: Col) -> String {
+    match (backend, col) {
+        (Backend::Sqlite, _) => format!("SELECT value FROM json_each(${n})"),
+        (Backend::Postgres, Col::Int) => {
+            format!("SELECT value::bigint FROM json_array_elements_text(${n}::json) AS j(value)")
+        }
+        (Backend::Postgres, Col::Text) => {
+            format!("SELECT value FROM json_array_elements_text(${n}::json) AS j(value)")
+        }
+    }
 }

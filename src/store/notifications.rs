@@ -305,9 +305,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let kinds = [EntryKind::Subscribe, EntryKind::Template];
-        let found = super::outbox::complete_in(&mut tx, outbox_id, now, completion, kinds)
-            .await?
-            .map(|c| c.recipient);
+        let found = super::outbox::complete_in(&mut tx, outbox_id, now, completion, kinds).await?;
         let Some(recipient) = found else {
             return Err(
                 match super::outbox::not_pending(&mut tx, outbox_id).await? {

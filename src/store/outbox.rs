@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 
 use sqlx::AnyConnection;
 
+use super::push_queue;
 use super::records::OUTBOX_COLUMNS;
 use super::states::{Column, EntryKind, EntryState, SkipReason};
-use super::{attempts, outcomes, placeholders, push_queue, IDS_PER_STATEMENT};
 use super::{
     Completion, NewAttempt, NewEvent, OutboxEntry, PushStep, PushWrites, Store, StoreError,
 };
@@ -36,76 +36,19 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let (owner, attempt, completion) = (owner.to_owned(), attempt.cloned(), completion.clone());
-        if let Some(group) = &self.group {
-            return group
-                .settle(PushWrites {
-                    owner,
-                    now,
-                    step: Some(PushStep::Complete {
-                        outbox_id,
-                        attempt,
-                        completion,
-                    }),
-                    ..PushWrites::default()
-                })
-                .await
-                .map(|_| ());
-        }
-        self.write(Box::new(move |mut tx| {
-            Box::pin(async move {
-                let (owner, attempt, completion) = (owner.as_str(), attempt.as_ref(), &completion);
-                let entry = complete_in(
-                    &mut tx,
+        self.settler
+            .settle(PushWrites {
+                owner,
+                now,
+                step: Some(PushStep::Complete {
                     outbox_id,
-                    now,
+                    attempt,
                     completion,
-                    [EntryKind::Pathnotify; 2],
-                )
-                .await?
-                .map(|c| (c.waybill_id, c.action_time, c.event_id));
-                // Dropping the transaction rolls it back.
-                let Some((waybill_id, action_time, event_id)) = entry else {
-                    return Err(not_pending(&mut tx, outbox_id).await?);
-                };
-                // The queue row's update is the fence: it changes the row only while `owner`
-                // holds the lease (on PostgreSQL it locks the row, after the outbox row: the
-                // lock order).
-                let held = match (completion, event_id) {
-                    // Only a path node (an entry with an event) moves the waybill's pushed position.
-                    (Completion::Delivered, Some(event_id)) => {
-                        push_queue::fenced_advance_in(
-                            &mut tx,
-                            &waybill_id,
-                            owner,
-                            (action_time, event_id),
-                            outbox_id,
-                        )
-                        .await?
-                    }
-                    _ => {
-                        push_queue::fenced_clear_inflight_in(
-                            &mut tx,
-                            &waybill_id,
-                            owner,
-                            &[outbox_id],
-                        )
-                        .await?
-                    }
-                };
-                if !held {
-                    return Err(StoreError::Fenced(outbox_id));
-                }
-                if let Some(attempt) = attempt {
-                    attempts::insert_in(&mut tx, attempt).await?;
-                }
-                if !matches!(completion, Completion::Retry { .. }) {
-                    outcomes::record_in(&mut tx, &[outbox_id]).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                }),
+                ..PushWrites::default()
             })
-        }))
-        .await
+            .await
+            .map(|_| ())
     }
 
     /// WeChat's reverse query answered for this node while push number `push_seq` of it was
@@ -142,53 +85,15 @@ impl Store {
             return Ok(());
         }
         let (ids, owner) = (ids.to_vec(), owner.to_owned());
-        if let Some(group) = &self.group {
-            return group
-                .settle(PushWrites {
-                    owner,
-                    now,
-                    skips: vec![(ids, reason)],
-                    ..PushWrites::default()
-                })
-                .await
-                .map(|_| ());
-        }
-        self.write(Box::new(move |mut tx| {
-            Box::pin(async move {
-                let (ids, reason, owner) = (ids.as_slice(), reason.as_str(), owner.as_str());
-                let mut skipped: Vec<(String, i64)> = Vec::new();
-                for chunk in ids.chunks(IDS_PER_STATEMENT) {
-                    let sql = format!(
-                        "UPDATE outbox SET state = $1, skip_reason = $2, done_at = $3, updated_at = $3 \
-                         WHERE state = $4 AND id IN ({}) RETURNING waybill_id, id",
-                        placeholders(5, chunk.len())
-                    );
-                    let mut query = sqlx::query_as(&sql)
-                        .bind(EntryState::Skipped.as_str())
-                        .bind(reason)
-                        .bind(now)
-                        .bind(EntryState::Pending.as_str());
-                    for id in chunk {
-                        query = query.bind(*id);
-                    }
-                    let rows: Vec<(String, i64)> = query.fetch_all(&mut *tx).await?;
-                    skipped.extend(rows);
-                }
-                let ids: Vec<i64> = skipped.iter().map(|(_, id)| *id).collect();
-                outcomes::record_in(&mut tx, &ids).await?;
-                // Waybill order: the lock order on push_queue rows.
-                skipped.sort();
-                for group in skipped.chunk_by(|a, b| a.0 == b.0) {
-                    let ids: Vec<i64> = group.iter().map(|(_, id)| *id).collect();
-                    if !push_queue::fenced_clear_inflight_in(&mut tx, &group[0].0, owner, &ids).await? {
-                        return Err(StoreError::Fenced(group[0].1));
-                    }
-                }
-                tx.commit().await?;
-                Ok(())
+        self.settler
+            .settle(PushWrites {
+                owner,
+                now,
+                skips: vec![(ids, reason)],
+                ..PushWrites::default()
             })
-        }))
-        .await
+            .await
+            .map(|_| ())
     }
 
     /// The waybill's outbox entries, by id (creation order).
@@ -332,25 +237,18 @@ pub(super) async fn insert_for_event_in(
     Ok(())
 }
 
-/// What [`complete_in`] changed.
-pub(super) struct CompletedEntry {
-    pub waybill_id: String,
-    pub action_time: i64,
-    pub event_id: Option<i64>,
-    pub recipient: Option<String>,
-}
-
-/// The outbox's one completion statement, for pushes and notifications alike: moves a
-/// pending entry of one of `kinds` as `completion` says, inside the caller's transaction. A
-/// retry counts the try, reschedules it and forgets the entry's receipt (it belonged to the
-/// try that just ended). `None`: no pending entry of that kind has this id.
+/// A shipping notification's completion statement: moves a pending entry of one of `kinds`
+/// as `completion` says, inside the caller's transaction, and returns its recipient. A retry
+/// counts the try, reschedules it and forgets the entry's receipt (it belonged to the try
+/// that just ended). `None`: no pending entry of that kind has this id. (Path-node entries
+/// settle set-based: `settle/writes.rs`.)
 pub(super) async fn complete_in(
     conn: &mut AnyConnection,
     outbox_id: i64,
     now: i64,
     completion: &Completion,
     kinds: [EntryKind; 2],
-) -> Result<Option<CompletedEntry>, sqlx::Error> {
+) -> Result<Option<Option<String>>, sqlx::Error> {
     // (state, skip_reason, counts as a try, next_attempt_at, last_error, done, dead_reason)
     let (state, reason, tried, next, error, done, dead) = match completion {
         Completion::Delivered => (EntryState::Delivered, None, 0, None, None, true, None),
@@ -385,14 +283,14 @@ pub(super) async fn complete_in(
             None,
         ),
     };
-    let row: Option<(String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+    let row: Option<(Option<String>,)> = sqlx::query_as(
         "UPDATE outbox SET state = $3, skip_reason = COALESCE($4, skip_reason), \
                 tries = tries + $5, next_attempt_at = COALESCE($6, next_attempt_at), \
                 last_error = COALESCE($7, last_error), done_at = COALESCE($8, done_at), \
                 dead_reason = COALESCE($12, dead_reason), updated_at = $2, \
                 receipt_at = CASE WHEN $3 = $10 THEN NULL ELSE receipt_at END \
          WHERE id = $1 AND kind IN ($9, $11) AND state = $10 \
-         RETURNING waybill_id, action_time, event_id, recipient",
+         RETURNING recipient",
     )
     .bind(outbox_id)
     .bind(now)
@@ -408,14 +306,7 @@ pub(super) async fn complete_in(
     .bind(dead)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(
-        |(waybill_id, action_time, event_id, recipient)| CompletedEntry {
-            waybill_id,
-            action_time,
-            event_id,
-            recipient,
-        },
-    ))
+    Ok(row.map(|(recipient,)| recipient))
 }
 
 /// Why a fenced update of a pending entry found no row: [`StoreError::UnknownOutboxEntry`]

@@ -16,8 +16,8 @@ use sqlx::AnyConnection;
 use super::records::OUTBOX_COLUMNS;
 use super::states::{EntryKind, EntryState};
 use super::{
-    json_rows, placeholders, Backend, InFlight, OutboxEntry, PushStep, PushWork, PushWrites, Store,
-    StoreError, IDS_PER_STATEMENT,
+    dialect, json_list, json_rows, json_table, Backend, Col, InFlight, OutboxEntry, PushStep,
+    PushWork, PushWrites, Store, StoreError,
 };
 
 impl Store {
@@ -154,50 +154,14 @@ impl Store {
         outbox_id: i64,
     ) -> Result<bool, StoreError> {
         let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
-        if let Some(group) = &self.group {
-            return group
-                .settle(PushWrites {
-                    waybill_id,
-                    owner,
-                    step: Some(PushStep::Begin { outbox_id }),
-                    ..PushWrites::default()
-                })
-                .await;
-        }
-        self.write(Box::new(move |mut tx| {
-            Box::pin(async move {
-                let (waybill_id, owner) = (waybill_id.as_str(), owner.as_str());
-                // Lock order: the outbox row before the queue row.
-                let stamped = sqlx::query(
-                    "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
-                     WHERE id = $1 AND waybill_id = $2 AND state = 'pending'",
-                )
-                .bind(outbox_id)
-                .bind(waybill_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if stamped != 1 {
-                    return Ok(false);
-                }
-                let updated = sqlx::query(
-                    "UPDATE push_queue SET inflight_outbox_id = $3 \
-                     WHERE waybill_id = $1 AND lease_owner = $2",
-                )
-                .bind(waybill_id)
-                .bind(owner)
-                .bind(outbox_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated != 1 {
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
+        self.settler
+            .settle(PushWrites {
+                waybill_id,
+                owner,
+                step: Some(PushStep::Begin { outbox_id }),
+                ..PushWrites::default()
             })
-        }))
-        .await
+            .await
     }
 
     /// What is being pushed for this waybill right now, if anything.
@@ -222,63 +186,16 @@ impl Store {
     /// before the recomputation, which then sees its entry, or it lowers `due_at` after.
     pub async fn release_waybill(&self, waybill_id: &str, owner: &str) -> Result<(), StoreError> {
         let (waybill_id, owner) = (waybill_id.to_owned(), owner.to_owned());
-        if let Some(group) = &self.group {
-            return group
-                .settle(PushWrites {
-                    waybill_id,
-                    owner,
-                    release: true,
-                    ..PushWrites::default()
-                })
-                .await
-                .map(|_| ());
-        }
-        self.write(Box::new(move |mut tx| {
-            Box::pin(async move {
-                // In one UPDATE the subquery would read the snapshot taken before waiting on
-                // a concurrent event's row lock and miss that event's entry. Lock the row
-                // first; the next statement then gets a snapshot that includes every writer
-                // that held it.
-                let held = sqlx::query(
-                    "SELECT waybill_id FROM push_queue \
-                     WHERE waybill_id = $1 AND lease_owner = $2 FOR UPDATE",
-                )
-                .bind(&waybill_id)
-                .bind(&owner)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if held.is_some() {
-                    release_in(&mut tx, &waybill_id, &owner).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+        self.settler
+            .settle(PushWrites {
+                waybill_id,
+                owner,
+                release: true,
+                ..PushWrites::default()
             })
-        }))
-        .await
+            .await
+            .map(|_| ())
     }
-}
-
-/// Gives up `owner`'s lease and recomputes `due_at` (see [`Store::release_waybill`]), in
-/// one statement. Path-node entries only: shipping notifications (same outbox, other kinds)
-/// are claimed per openid by their own worker and must not keep the waybill due here.
-async fn release_in(
-    conn: &mut AnyConnection,
-    waybill_id: &str,
-    owner: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
-                due_at = (SELECT MIN(next_attempt_at) FROM outbox \
-                          WHERE waybill_id = $1 AND state = $3 AND kind = $4) \
-         WHERE waybill_id = $1 AND lease_owner = $2",
-    )
-    .bind(waybill_id)
-    .bind(owner)
-    .bind(EntryState::Pending.as_str())
-    .bind(EntryKind::Pathnotify.as_str())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The part of a `push_queue` row that [`Store::load_push_work`] returns.
@@ -333,84 +250,25 @@ pub(super) async fn mark_due_many_in(
     Ok(())
 }
 
-/// A delivered path node `(action_time, event_id)` of entry `outbox_id`: moves the waybill's
-/// pushed position to it (never back) and clears the in-flight marker if it points at the
-/// entry, only while `owner` holds the lease: `false` (nothing changed) if it does not. The
-/// update is the fence: on PostgreSQL it locks the queue row, after the caller's outbox row.
-pub(super) async fn fenced_advance_in(
-    conn: &mut AnyConnection,
-    waybill_id: &str,
-    owner: &str,
-    (action_time, event_id): (i64, i64),
-    outbox_id: i64,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE push_queue SET \
-            last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
-                OR $2 > last_pushed_action_time \
-                OR ($2 = last_pushed_action_time \
-                    AND (last_pushed_event_id IS NULL OR $3 > last_pushed_event_id)) \
-                THEN $3 ELSE last_pushed_event_id END, \
-            last_pushed_action_time = CASE WHEN last_pushed_action_time IS NULL \
-                OR $2 > last_pushed_action_time \
-                THEN $2 ELSE last_pushed_action_time END, \
-            inflight_outbox_id = CASE WHEN inflight_outbox_id = $4 \
-                THEN NULL ELSE inflight_outbox_id END \
-         WHERE waybill_id = $1 AND lease_owner = $5",
-    )
-    .bind(waybill_id)
-    .bind(action_time)
-    .bind(event_id)
-    .bind(outbox_id)
-    .bind(owner)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
-}
-
-/// Clears the waybill's in-flight marker if it points at one of `outbox_ids`, only while
-/// `owner` holds the waybill's lease: `false` (nothing changed) if it does not. The update is
-/// the fence: on PostgreSQL it locks the queue row, after the caller's outbox rows.
-pub(super) async fn fenced_clear_inflight_in(
-    conn: &mut AnyConnection,
-    waybill_id: &str,
-    owner: &str,
-    outbox_ids: &[i64],
-) -> Result<bool, sqlx::Error> {
-    for chunk in outbox_ids.chunks(IDS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE push_queue SET inflight_outbox_id = CASE \
-                 WHEN inflight_outbox_id IN ({}) THEN NULL ELSE inflight_outbox_id END \
-             WHERE waybill_id = $1 AND lease_owner = $2",
-            placeholders(3, chunk.len())
-        );
-        let mut q = sqlx::query(&sql).bind(waybill_id).bind(owner);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        if q.execute(&mut *conn).await?.rows_affected() != 1 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 /// Marks each `(waybill_id, outbox_id)` as the waybill's push in flight. The leases were
 /// checked by the caller.
 pub(super) async fn mark_inflight_all(
     conn: &mut AnyConnection,
     rows: &[(&str, i64)],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS outbox_id \
-                    FROM json_each($1)) \
-         UPDATE push_queue SET inflight_outbox_id = v.outbox_id \
-         FROM v WHERE push_queue.waybill_id = v.waybill_id",
-    )
-    .bind(json_rows(rows))
-    .execute(&mut *conn)
-    .await?;
+    let v = json_table(
+        dialect(conn),
+        1,
+        &[("waybill_id", Col::Text), ("outbox_id", Col::Int)],
+    );
+    let sql = format!(
+        "WITH v AS ({v}) UPDATE push_queue SET inflight_outbox_id = v.outbox_id \
+         FROM v WHERE push_queue.waybill_id = v.waybill_id"
+    );
+    sqlx::query(&sql)
+        .bind(json_rows(rows))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -424,10 +282,18 @@ pub(super) async fn advance_all(
     if moved.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS action_time, \
-                           value ->> 2 AS event_id, value ->> 3 AS outbox_id \
-                    FROM json_each($1)) \
+    let v = json_table(
+        dialect(conn),
+        1,
+        &[
+            ("waybill_id", Col::Text),
+            ("action_time", Col::Int),
+            ("event_id", Col::Int),
+            ("outbox_id", Col::Int),
+        ],
+    );
+    let sql = format!(
+        "WITH v AS ({v}) \
          UPDATE push_queue SET \
             last_pushed_event_id = CASE WHEN last_pushed_action_time IS NULL \
                 OR v.action_time > last_pushed_action_time \
@@ -439,11 +305,12 @@ pub(super) async fn advance_all(
                 THEN v.action_time ELSE last_pushed_action_time END, \
             inflight_outbox_id = CASE WHEN inflight_outbox_id = v.outbox_id \
                 THEN NULL ELSE inflight_outbox_id END \
-         FROM v WHERE push_queue.waybill_id = v.waybill_id",
-    )
-    .bind(json_rows(moved))
-    .execute(&mut *conn)
-    .await?;
+         FROM v WHERE push_queue.waybill_id = v.waybill_id"
+    );
+    sqlx::query(&sql)
+        .bind(json_rows(moved))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -458,15 +325,18 @@ pub(super) async fn clear_inflight_all(
     }
     let waybills: HashSet<&str> = entries.iter().map(|(_, w)| *w).collect();
     let ids: Vec<i64> = entries.iter().map(|(id, _)| *id).collect();
-    sqlx::query(
+    let backend = dialect(conn);
+    let sql = format!(
         "UPDATE push_queue SET inflight_outbox_id = NULL \
-         WHERE waybill_id IN (SELECT value FROM json_each($1)) \
-           AND inflight_outbox_id IN (SELECT value FROM json_each($2))",
-    )
-    .bind(json_rows(&waybills))
-    .bind(json_rows(&ids))
-    .execute(&mut *conn)
-    .await?;
+         WHERE waybill_id IN ({}) AND inflight_outbox_id IN ({})",
+        json_list(backend, 1, Col::Text),
+        json_list(backend, 2, Col::Int)
+    );
+    sqlx::query(&sql)
+        .bind(json_rows(&waybills))
+        .bind(json_rows(&ids))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -480,19 +350,25 @@ pub(super) async fn release_all(
         return Ok(());
     }
     let releases: HashSet<&(String, String)> = releases.iter().collect();
-    sqlx::query(
-        "WITH v AS (SELECT value ->> 0 AS waybill_id, value ->> 1 AS owner FROM json_each($3)) \
+    let v = json_table(
+        dialect(conn),
+        3,
+        &[("waybill_id", Col::Text), ("owner", Col::Text)],
+    );
+    let sql = format!(
+        "WITH v AS ({v}) \
          UPDATE push_queue SET lease_owner = NULL, lease_until = NULL, \
              due_at = (SELECT MIN(next_attempt_at) FROM outbox \
                        WHERE outbox.waybill_id = push_queue.waybill_id \
                          AND state = $1 AND kind = $2) \
          FROM v WHERE push_queue.waybill_id = v.waybill_id \
-             AND push_queue.lease_owner = v.owner",
-    )
-    .bind(EntryState::Pending.as_str())
-    .bind(EntryKind::Pathnotify.as_str())
-    .bind(json_rows(&releases))
-    .execute(&mut *conn)
-    .await?;
+             AND push_queue.lease_owner = v.owner"
+    );
+    sqlx::query(&sql)
+        .bind(EntryState::Pending.as_str())
+        .bind(EntryKind::Pathnotify.as_str())
+        .bind(json_rows(&releases))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

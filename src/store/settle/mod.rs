@@ -1,19 +1,24 @@
-//! The push worker's writes on SQLite, settled set-based for a whole group.
+//! The push worker's writes, settled set-based for a whole group, on both databases.
 //!
 //! Beginning a push, skipping entries, completing a try, releasing a waybill and caching a
-//! `userquery` answer are sent to the writer (`group.rs`) as typed commands. The writer
-//! applies every command of its group with a few statements per kind, however many pushes
-//! are settling: a push costs the writer a share of a statement instead of a dozen round
-//! trips of its own. Each caller's outcome is exactly what the per-call write gives (the
-//! path PostgreSQL takes: [`Store::begin_push`](super::Store::begin_push),
+//! `userquery` answer are sent to the settle writer (`group.rs`) as typed commands, on
+//! SQLite and PostgreSQL alike. The writer applies every command of its group with a few
+//! statements per kind, however many pushes are settling, in one transaction: a push costs
+//! the writer a share of a statement and a share of a commit instead of a dozen round trips
+//! and five commits of its own. The one-part writes
+//! ([`Store::begin_push`](super::Store::begin_push),
 //! [`Store::mark_skipped`](super::Store::mark_skipped),
 //! [`Store::complete_entry`](super::Store::complete_entry),
 //! [`Store::release_waybill`](super::Store::release_waybill),
-//! [`Store::put_binding`](super::Store::put_binding)): the same fences, the same errors. The
-//! shared store tests hold both paths to that.
+//! [`Store::put_binding`](super::Store::put_binding)) are commands of one part each: there
+//! is no other path.
 //!
-//! The fences are checked by reading the rows first: the group's transaction is the only
-//! writer of the database, so nothing changes between that read and the writes after it.
+//! The fences are checked by reading the rows first. On SQLite the group's transaction is
+//! the only writer of the database, so nothing changes between that read and the writes
+//! after it. On PostgreSQL, where other instances and this one's other writers run
+//! concurrently, the group first locks every row it will read for a fence (`FOR UPDATE`:
+//! the outbox rows in id order, then the queue rows in waybill order, the store's lock
+//! order), so the read is as exact there.
 //!
 //! A command is one step's writes ([`PushWrites`]): skips, a binding, a begin or a
 //! completion, a release. Kinds are applied in that order for the whole group, after what the
@@ -39,60 +44,11 @@ use super::{PushStep, PushWrites, Store};
 impl Store {
     /// Applies one step's writes (see [`PushWrites`]) and returns whether its begin, if it
     /// has one, began (`true` otherwise); `Err` is the first refused skip or completion,
-    /// with the release done all the same. On SQLite the writes are one command of the
-    /// writer's group, all kept or none; on PostgreSQL they are the per-call writes, in the
-    /// same order.
+    /// with the release done all the same. The writes are one command of the settle writer's
+    /// group, on both databases: all kept or none, fenced on the caller's lease, each
+    /// caller with its own outcome.
     pub async fn settle_push(&self, writes: PushWrites) -> Result<bool, StoreError> {
-        if let Some(group) = &self.group {
-            return group.settle(writes).await;
-        }
-        let PushWrites {
-            waybill_id,
-            owner,
-            now,
-            skips,
-            binding,
-            step,
-            release,
-        } = writes;
-        let mut outcome = Ok(true);
-        for (ids, reason) in &skips {
-            if let Err(e) = self.mark_skipped(ids, *reason, &owner, now).await {
-                outcome = Err(e);
-                break;
-            }
-        }
-        if let Some(b) = binding {
-            let cached = self
-                .put_binding(&b.phone_hash, b.bound, now, b.ttl_ms)
-                .await;
-            if let (Err(e), Ok(_)) = (cached, &outcome) {
-                outcome = Err(e);
-            }
-        }
-        if outcome.is_ok() {
-            outcome = match step {
-                None => Ok(true),
-                Some(PushStep::Begin { outbox_id }) => {
-                    self.begin_push(&waybill_id, &owner, outbox_id).await
-                }
-                Some(PushStep::Complete {
-                    outbox_id,
-                    attempt,
-                    completion,
-                }) => self
-                    .complete_entry(outbox_id, &owner, attempt.as_ref(), &completion, now)
-                    .await
-                    .map(|()| true),
-            };
-        }
-        if release {
-            let released = self.release_waybill(&waybill_id, &owner).await;
-            if let (Err(e), Ok(_)) = (released, &outcome) {
-                outcome = Err(e);
-            }
-        }
-        outcome
+        self.settler.settle(writes).await
     }
 }
 
@@ -207,6 +163,9 @@ async fn apply_set(
     conn: &mut AnyConnection,
     writes: &[PushWrites],
 ) -> Result<Vec<Result<bool, StoreError>>, sqlx::Error> {
+    if super::dialect(conn) == super::Backend::Postgres {
+        rounds::lock_rows(conn, writes).await?;
+    }
     // Each part with the index of its command.
     let (mut skips, mut skip_of) = (Vec::new(), Vec::new());
     let mut bindings = Vec::new();

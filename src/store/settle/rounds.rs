@@ -2,8 +2,8 @@
 //! waybill apart: one read of the rows, exact because the group's transaction is the only
 //! writer.
 
-use crate::store::json_rows;
 use crate::store::states::EntryState;
+use crate::store::{dialect, json_list, json_rows, Col};
 use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
 use std::collections::{HashMap, HashSet};
@@ -34,14 +34,16 @@ pub(super) async fn lookup(
     ids: impl Iterator<Item = i64>,
 ) -> Result<HashMap<i64, Entry>, sqlx::Error> {
     let ids: Vec<i64> = ids.collect::<HashSet<_>>().into_iter().collect();
-    let rows: Vec<Entry> = sqlx::query_as(
+    let sql = format!(
         "SELECT o.id, o.waybill_id, o.state, q.lease_owner, o.action_time, o.event_id \
          FROM outbox o LEFT JOIN push_queue q ON q.waybill_id = o.waybill_id \
-         WHERE o.id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(json_rows(&ids))
-    .fetch_all(&mut *conn)
-    .await?;
+         WHERE o.id IN ({})",
+        json_list(dialect(conn), 1, Col::Int)
+    );
+    let rows: Vec<Entry> = sqlx::query_as(&sql)
+        .bind(json_rows(&ids))
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|mut entry| {
@@ -49,6 +51,63 @@ pub(super) async fn lookup(
             (entry.id, entry)
         })
         .collect())
+}
+
+/// PostgreSQL: locks every row the fences of `writes` read (the entries they name, then the
+/// queue rows of those entries' waybills and of the waybills they name), in the store's
+/// lock order, so that no other transaction changes them before this one commits. SQLite
+/// needs none: its group is the only writer.
+pub(super) async fn lock_rows(
+    conn: &mut AnyConnection,
+    writes: &[crate::store::PushWrites],
+) -> Result<(), sqlx::Error> {
+    use crate::store::PushStep;
+    let mut ids: Vec<i64> = writes
+        .iter()
+        .flat_map(|w| {
+            let step = match &w.step {
+                Some(PushStep::Begin { outbox_id }) => Some(*outbox_id),
+                Some(PushStep::Complete { outbox_id, .. }) => Some(*outbox_id),
+                None => None,
+            };
+            w.skips
+                .iter()
+                .flat_map(|(ids, _)| ids.iter().copied())
+                .chain(step)
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut waybills: Vec<String> = writes
+        .iter()
+        .map(|w| w.waybill_id.clone())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if !ids.is_empty() {
+        let sql = format!(
+            "SELECT waybill_id FROM outbox WHERE id IN ({}) ORDER BY id FOR UPDATE",
+            json_list(dialect(conn), 1, Col::Int)
+        );
+        let of_entries: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(json_rows(&ids))
+            .fetch_all(&mut *conn)
+            .await?;
+        waybills.extend(of_entries);
+    }
+    waybills.sort_unstable();
+    waybills.dedup();
+    if !waybills.is_empty() {
+        let sql = format!(
+            "SELECT waybill_id FROM push_queue WHERE waybill_id IN ({}) \
+             ORDER BY waybill_id FOR UPDATE",
+            json_list(dialect(conn), 1, Col::Text)
+        );
+        sqlx::query(&sql)
+            .bind(json_rows(&waybills))
+            .fetch_all(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The writes of one round of accepted commands.

@@ -2,7 +2,8 @@
 //! completions, and the binding cache.
 
 use crate::store::states::EntryState;
-use crate::store::{json_rows, outcomes, push_queue, Completion, StoreError};
+use crate::store::{dialect, json_list, json_rows, json_table, outcomes, push_queue};
+use crate::store::{Col, Completion, StoreError};
 use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
 use std::collections::HashMap;
@@ -38,13 +39,14 @@ pub(super) fn begin_round<'a>(
 ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
     Box::pin(async move {
         let ids: Vec<i64> = chosen.iter().map(|b| b.outbox_id).collect();
-        sqlx::query(
-            "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL \
-             WHERE id IN (SELECT value FROM json_each($1))",
-        )
-        .bind(json_rows(&ids))
-        .execute(&mut *conn)
-        .await?;
+        let sql = format!(
+            "UPDATE outbox SET push_seq = push_seq + 1, receipt_at = NULL WHERE id IN ({})",
+            json_list(dialect(conn), 1, Col::Int)
+        );
+        sqlx::query(&sql)
+            .bind(json_rows(&ids))
+            .execute(&mut *conn)
+            .await?;
         let rows: Vec<(&str, i64)> = chosen
             .iter()
             .map(|b| (b.waybill_id.as_str(), b.outbox_id))
@@ -119,17 +121,22 @@ pub(super) fn skip_round<'a>(
         }
         // Every row is pending (the lookup said so, and nothing wrote since): no state
         // test, which would lead SQLite's planner to walk the `state` index instead.
-        sqlx::query(
-            "WITH v AS (SELECT value ->> 0 AS id, value ->> 1 AS reason, value ->> 2 AS now \
-                        FROM json_each($2)) \
+        let v = json_table(
+            dialect(conn),
+            2,
+            &[("id", Col::Int), ("reason", Col::Text), ("now", Col::Int)],
+        );
+        let sql = format!(
+            "WITH v AS ({v}) \
              UPDATE outbox SET state = $1, skip_reason = v.reason, done_at = v.now, \
                     updated_at = v.now \
-             FROM v WHERE outbox.id = v.id",
-        )
-        .bind(EntryState::Skipped.as_str())
-        .bind(json_rows(&rows))
-        .execute(&mut *conn)
-        .await?;
+             FROM v WHERE outbox.id = v.id"
+        );
+        sqlx::query(&sql)
+            .bind(EntryState::Skipped.as_str())
+            .bind(json_rows(&rows))
+            .execute(&mut *conn)
+            .await?;
         let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
         outcomes::record_in(&mut *conn, &ids).await?;
         let done: Vec<(i64, &str)> = rows
@@ -264,13 +271,24 @@ pub(super) async fn complete_chosen(
             ),
         })
         .collect();
-    sqlx::query(
-        "WITH v AS (SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS skip_reason, \
-                           value ->> 3 AS tries_inc, value ->> 4 AS next_attempt_at, \
-                           value ->> 5 AS last_error, value ->> 6 AS done_at, \
-                           value ->> 7 AS now, value ->> 8 AS clear_receipt, \
-                           value ->> 9 AS dead_reason \
-                    FROM json_each($1)) \
+    let v = json_table(
+        dialect(conn),
+        1,
+        &[
+            ("id", Col::Int),
+            ("state", Col::Text),
+            ("skip_reason", Col::Text),
+            ("tries_inc", Col::Int),
+            ("next_attempt_at", Col::Int),
+            ("last_error", Col::Text),
+            ("done_at", Col::Int),
+            ("now", Col::Int),
+            ("clear_receipt", Col::Int),
+            ("dead_reason", Col::Text),
+        ],
+    );
+    let sql = format!(
+        "WITH v AS ({v}) \
          UPDATE outbox SET state = v.state, \
                 skip_reason = COALESCE(v.skip_reason, outbox.skip_reason), \
                 tries = outbox.tries + v.tries_inc, \
@@ -280,11 +298,12 @@ pub(super) async fn complete_chosen(
                 dead_reason = COALESCE(v.dead_reason, outbox.dead_reason), \
                 updated_at = v.now, \
                 receipt_at = CASE WHEN v.clear_receipt = 1 THEN NULL ELSE outbox.receipt_at END \
-         FROM v WHERE outbox.id = v.id",
-    )
-    .bind(json_rows(&rows))
-    .execute(&mut *conn)
-    .await?;
+         FROM v WHERE outbox.id = v.id"
+    );
+    sqlx::query(&sql)
+        .bind(json_rows(&rows))
+        .execute(&mut *conn)
+        .await?;
 
     // The queue rows: a delivered path node moves its waybill's pushed position (never
     // back) and clears the in-flight marker if it points at the entry; any other completion
@@ -320,16 +339,28 @@ pub(super) async fn complete_chosen(
         })
         .collect();
     if !attempts.is_empty() {
-        sqlx::query(
+        let rows = json_table(
+            dialect(conn),
+            1,
+            &[
+                ("outbox_id", Col::Int),
+                ("started_at", Col::Int),
+                ("duration_ms", Col::Int),
+                ("http_status", Col::Int),
+                ("errcode", Col::Int),
+                ("outcome", Col::Text),
+                ("detail", Col::Text),
+                ("rid", Col::Text),
+            ],
+        );
+        let sql = format!(
             "INSERT INTO outbox_attempts (outbox_id, started_at, duration_ms, http_status, \
-                                          errcode, outcome, detail, rid) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-                    value ->> 5, value ->> 6, value ->> 7 \
-             FROM json_each($1)",
-        )
-        .bind(json_rows(&attempts))
-        .execute(&mut *conn)
-        .await?;
+                                          errcode, outcome, detail, rid) {rows}"
+        );
+        sqlx::query(&sql)
+            .bind(json_rows(&attempts))
+            .execute(&mut *conn)
+            .await?;
     }
     // After the attempts: an outcome quotes the last one.
     let settled: Vec<i64> = chosen
@@ -358,14 +389,24 @@ pub(super) async fn put_bindings(
         .map(|(h, (b, c, e))| (h, b, c, e))
         .collect();
     // `WHERE true`: SQLite's parser needs it between a SELECT and ON CONFLICT.
-    sqlx::query(
-        "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1) WHERE true \
+    let v = json_table(
+        dialect(conn),
+        1,
+        &[
+            ("phone_hash", Col::Text),
+            ("bound", Col::Int),
+            ("checked_at", Col::Int),
+            ("expires_at", Col::Int),
+        ],
+    );
+    let sql = format!(
+        "INSERT INTO bindings (phone_hash, bound, checked_at, expires_at) {v} WHERE true \
          ON CONFLICT (phone_hash) DO UPDATE SET bound = excluded.bound, \
-             checked_at = excluded.checked_at, expires_at = excluded.expires_at",
-    )
-    .bind(json_rows(&rows))
-    .execute(&mut *conn)
-    .await?;
+             checked_at = excluded.checked_at, expires_at = excluded.expires_at"
+    );
+    sqlx::query(&sql)
+        .bind(json_rows(&rows))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
