@@ -3,7 +3,10 @@
 //! A redelivered push (same `dedupe_key`) finds the first exchange and its stored reply, so
 //! it can be answered identically.
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Connection, Row};
+use tokio::sync::oneshot;
+
+use super::deliver::{deliver, Deliver};
 
 use super::{
     EventRecord, ExchangeInsert, ExchangeRecord, InFlight, NewExchange, Store, StoreError,
@@ -342,4 +345,70 @@ pub(super) async fn answers_in(
     }
     super::outbox::record_receipts_in(conn, &receipts).await?;
     Ok(outcomes)
+}
+
+// ---- the group writer's batch of answers ----
+
+pub(super) type AnswerWork = (
+    NewExchange,
+    Option<AnswerReceipt>,
+    oneshot::Sender<Result<ExchangeInsert, StoreError>>,
+);
+
+/// The group's reverse-query answers, in one savepoint: all stored or none.
+pub(super) async fn record_answers(
+    conn: &mut AnyConnection,
+    work: Vec<AnswerWork>,
+    out: &mut Vec<Deliver>,
+) {
+    let (mut answers, mut replies) = (Vec::new(), Vec::new());
+    for (exchange, receipt, reply) in work {
+        answers.push((exchange, receipt));
+        replies.push(reply);
+    }
+    match answers_attempt(conn, &answers).await {
+        Ok(Ok(outcomes)) => {
+            for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                out.push(deliver(Ok(outcome), reply));
+            }
+        }
+        Ok(Err(e)) => {
+            // The transaction is still open: each answer alone, so one that fails fails
+            // only itself.
+            tracing::warn!(error = %e, answers = answers.len(), "a group's answers failed together; storing them one by one");
+            for (answer, reply) in answers.iter().zip(replies) {
+                let outcome = match answers_attempt(conn, std::slice::from_ref(answer)).await {
+                    Ok(Ok(mut one)) => Ok(one.remove(0)),
+                    Ok(Err(e)) | Err(e) => Err(e),
+                };
+                out.push(deliver(outcome, reply));
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            for reply in replies {
+                out.push(deliver(Err(StoreError::GroupCommit(e.clone())), reply));
+            }
+        }
+    }
+}
+
+/// `answers` in a savepoint: `Ok(Ok)` stored; `Ok(Err)` refused and rolled back, the
+/// transaction still open; `Err` the transaction is gone.
+async fn answers_attempt(
+    conn: &mut AnyConnection,
+    answers: &[(NewExchange, Option<AnswerReceipt>)],
+) -> Result<Result<Vec<ExchangeInsert>, StoreError>, StoreError> {
+    let mut savepoint = Connection::begin(&mut *conn).await?;
+    match answers_in(&mut savepoint, answers).await {
+        Ok(outcomes) => {
+            savepoint.commit().await?;
+            Ok(Ok(outcomes))
+        }
+        Err(e) => {
+            // Fails if SQLite ended the whole transaction: then nothing more runs in it.
+            savepoint.rollback().await?;
+            Ok(Err(e))
+        }
+    }
 }

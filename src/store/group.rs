@@ -47,7 +47,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::deliver::{deliver, Deliver};
-use super::exchanges::{self, AnswerReceipt};
+use super::exchanges::{record_answers, AnswerReceipt};
 use super::ingest::{self, Item};
 use super::notifications::NotificationIntent;
 use super::settle::{self, Settle};
@@ -441,66 +441,6 @@ async fn record_events(conn: &mut AnyConnection, work: Vec<EventWork>, out: &mut
             for reply in replies {
                 out.push(deliver(Err(StoreError::GroupCommit(e.clone())), reply));
             }
-        }
-    }
-}
-
-type AnswerWork = (
-    NewExchange,
-    Option<AnswerReceipt>,
-    oneshot::Sender<Result<ExchangeInsert, StoreError>>,
-);
-
-/// The group's reverse-query answers, in one savepoint: all stored or none.
-async fn record_answers(conn: &mut AnyConnection, work: Vec<AnswerWork>, out: &mut Vec<Deliver>) {
-    let (mut answers, mut replies) = (Vec::new(), Vec::new());
-    for (exchange, receipt, reply) in work {
-        answers.push((exchange, receipt));
-        replies.push(reply);
-    }
-    match answers_attempt(conn, &answers).await {
-        Ok(Ok(outcomes)) => {
-            for (outcome, reply) in outcomes.into_iter().zip(replies) {
-                out.push(deliver(Ok(outcome), reply));
-            }
-        }
-        Ok(Err(e)) => {
-            // The transaction is still open: each answer alone, so one that fails fails
-            // only itself.
-            tracing::warn!(error = %e, answers = answers.len(), "a group's answers failed together; storing them one by one");
-            for (answer, reply) in answers.iter().zip(replies) {
-                let outcome = match answers_attempt(conn, std::slice::from_ref(answer)).await {
-                    Ok(Ok(mut one)) => Ok(one.remove(0)),
-                    Ok(Err(e)) | Err(e) => Err(e),
-                };
-                out.push(deliver(outcome, reply));
-            }
-        }
-        Err(e) => {
-            let e = e.to_string();
-            for reply in replies {
-                out.push(deliver(Err(StoreError::GroupCommit(e.clone())), reply));
-            }
-        }
-    }
-}
-
-/// `answers` in a savepoint: `Ok(Ok)` stored; `Ok(Err)` refused and rolled back, the
-/// transaction still open; `Err` the transaction is gone.
-async fn answers_attempt(
-    conn: &mut AnyConnection,
-    answers: &[(NewExchange, Option<AnswerReceipt>)],
-) -> Result<Result<Vec<ExchangeInsert>, StoreError>, StoreError> {
-    let mut savepoint = Connection::begin(&mut *conn).await?;
-    match exchanges::answers_in(&mut savepoint, answers).await {
-        Ok(outcomes) => {
-            savepoint.commit().await?;
-            Ok(Ok(outcomes))
-        }
-        Err(e) => {
-            // Fails if SQLite ended the whole transaction: then nothing more runs in it.
-            savepoint.rollback().await?;
-            Ok(Err(e))
         }
     }
 }
