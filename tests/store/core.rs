@@ -771,20 +771,7 @@ fn reply_for(key: &str) -> Vec<u8> {
 /// Makes the database refuse any event of waybill `SFBOOM` (a trigger), as a constraint a
 /// multi-row statement trips over would.
 async fn refuse_events_of_sfboom(store: &Store) {
-    let statements: &[&str] = match store.backend() {
-        Backend::Sqlite => &["CREATE TRIGGER refuse_sfboom BEFORE INSERT ON events \
-              WHEN NEW.waybill_id = 'SFBOOM' BEGIN SELECT RAISE(ABORT, 'refused'); END"],
-        Backend::Postgres => &[
-            "CREATE FUNCTION refuse_sfboom() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF NEW.waybill_id = 'SFBOOM' THEN RAISE EXCEPTION 'refused'; END IF; \
-             RETURN NEW; END $$",
-            "CREATE TRIGGER refuse_sfboom BEFORE INSERT ON events \
-             FOR EACH ROW EXECUTE FUNCTION refuse_sfboom()",
-        ],
-    };
-    for sql in statements {
-        sqlx::query(sql).execute(store.pool()).await.expect(sql);
-    }
+    crate::refuse_inserts(store, "refuse_sfboom", "events", "waybill_id", "SFBOOM").await;
 }
 
 /// When a chunk's multi-row statements fail, its lines are stored one by one: the line the

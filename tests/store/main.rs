@@ -286,3 +286,29 @@ mod support {
         )
     }
 }
+
+/// A fault injected for a test: the database refuses (`RAISE`, the statement only) an insert
+/// into `table` whose `column` is `value`; `name` names the trigger.
+pub async fn refuse_inserts(store: &Store, name: &str, table: &str, column: &str, value: &str) {
+    use wxexpress::store::Backend;
+    let statements: Vec<String> = match store.backend() {
+        Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER {name} BEFORE INSERT ON {table} \
+             WHEN NEW.{column} = '{value}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )],
+        Backend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.{column} = '{value}' THEN RAISE EXCEPTION 'refused'; END IF; \
+                 RETURN NEW; END $$"
+            ),
+            format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION {name}()"
+            ),
+        ],
+    };
+    for sql in &statements {
+        sqlx::query(sql).execute(store.pool()).await.expect(sql);
+    }
+}

@@ -3,8 +3,7 @@
 
 use futures_util::future::join_all;
 use wxexpress::store::{
-    Backend, Completion, EntryState, NewAttempt, PushStep, PushWrites, SkipReason, Store,
-    StoreError,
+    Completion, EntryState, NewAttempt, PushStep, PushWrites, SkipReason, Store, StoreError,
 };
 
 use crate::{event, migrated, new_event_id, waybill};
@@ -64,22 +63,14 @@ fn complete(waybill_id: &str, outbox_id: i64, now: i64, detail: &str) -> PushWri
 
 /// The database refuses an attempt whose detail is `poison` (a fault injected for the test).
 async fn refuse_poisoned_attempts(store: &Store) {
-    let statements: &[&str] = match store.backend() {
-        Backend::Sqlite => &[
-            "CREATE TRIGGER refuse_poison BEFORE INSERT ON outbox_attempts \
-              WHEN NEW.detail = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END",
-        ],
-        Backend::Postgres => &[
-            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF NEW.detail = 'poison' THEN RAISE EXCEPTION 'refused'; END IF; \
-             RETURN NEW; END $$",
-            "CREATE TRIGGER refuse_poison BEFORE INSERT ON outbox_attempts \
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
-        ],
-    };
-    for sql in statements {
-        sqlx::query(sql).execute(store.pool()).await.expect(sql);
-    }
+    crate::refuse_inserts(
+        store,
+        "refuse_poison",
+        "outbox_attempts",
+        "detail",
+        "poison",
+    )
+    .await;
 }
 
 /// Settles sent together (one group on SQLite): the one the database refuses fails alone,
