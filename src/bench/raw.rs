@@ -78,6 +78,24 @@ macro_rules! insert_rows {
     }};
 }
 
+/// Every event in transactions of `per_transaction` on `conn` (closed after); the seconds.
+macro_rules! timed_inserts {
+    ($db:ty, $conn:expr, $events:expr, $per_transaction:expr) => {{
+        let mut conn = $conn;
+        let started = Instant::now();
+        for chunk in $events.chunks($per_transaction) {
+            let mut tx = conn.begin().await?;
+            for rows in chunk.chunks(ROWS_PER_STATEMENT) {
+                insert_rows!($db, &mut *tx, rows);
+            }
+            tx.commit().await?;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        conn.close().await?;
+        secs
+    }};
+}
+
 /// Inserts `events` (of waybills that exist, none of them stored yet) in transactions of
 /// `per_transaction`; the seconds it took, connecting not counted.
 pub(super) async fn insert_raw(
@@ -94,30 +112,15 @@ pub(super) async fn insert_raw(
             })
             .busy_timeout(std::time::Duration::from_secs(5))
             .foreign_keys(true);
-        let mut conn = SqliteConnection::connect_with(&options).await?;
-        let started = Instant::now();
-        for chunk in events.chunks(per_transaction) {
-            let mut tx = conn.begin().await?;
-            for rows in chunk.chunks(ROWS_PER_STATEMENT) {
-                insert_rows!(sqlx::Sqlite, &mut *tx, rows);
-            }
-            tx.commit().await?;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        conn.close().await?;
-        Ok(secs)
+        let conn = SqliteConnection::connect_with(&options).await?;
+        Ok(timed_inserts!(sqlx::Sqlite, conn, events, per_transaction))
     } else {
-        let mut conn = PgConnection::connect(&db.url).await?;
-        let started = Instant::now();
-        for chunk in events.chunks(per_transaction) {
-            let mut tx = conn.begin().await?;
-            for rows in chunk.chunks(ROWS_PER_STATEMENT) {
-                insert_rows!(sqlx::Postgres, &mut *tx, rows);
-            }
-            tx.commit().await?;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        conn.close().await?;
-        Ok(secs)
+        let conn = PgConnection::connect(&db.url).await?;
+        Ok(timed_inserts!(
+            sqlx::Postgres,
+            conn,
+            events,
+            per_transaction
+        ))
     }
 }

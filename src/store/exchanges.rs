@@ -355,7 +355,8 @@ pub(super) type AnswerWork = (
     oneshot::Sender<Result<ExchangeInsert, StoreError>>,
 );
 
-/// The group's reverse-query answers, in one savepoint: all stored or none.
+/// The group's reverse-query answers, together in one savepoint; if that fails and the
+/// transaction is still open, each alone, so one that fails fails only itself.
 pub(super) async fn record_answers(
     conn: &mut AnyConnection,
     work: Vec<AnswerWork>,

@@ -344,12 +344,12 @@ pub(super) async fn clear_inflight_all(
 /// only by its holder, the waybill's due time recomputed from its pending path nodes.
 pub(super) async fn release_all(
     conn: &mut AnyConnection,
-    releases: &[(String, String)],
+    releases: &[(&str, &str)],
 ) -> Result<(), sqlx::Error> {
     if releases.is_empty() {
         return Ok(());
     }
-    let releases: HashSet<&(String, String)> = releases.iter().collect();
+    let releases: HashSet<&(&str, &str)> = releases.iter().collect();
     let v = json_table(
         dialect(conn),
         3,

@@ -67,24 +67,26 @@ impl Settle {
     }
 }
 
-pub(super) struct Begin {
-    pub(super) waybill_id: String,
-    pub(super) owner: String,
+/// The parts of the group's commands, by kind, borrowed from the commands (which a failed
+/// set-based attempt applies again one by one).
+pub(super) struct Begin<'w> {
+    pub(super) waybill_id: &'w str,
+    pub(super) owner: &'w str,
     pub(super) outbox_id: i64,
 }
 
-pub(super) struct Skip {
-    pub(super) ids: Vec<i64>,
+pub(super) struct Skip<'w> {
+    pub(super) ids: &'w [i64],
     pub(super) reason: SkipReason,
-    pub(super) owner: String,
+    pub(super) owner: &'w str,
     pub(super) now: i64,
 }
 
-pub(super) struct Complete {
+pub(super) struct Complete<'w> {
     pub(super) outbox_id: i64,
-    pub(super) owner: String,
-    pub(super) attempt: Option<NewAttempt>,
-    pub(super) completion: Completion,
+    pub(super) owner: &'w str,
+    pub(super) attempt: Option<&'w NewAttempt>,
+    pub(super) completion: &'w Completion,
     pub(super) now: i64,
 }
 
@@ -183,9 +185,9 @@ async fn apply_set(
         } = writes;
         for (ids, reason) in skip_parts {
             skips.push(Skip {
-                ids: ids.clone(),
+                ids,
                 reason: *reason,
-                owner: owner.clone(),
+                owner,
                 now: *now,
             });
             skip_of.push(i);
@@ -199,7 +201,7 @@ async fn apply_set(
             ));
         }
         if *release {
-            releases.push((waybill_id.clone(), owner.clone()));
+            releases.push((waybill_id.as_str(), owner.as_str()));
         }
         if let Some(step) = step {
             steps.push((i, waybill_id, owner, *now, step));
@@ -222,8 +224,8 @@ async fn apply_set(
         match step {
             PushStep::Begin { outbox_id } => {
                 begins.push(Begin {
-                    waybill_id: waybill_id.clone(),
-                    owner: owner.clone(),
+                    waybill_id,
+                    owner,
                     outbox_id: *outbox_id,
                 });
                 begin_of.push(i);
@@ -235,9 +237,9 @@ async fn apply_set(
             } => {
                 completes.push(Complete {
                     outbox_id: *outbox_id,
-                    owner: owner.clone(),
-                    attempt: attempt.clone(),
-                    completion: completion.clone(),
+                    owner,
+                    attempt: attempt.as_ref(),
+                    completion,
                     now,
                 });
                 complete_of.push(i);

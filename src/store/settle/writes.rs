@@ -14,15 +14,15 @@ use super::{Begin, Complete, Skip};
 /// [`Store::begin_push`](super::Store::begin_push) for many: `true` where the push began.
 pub(super) async fn begin_all(
     conn: &mut AnyConnection,
-    begins: &[Begin],
+    begins: &[Begin<'_>],
 ) -> Result<Vec<bool>, sqlx::Error> {
     in_rounds(
         conn,
         begins,
         |b| vec![b.outbox_id],
         |b, entries| match entries.get(&b.outbox_id) {
-            Some(e) if e.pending && e.waybill_id == b.waybill_id && e.held_by(&b.owner) => {
-                Ok(vec![b.waybill_id.clone()])
+            Some(e) if e.pending && e.waybill_id == b.waybill_id && e.held_by(b.owner) => {
+                Ok(vec![b.waybill_id.to_owned()])
             }
             _ => Err(false),
         },
@@ -47,10 +47,7 @@ pub(super) fn begin_round<'a>(
             .bind(json_rows(&ids))
             .execute(&mut *conn)
             .await?;
-        let rows: Vec<(&str, i64)> = chosen
-            .iter()
-            .map(|b| (b.waybill_id.as_str(), b.outbox_id))
-            .collect();
+        let rows: Vec<(&str, i64)> = chosen.iter().map(|b| (b.waybill_id, b.outbox_id)).collect();
         push_queue::mark_inflight_all(&mut *conn, &rows).await
     })
 }
@@ -58,12 +55,12 @@ pub(super) fn begin_round<'a>(
 /// [`Store::mark_skipped`](super::Store::mark_skipped) for many.
 pub(super) async fn skip_all(
     conn: &mut AnyConnection,
-    skips: &[Skip],
+    skips: &[Skip<'_>],
 ) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
     let outcomes = in_rounds(
         conn,
         skips,
-        |s| s.ids.clone(),
+        |s| s.ids.to_vec(),
         |s, entries| {
             // Only entries still pending change; every waybill they belong to must be held.
             let mut changing: Vec<(&str, i64)> = s
@@ -76,7 +73,7 @@ pub(super) async fn skip_all(
             changing.dedup();
             for group in changing.chunk_by(|a, b| a.0 == b.0) {
                 let first = group[0].1;
-                if !entries[&first].held_by(&s.owner) {
+                if !entries[&first].held_by(s.owner) {
                     return Err(Fenced(first));
                 }
             }
@@ -162,7 +159,7 @@ pub(super) enum Completed {
 /// [`Store::complete_entry`](super::Store::complete_entry) for many.
 pub(super) async fn complete_all(
     conn: &mut AnyConnection,
-    completes: &[Complete],
+    completes: &[Complete<'_>],
 ) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
     let outcomes = in_rounds(
         conn,
@@ -170,7 +167,7 @@ pub(super) async fn complete_all(
         |c| vec![c.outbox_id],
         |c, entries| match entries.get(&c.outbox_id) {
             None => Err(Completed::Unknown(c.outbox_id)),
-            Some(e) if !e.pending || !e.held_by(&c.owner) => Err(Completed::Fenced(c.outbox_id)),
+            Some(e) if !e.pending || !e.held_by(c.owner) => Err(Completed::Fenced(c.outbox_id)),
             Some(e) => Ok(vec![e.waybill_id.clone()]),
         },
         Completed::Done,
@@ -198,7 +195,7 @@ pub(super) fn complete_round<'a>(
 /// The writes of accepted completions (distinct waybills, all held, all pending).
 pub(super) async fn complete_chosen(
     conn: &mut AnyConnection,
-    chosen: Vec<&Complete>,
+    chosen: Vec<&Complete<'_>>,
     entries: &HashMap<i64, Entry>,
 ) -> Result<(), sqlx::Error> {
     // The entries: one statement for every kind of completion. A NULL leaves a column as
@@ -217,7 +214,7 @@ pub(super) async fn complete_chosen(
     );
     let rows: Vec<Row> = chosen
         .iter()
-        .map(|c| match &c.completion {
+        .map(|c| match c.completion {
             Completion::Delivered => (
                 c.outbox_id,
                 EntryState::Delivered.as_str(),
@@ -312,7 +309,7 @@ pub(super) async fn complete_chosen(
     let mut cleared: Vec<(i64, &str)> = Vec::new();
     for c in &chosen {
         let e = &entries[&c.outbox_id];
-        match (&c.completion, e.event_id) {
+        match (c.completion, e.event_id) {
             (Completion::Delivered, Some(event_id)) => {
                 moved.push((&e.waybill_id, e.action_time, event_id, c.outbox_id))
             }
